@@ -1,0 +1,315 @@
+//! The foreground service: every account on its own schedule, one at a time,
+//! woken at once by signals.
+//!
+//! SIGTERM/SIGINT set a flag that the poll checks between messages and
+//! inside a download; SIGHUP reloads the configuration between polls;
+//! SIGUSR1 makes every account due now. The signal handlers only set flags
+//! and write a byte to a socket pair, which the scheduler's sleep reads, so
+//! no signal is slept through.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+
+use crate::config::{self, Account, Config};
+use crate::poll::{self, Context, Memo};
+use crate::status::{self, Status};
+use crate::timefmt;
+
+/// Flags set by signal handlers, and the pipe that wakes the scheduler.
+pub struct Signals {
+    /// SIGTERM or SIGINT arrived.
+    pub stop: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+    usr1: Arc<AtomicBool>,
+    wake: UnixStream,
+}
+
+impl Signals {
+    /// Install the handlers. A second SIGTERM/SIGINT while the first is
+    /// being honoured ends the process at once (the journal makes that safe).
+    pub fn install() -> std::io::Result<Signals> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        let usr1 = Arc::new(AtomicBool::new(false));
+        let (wake, notify) = UnixStream::pair()?;
+        for sig in [SIGTERM, SIGINT] {
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))?;
+            signal_hook::flag::register(sig, Arc::clone(&stop))?;
+        }
+        signal_hook::flag::register(SIGHUP, Arc::clone(&hup))?;
+        signal_hook::flag::register(SIGUSR1, Arc::clone(&usr1))?;
+        notify.set_nonblocking(true)?;
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR1] {
+            signal_hook::low_level::pipe::register(sig, notify.try_clone()?)?;
+        }
+        Ok(Signals {
+            stop,
+            hup,
+            usr1,
+            wake,
+        })
+    }
+
+    /// Sleep up to `d`, returning early when a signal arrives.
+    fn sleep(&mut self, d: Duration) {
+        if d.is_zero() || self.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = self.wake.set_read_timeout(Some(d));
+        let mut buf = [0u8; 64];
+        let _ = self.wake.read(&mut buf);
+    }
+}
+
+/// Per-account scheduling state.
+struct Slot {
+    due: Instant,
+    memo: Memo,
+    status: Status,
+}
+
+/// How a poll went, for the caller of [`poll_and_record`].
+pub enum Result {
+    /// It worked.
+    Ok,
+    /// It failed; the bool says whether the spool/state dir is unusable.
+    Failed {
+        /// Exit 73 rather than 75 with `--once`.
+        local_dir: bool,
+    },
+}
+
+/// Poll one account and update its status record; logs the outcome.
+fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut Slot) -> Result {
+    let started = Instant::now();
+    let ctx = Context {
+        state_dir: &cfg.state_dir,
+        stop,
+    };
+    let r = poll::poll(acct, &ctx, &mut slot.memo);
+    let now = timefmt::unix_now();
+    let st = &mut slot.status;
+    st.last_poll = Some(now);
+    st.last_poll_duration = started.elapsed().as_secs_f64();
+    let result = match r {
+        Ok(o) => {
+            st.last_success = Some(now);
+            st.last_error = None;
+            if st.failed {
+                log::info!(
+                    "{}: recovered after {} failed polls",
+                    acct.name,
+                    st.consecutive_failures
+                );
+            }
+            st.consecutive_failures = 0;
+            st.failed = false;
+            st.messages_delivered += o.delivered + o.quarantined;
+            st.messages_quarantined += o.quarantined;
+            st.bytes_delivered += o.bytes;
+            if o.delivered + o.quarantined + o.deleted > 0 || o.interrupted {
+                log::info!(
+                    "{}: {} delivered, {} quarantined, {} deleted on the server{}",
+                    acct.name,
+                    o.delivered,
+                    o.quarantined,
+                    o.deleted,
+                    if o.interrupted {
+                        " (interrupted by shutdown)"
+                    } else {
+                        ""
+                    }
+                );
+            } else {
+                log::debug!("{}: nothing new", acct.name);
+            }
+            Result::Ok
+        }
+        Err(poll::Error::Interrupted) => {
+            log::info!("{}: {}", acct.name, poll::Error::Interrupted);
+            Result::Ok
+        }
+        Err(e) => {
+            st.consecutive_failures += 1;
+            st.last_error = Some(e.to_string());
+            if st.consecutive_failures >= acct.error_threshold && !st.failed {
+                st.failed = true;
+                log::error!(
+                    "{}: {} (account failed: {} polls in a row; backing off up to {}s, it keeps retrying)",
+                    acct.name,
+                    e,
+                    st.consecutive_failures,
+                    acct.max_backoff.as_secs()
+                );
+            } else {
+                log::warn!("{}: {}", acct.name, e);
+            }
+            Result::Failed {
+                local_dir: e.is_local_dir(),
+            }
+        }
+    };
+    if let Err(e) = st.save(&cfg.state_dir) {
+        log::warn!("{}: cannot write status record: {e}", acct.name);
+    }
+    result
+}
+
+/// Time until the account's next poll: its interval, or after
+/// `error_threshold` failures an exponential backoff capped at `max_backoff`.
+pub fn next_interval(acct: &Account, failures: u32) -> Duration {
+    if failures < acct.error_threshold {
+        return acct.poll_interval;
+    }
+    let doublings = (failures - acct.error_threshold + 1).min(30);
+    let grown = acct.poll_interval.saturating_mul(1u32 << doublings);
+    grown
+        .min(acct.max_backoff)
+        .max(acct.poll_interval.min(acct.max_backoff))
+}
+
+fn write_prom(cfg: &Config, slots: &HashMap<String, Slot>) {
+    let mut all: Vec<Status> = slots.values().map(|s| s.status.clone()).collect();
+    all.sort_by(|a, b| a.account.cmp(&b.account));
+    if let Err(e) = status::write_prometheus(&cfg.state_dir, &all) {
+        log::warn!(
+            "cannot write {}: {e}",
+            cfg.state_dir.join("popspool.prom").display()
+        );
+    }
+}
+
+fn selected<'a>(cfg: &'a Config, only: &[String]) -> Vec<&'a Account> {
+    cfg.accounts
+        .iter()
+        .filter(|a| only.is_empty() || only.contains(&a.name))
+        .collect()
+}
+
+fn slot_for(cfg: &Config, name: &str) -> Slot {
+    Slot {
+        due: Instant::now(),
+        memo: Memo::default(),
+        status: Status::load(&cfg.state_dir, name),
+    }
+}
+
+/// `--once`: poll every selected account once. Returns the exit code.
+pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> u8 {
+    let mut slots = HashMap::new();
+    let mut code = 0;
+    for acct in selected(cfg, only) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let slot = slots
+            .entry(acct.name.clone())
+            .or_insert_with(|| slot_for(cfg, &acct.name));
+        match poll_and_record(acct, cfg, stop, slot) {
+            Result::Ok => {}
+            Result::Failed { local_dir: true } => code = 73,
+            Result::Failed { local_dir: false } if code == 0 => code = 75,
+            Result::Failed { .. } => {}
+        }
+    }
+    write_prom(cfg, &slots);
+    code
+}
+
+/// The service loop; returns when SIGTERM/SIGINT arrives.
+pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals) {
+    let mut slots: HashMap<String, Slot> = HashMap::new();
+    let names = |cfg: &Config| -> Vec<String> {
+        selected(cfg, only).iter().map(|a| a.name.clone()).collect()
+    };
+    for n in names(&cfg) {
+        slots.insert(n.clone(), slot_for(&cfg, &n));
+    }
+    log::info!(
+        "popspool {} started with {} account(s)",
+        env!("CARGO_PKG_VERSION"),
+        slots.len()
+    );
+    loop {
+        if signals.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if signals.hup.swap(false, Ordering::Relaxed) {
+            reload(path, &mut cfg, &mut slots, &names);
+        }
+        if signals.usr1.swap(false, Ordering::Relaxed) {
+            log::info!("SIGUSR1: polling every account now");
+            for s in slots.values_mut() {
+                s.due = Instant::now();
+            }
+        }
+        let now = Instant::now();
+        let mut due: Vec<&Account> = selected(&cfg, only)
+            .into_iter()
+            .filter(|a| slots.get(&a.name).is_some_and(|s| s.due <= now))
+            .collect();
+        due.sort_by_key(|a| slots[&a.name].due);
+        for acct in due {
+            if signals.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let slot = slots
+                .get_mut(&acct.name)
+                .expect("slot exists for every selected account");
+            poll_and_record(acct, &cfg, &signals.stop, slot);
+            slot.due = Instant::now() + next_interval(acct, slot.status.consecutive_failures);
+            write_prom(&cfg, &slots);
+        }
+        let next = slots.values().map(|s| s.due).min();
+        let wait = next
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        signals.sleep(wait);
+    }
+    log::info!("shutting down");
+}
+
+fn reload(
+    path: &Path,
+    cfg: &mut Config,
+    slots: &mut HashMap<String, Slot>,
+    names: &dyn Fn(&Config) -> Vec<String>,
+) {
+    match config::load(path) {
+        Ok(new) => {
+            let wanted = names(&new);
+            slots.retain(|k, _| wanted.contains(k));
+            for n in &wanted {
+                slots.entry(n.clone()).or_insert_with(|| slot_for(&new, n));
+            }
+            log::info!("SIGHUP: configuration reloaded, {} account(s)", slots.len());
+            *cfg = new;
+        }
+        Err(e) => log::error!("SIGHUP: {e}; keeping the previous configuration"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut a = config::test_account("h", 1);
+        a.poll_interval = Duration::from_secs(60);
+        a.error_threshold = 3;
+        a.max_backoff = Duration::from_secs(3600);
+        assert_eq!(next_interval(&a, 0), Duration::from_secs(60));
+        assert_eq!(next_interval(&a, 2), Duration::from_secs(60));
+        assert_eq!(next_interval(&a, 3), Duration::from_secs(120));
+        assert_eq!(next_interval(&a, 4), Duration::from_secs(240));
+        assert_eq!(next_interval(&a, 40), Duration::from_secs(3600));
+    }
+}

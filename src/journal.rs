@@ -1,0 +1,571 @@
+//! The per-account delivery journal and lock in `state_dir`.
+//!
+//! The journal is what makes delivery exactly-once. It is an append-only
+//! text file, one record per line:
+//!
+//! ```text
+//! popspool-journal 1 <identity>      header: hash of host and user
+//! P <key> <id> <dest> <time>         entry <id> is complete and durable in tmp/, about to go to <dest>
+//! D <key> <time>                     the message <key> is published (since <time>)
+//! F <key>                            forget <key>: it is gone from the server
+//! ```
+//!
+//! `<key>` is `u:<UIDL>` or, when the server has no usable UIDL for a
+//! message, `h:<SHA-256 of the message>`. A `P` record is fsynced after the
+//! entry and `tmp/` are durable and before the rename; on start-up a `P`
+//! without `D` is settled by looking at `tmp/<id>`: still there means the
+//! rename never happened (finish it now), gone means it did. Either way the
+//! message is delivered once, and only a delivered message is ever deleted
+//! from the server. A consumer emptying `new/` changes nothing here.
+//!
+//! A torn last line (a crash mid-append) is ignored: the append's fsync never
+//! returned, so nothing that depends on it happened. The file is rewritten
+//! from memory (atomically) once dead records outnumber live ones, so it
+//! stays proportional to the mailbox.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::spool::{self, Dest, Spool};
+
+const MAGIC: &str = "popspool-journal 1";
+const STATE_MODE: u32 = 0o600;
+/// Compact when the file holds this many more lines than live records; a
+/// floor keeps small mailboxes from rewriting the file on every poll.
+const COMPACT_SLACK: usize = 1024;
+
+/// A failure reading or writing the journal or the lock.
+#[derive(Debug)]
+pub enum Error {
+    /// I/O on a state file.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A record in the middle of the file cannot be read.
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+    },
+    /// Another popspool process holds the account.
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Damaged { path, line } => write!(
+                f,
+                "{}:{line}: journal record damaged; move the file aside to start over \
+                 (messages still on the server may then be delivered again)",
+                path.display()
+            ),
+            Error::Locked { path } => write!(
+                f,
+                "account is being polled by another popspool process (lock {})",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// Whether the underlying failure is the disk being full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if is_no_space(source))
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An exclusive hold on one account, released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// Take the account's lock without waiting.
+pub fn lock(state_dir: &Path, account: &str) -> Result<Lock, Error> {
+    let path = state_dir.join(format!("{account}.lock"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(STATE_MODE)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Lock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::Io { path, source: e }),
+    }
+}
+
+/// What the journal knows about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Pending { id: String, dest: Dest },
+    Delivered,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    state: State,
+    time: u64,
+}
+
+/// One account's journal, loaded.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    identity: String,
+    file: File,
+    records: HashMap<String, Record>,
+    lines: usize,
+}
+
+/// The journal key for a server UIDL.
+pub fn uidl_key(uidl: &str) -> String {
+    format!("u:{uidl}")
+}
+
+/// The journal key for a message identified by its content.
+pub fn hash_key(sha256_hex: &str) -> String {
+    format!("h:{sha256_hex}")
+}
+
+/// A short stable hash of who the mailbox belongs to, so a journal is never
+/// applied to a different mailbox after the account is re-pointed.
+pub fn identity(host: &str, user: &str) -> String {
+    let mut data = host.to_ascii_lowercase().into_bytes();
+    data.push(0);
+    data.extend_from_slice(user.as_bytes());
+    hex(&openssl::sha::sha256(&data)[..12])
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Journal {
+    /// Load `<state_dir>/<account>.journal`, creating it if absent.
+    pub fn open(state_dir: &Path, account: &str, identity: &str) -> Result<Journal, Error> {
+        let path = state_dir.join(format!("{account}.journal"));
+        let text = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::Io { path, source: e }),
+        };
+        let (records, lines, file_identity) = parse(&text, &path)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(STATE_MODE)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut j = Journal {
+            path,
+            identity: identity.to_string(),
+            file,
+            records,
+            lines,
+        };
+        // A torn tail or a missing header: rewrite from what was read, so
+        // appends start on a clean line.
+        if file_identity.is_none() || !text.is_empty() && !text.ends_with(b"\n") {
+            j.compact()?;
+        }
+        if let Some(old) = file_identity.filter(|f| f != identity) {
+            log::warn!(
+                "{}: journal belongs to another host/user ({old}); pending entries are settled, \
+                 delivery history starts over",
+                j.path.display()
+            );
+            j.records
+                .retain(|_, r| matches!(r.state, State::Pending { .. }));
+            j.compact()?;
+        }
+        Ok(j)
+    }
+
+    /// Settle every `P` without `D` (see the module docs) and remove
+    /// unfinished downloads from `tmp/`. Returns how many entries this
+    /// published.
+    pub fn recover(&mut self, spool: &Spool, now: u64) -> Result<usize, Error> {
+        let pending: Vec<(String, String, Dest)> = self
+            .records
+            .iter()
+            .filter_map(|(k, r)| match &r.state {
+                State::Pending { id, dest } => Some((k.clone(), id.clone(), *dest)),
+                State::Delivered => None,
+            })
+            .collect();
+        let mut published = 0;
+        let mut settled = Vec::new();
+        for (key, id, dest) in pending {
+            if spool.tmp_path(&id).exists() {
+                spool.publish(&id, dest).map_err(io_err(spool.root()))?;
+                spool
+                    .sync_dir(dest.dir_name())
+                    .map_err(io_err(spool.root()))?;
+                log::info!("published {id} left pending by an interrupted run");
+                published += 1;
+            }
+            settled.push(key);
+        }
+        self.mark_delivered(&settled, now)?;
+        self.sync()?;
+        let tmp = spool.tmp_entries().map_err(io_err(spool.root()))?;
+        for id in tmp {
+            log::debug!("removing unfinished download tmp/{id}");
+            spool.discard(&id).map_err(io_err(spool.root()))?;
+        }
+        Ok(published)
+    }
+
+    /// When `key` was delivered, if it was.
+    pub fn delivered_at(&self, key: &str) -> Option<u64> {
+        match self.records.get(key) {
+            Some(Record {
+                state: State::Delivered,
+                time,
+            }) => Some(*time),
+            _ => None,
+        }
+    }
+
+    /// Every key the journal holds.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.records.keys().map(|k| k.as_str())
+    }
+
+    /// Record entries about to be renamed out of `tmp/`, durably.
+    pub fn add_pending(&mut self, items: &[(String, String, Dest)], now: u64) -> Result<(), Error> {
+        let mut buf = String::new();
+        for (key, id, dest) in items {
+            buf.push_str(&format!("P {key} {id} {} {now}\n", dest.dir_name()));
+        }
+        self.append(&buf, items.len())?;
+        self.sync()?;
+        for (key, id, dest) in items {
+            self.records.insert(
+                key.clone(),
+                Record {
+                    state: State::Pending {
+                        id: id.clone(),
+                        dest: *dest,
+                    },
+                    time: now,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Record published messages. Not fsynced on its own: a lost `D` is
+    /// re-derived from the `P` before it.
+    pub fn mark_delivered(&mut self, keys: &[String], now: u64) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let buf: String = keys.iter().map(|k| format!("D {k} {now}\n")).collect();
+        self.append(&buf, keys.len())?;
+        for k in keys {
+            let time = match self.records.get(k) {
+                Some(Record {
+                    state: State::Delivered,
+                    time,
+                }) => *time,
+                _ => now,
+            };
+            self.records.insert(
+                k.clone(),
+                Record {
+                    state: State::Delivered,
+                    time,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Drop keys for messages that are no longer on the server.
+    pub fn forget(&mut self, keys: &[String]) -> Result<(), Error> {
+        let keys: Vec<&String> = keys
+            .iter()
+            .filter(|k| self.records.contains_key(*k))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let buf: String = keys.iter().map(|k| format!("F {k}\n")).collect();
+        self.append(&buf, keys.len())?;
+        for k in keys {
+            self.records.remove(k);
+        }
+        Ok(())
+    }
+
+    /// fsync the journal.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+
+    /// Rewrite the file from memory if it has grown well past what is live.
+    pub fn maybe_compact(&mut self) -> Result<(), Error> {
+        if self.lines > 2 * self.records.len() + COMPACT_SLACK {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self) -> Result<(), Error> {
+        let mut keys: Vec<&String> = self.records.keys().collect();
+        keys.sort();
+        let mut buf = format!("{MAGIC} {}\n", self.identity);
+        for k in keys {
+            let r = &self.records[k];
+            match &r.state {
+                State::Pending { id, dest } => {
+                    buf.push_str(&format!("P {k} {id} {} {}\n", dest.dir_name(), r.time))
+                }
+                State::Delivered => buf.push_str(&format!("D {k} {}\n", r.time)),
+            }
+        }
+        spool::write_atomic(&self.path, buf.as_bytes(), STATE_MODE).map_err(io_err(&self.path))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path))?;
+        self.lines = self.records.len() + 1;
+        Ok(())
+    }
+
+    fn append(&mut self, buf: &str, n: usize) -> Result<(), Error> {
+        self.file
+            .write_all(buf.as_bytes())
+            .map_err(io_err(&self.path))?;
+        self.lines += n;
+        Ok(())
+    }
+}
+
+type Parsed = (HashMap<String, Record>, usize, Option<String>);
+
+fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
+    let mut records = HashMap::new();
+    let mut identity = None;
+    let mut lines = 0;
+    let complete = match text.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &text[..=i],
+        None => &text[..0],
+    };
+    for (i, raw) in complete.split(|&b| b == b'\n').enumerate() {
+        if raw.is_empty() {
+            continue;
+        }
+        lines += 1;
+        let damaged = || Error::Damaged {
+            path: path.to_path_buf(),
+            line: i + 1,
+        };
+        let line = std::str::from_utf8(raw).map_err(|_| damaged())?;
+        if i == 0 {
+            if let Some(id) = line.strip_prefix(MAGIC).and_then(|r| r.strip_prefix(' ')) {
+                identity = Some(id.to_string());
+                continue;
+            }
+        }
+        let f: Vec<&str> = line.split(' ').collect();
+        let time = |s: &str| s.parse::<u64>().map_err(|_| damaged());
+        match f.as_slice() {
+            ["P", key, id, dest, t] if spool::is_valid_id(id) => {
+                let dest = Dest::from_dir_name(dest).ok_or_else(damaged)?;
+                let state = State::Pending {
+                    id: id.to_string(),
+                    dest,
+                };
+                records.insert(
+                    key.to_string(),
+                    Record {
+                        state,
+                        time: time(t)?,
+                    },
+                );
+            }
+            ["D", key, t] => {
+                let t = time(t)?;
+                let time = match records.get(*key) {
+                    Some(Record {
+                        state: State::Delivered,
+                        time,
+                    }) => *time,
+                    _ => t,
+                };
+                records.insert(
+                    key.to_string(),
+                    Record {
+                        state: State::Delivered,
+                        time,
+                    },
+                );
+            }
+            ["F", key] => {
+                records.remove(*key);
+            }
+            _ => return Err(damaged()),
+        }
+    }
+    Ok((records, lines, identity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(tag: &str) -> (PathBuf, Spool) {
+        let d = std::env::temp_dir().join(format!("popspool-journal-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("state")).unwrap();
+        let sp = Spool::open(&d.join("spool")).unwrap();
+        (d, sp)
+    }
+
+    fn make_entry(sp: &Spool) -> String {
+        let id = spool::new_id();
+        let mut e = sp.begin(&id).unwrap();
+        e.write_file("message.eml", b"x").unwrap();
+        id
+    }
+
+    #[test]
+    fn pending_with_tmp_entry_is_published_once() {
+        let (d, sp) = dirs("pub");
+        let st = d.join("state");
+        let id = make_entry(&sp);
+        {
+            let mut j = Journal::open(&st, "a", "idn").unwrap();
+            j.add_pending(&[(uidl_key("1"), id.clone(), Dest::New)], 5)
+                .unwrap();
+            // crash before rename
+        }
+        let mut j = Journal::open(&st, "a", "idn").unwrap();
+        assert_eq!(j.delivered_at("u:1"), None);
+        assert_eq!(j.recover(&sp, 9).unwrap(), 1);
+        assert!(sp.final_path(Dest::New, &id).join("message.eml").exists());
+        assert_eq!(j.delivered_at("u:1"), Some(9));
+        drop(j);
+        let mut j = Journal::open(&st, "a", "idn").unwrap();
+        assert_eq!(j.recover(&sp, 10).unwrap(), 0);
+        assert_eq!(j.delivered_at("u:1"), Some(9));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn pending_without_tmp_entry_counts_as_delivered_and_strays_are_removed() {
+        let (d, sp) = dirs("gone");
+        let st = d.join("state");
+        let id = make_entry(&sp);
+        let stray = make_entry(&sp);
+        {
+            let mut j = Journal::open(&st, "a", "idn").unwrap();
+            j.add_pending(&[(uidl_key("1"), id.clone(), Dest::Quarantine)], 5)
+                .unwrap();
+            sp.publish(&id, Dest::Quarantine).unwrap();
+            // a consumer takes it away at once
+            fs::remove_dir_all(sp.final_path(Dest::Quarantine, &id)).unwrap();
+        }
+        let mut j = Journal::open(&st, "a", "idn").unwrap();
+        assert_eq!(j.recover(&sp, 7).unwrap(), 0);
+        assert_eq!(j.delivered_at("u:1"), Some(7));
+        assert!(!sp.tmp_path(&stray).exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn torn_tail_is_ignored_and_damage_is_reported() {
+        let (d, _sp) = dirs("torn");
+        let st = d.join("state");
+        let p = st.join("a.journal");
+        fs::write(&p, format!("{MAGIC} idn\nD u:1 3\nD u:2 4\nF u:1\nD u:3")).unwrap();
+        let j = Journal::open(&st, "a", "idn").unwrap();
+        assert_eq!(j.delivered_at("u:1"), None);
+        assert_eq!(j.delivered_at("u:2"), Some(4));
+        assert_eq!(j.delivered_at("u:3"), None, "torn line");
+        drop(j);
+        assert!(fs::read_to_string(&p).unwrap().ends_with('\n'));
+        fs::write(&p, format!("{MAGIC} idn\nD u:1 3\nX junk\nD u:2 4\n")).unwrap();
+        let e = Journal::open(&st, "a", "idn").unwrap_err();
+        assert!(e.to_string().contains("a.journal:3"), "{e}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn other_identity_starts_over_and_compaction_bounds_size() {
+        let (d, _sp) = dirs("ident");
+        let st = d.join("state");
+        {
+            let mut j = Journal::open(&st, "a", "one").unwrap();
+            j.mark_delivered(&[uidl_key("1")], 1).unwrap();
+        }
+        let mut j = Journal::open(&st, "a", "two").unwrap();
+        assert_eq!(j.delivered_at("u:1"), None);
+        for round in 0..5u64 {
+            let keys: Vec<String> = (0..1000)
+                .map(|i| uidl_key(&format!("{round}-{i}")))
+                .collect();
+            j.mark_delivered(&keys, round).unwrap();
+            j.forget(&keys).unwrap();
+            j.maybe_compact().unwrap();
+        }
+        let lines = fs::read_to_string(st.join("a.journal"))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines <= 2 * COMPACT_SLACK + 1, "{lines}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let (d, _sp) = dirs("lock");
+        let st = d.join("state");
+        let l = lock(&st, "a").unwrap();
+        assert!(matches!(lock(&st, "a"), Err(Error::Locked { .. })));
+        drop(l);
+        lock(&st, "a").unwrap();
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

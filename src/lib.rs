@@ -1,0 +1,33 @@
+//! popspool: a POP3 receive appliance.
+//!
+//! Data flow, one account at a time, one thread:
+//!
+//! `config` turns the INI file into an immutable [`config::Config`].
+//! `poll` takes an account's lock ([`journal::Lock`]), finishes whatever a
+//! previous run left half-published ([`journal::Journal::recover`]), resolves
+//! the secret ([`secret`]), opens the connection ([`tls`]), logs in
+//! ([`auth`] over [`pop3::Client`]), lists the mailbox ([`pop3::Session`]) and
+//! downloads every message not yet delivered straight into the spool's `tmp/`
+//! ([`spool`]). [`mime`] decodes it next to the raw copy, `meta.json` is
+//! written last, and a batch of finished entries is committed: fsync, a
+//! "pending" record in the journal, one rename each into `new/`, fsync of
+//! `new/`, a "delivered" record. Only then are the messages deleted on the
+//! server, and only a `+OK` to `QUIT` lets the journal forget them.
+//! [`status`] records how each poll went for monitoring.
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod daemon;
+pub mod journal;
+pub mod mime;
+pub mod poll;
+pub mod pop3;
+pub mod probe;
+pub mod secret;
+pub mod spool;
+pub mod status;
+pub mod timefmt;
+pub mod tls;

@@ -1,0 +1,205 @@
+//! popspool command line: parse flags, load the configuration, run.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use log::LevelFilter;
+use popspool::config::{self, Config};
+use popspool::{daemon, probe};
+
+const USAGE: &str = "\
+usage: popspool [-c FILE] [--once] [--check] [--probe] [-a NAME]... [--log-level LEVEL]
+       popspool --version | --help
+
+  -c, --config FILE    configuration file (default /etc/popspool/popspool.ini)
+      --once           poll every selected account once, then exit
+      --check          validate the configuration, secrets and key files, print a summary
+      --probe          show what each selected server offers and whether login works;
+                       changes nothing on the server
+  -a, --account NAME   only this account (may be repeated)
+      --log-level L    error, warn, info, debug or trace (overrides the file)
+  -V, --version        print the version
+  -h, --help           print this help
+
+Without --once, --check or --probe, popspool runs in the foreground as a service.
+Exit status: 0 ok, 64 usage, 66 config unreadable, 78 config invalid,
+73 spool/state directory unusable, 75 an account failed (--once), 70 internal error.";
+
+/// sysexits.h codes (spec §1).
+mod exit {
+    pub const USAGE: u8 = 64;
+    pub const CANTCREAT: u8 = 73;
+    pub const SOFTWARE: u8 = 70;
+    pub const TEMPFAIL: u8 = 75;
+}
+
+#[derive(Debug, Default)]
+struct Args {
+    config: Option<PathBuf>,
+    once: bool,
+    check: bool,
+    probe: bool,
+    accounts: Vec<String>,
+    log_level: Option<LevelFilter>,
+}
+
+enum Parsed {
+    Run(Args),
+    Help,
+    Version,
+}
+
+fn parse_level(s: &str) -> Option<LevelFilter> {
+    match s {
+        "error" => Some(LevelFilter::Error),
+        "warn" => Some(LevelFilter::Warn),
+        "info" => Some(LevelFilter::Info),
+        "debug" => Some(LevelFilter::Debug),
+        "trace" => Some(LevelFilter::Trace),
+        _ => None,
+    }
+}
+
+fn parse_args() -> Result<Parsed, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut a = Args::default();
+    let text = |v: std::ffi::OsString| {
+        v.into_string()
+            .map_err(|_| "argument is not valid UTF-8".to_string())
+    };
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('c') | Long("config") => {
+                a.config = Some(p.value().map_err(|e| e.to_string())?.into())
+            }
+            Long("once") => a.once = true,
+            Long("check") => a.check = true,
+            Long("probe") => a.probe = true,
+            Short('a') | Long("account") => a
+                .accounts
+                .push(text(p.value().map_err(|e| e.to_string())?)?),
+            Long("log-level") => {
+                let v = text(p.value().map_err(|e| e.to_string())?)?;
+                a.log_level =
+                    Some(parse_level(&v).ok_or_else(|| format!("invalid --log-level '{v}'"))?);
+            }
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    if [a.once, a.check, a.probe].iter().filter(|x| **x).count() > 1 {
+        return Err("--once, --check and --probe exclude each other".into());
+    }
+    Ok(Parsed::Run(a))
+}
+
+fn init_logging() {
+    let cfg = simplelog::ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        .set_time_format_rfc3339()
+        .build();
+    // The logger passes everything; `log::set_max_level` is the one filter,
+    // so a reload or --log-level can change it later.
+    // termcolor's "auto" looks only at TERM; journald and pipes get no colour.
+    let color = if std::io::stderr().is_terminal() {
+        simplelog::ColorChoice::Auto
+    } else {
+        simplelog::ColorChoice::Never
+    };
+    let _ = simplelog::TermLogger::init(
+        LevelFilter::Trace,
+        cfg,
+        simplelog::TerminalMode::Stderr,
+        color,
+    );
+    log::set_max_level(LevelFilter::Info);
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("popspool {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("popspool: {e}\n{USAGE}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    init_logging();
+    ExitCode::from(run(args))
+}
+
+fn run(args: Args) -> u8 {
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("popspool: {e}");
+            return e.exit_code();
+        }
+    };
+    log::set_max_level(
+        args.log_level
+            .or(cfg.log_level)
+            .unwrap_or(LevelFilter::Info),
+    );
+    if let Some(unknown) = args
+        .accounts
+        .iter()
+        .find(|n| !cfg.accounts.iter().any(|a| &a.name == *n))
+    {
+        eprintln!("popspool: no account '{unknown}' in {}", path.display());
+        return exit::USAGE;
+    }
+    if args.check {
+        return probe::check(&cfg, &args.accounts);
+    }
+    if args.probe {
+        return probe::probe(&cfg, &args.accounts);
+    }
+    if let Err(e) = prepare_dirs(&cfg) {
+        eprintln!("popspool: {e}");
+        return exit::CANTCREAT;
+    }
+    let mut signals = match daemon::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("popspool: cannot install signal handlers: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    if args.once {
+        let code = daemon::run_once(&cfg, &args.accounts, &signals.stop);
+        return if code == exit::TEMPFAIL || code == exit::CANTCREAT || code == 0 {
+            code
+        } else {
+            exit::SOFTWARE
+        };
+    }
+    daemon::run(&path, cfg, &args.accounts, &mut signals);
+    0
+}
+
+fn prepare_dirs(cfg: &Config) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| format!("cannot create state_dir {}: {e}", cfg.state_dir.display()))?;
+    let probe = cfg.state_dir.join(".popspool-write-test");
+    std::fs::write(&probe, b"")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| format!("cannot write in state_dir {}: {e}", cfg.state_dir.display()))?;
+    Ok(())
+}

@@ -1,0 +1,553 @@
+//! MIME decoding for a spool entry (spec sections 2 and 3).
+//!
+//! [`decode`] reads the message as received and writes `body.txt` or
+//! `body.html` and `attachments/<name>` into the entry directory; what it
+//! returns is flattened into `meta.json`. [`headers_only`] is the `mime = no`
+//! path. Decoding problems are data (`problems`), never errors or panics; the
+//! only error is an I/O failure writing into the entry directory.
+//!
+//! Large parts are decoded in bounded chunks straight into their files (see
+//! [`transfer`]), so memory stays near the size of the raw message itself.
+//! Standards: RFC 5322 (message format), RFC 2045-2047 and 2231 (MIME,
+//! encoded words, parameter values), RFC 6532 (UTF-8 headers), RFC 6522,
+//! 3464 and 8098 (reports).
+
+mod header;
+mod names;
+mod report;
+mod select;
+mod text;
+mod transfer;
+mod tree;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
+use openssl::sha::Sha256;
+use serde::Serialize;
+
+use self::header::HeaderBlock;
+use self::names::UniqueNames;
+use self::text::TextSink;
+use self::tree::{Part, Tree};
+
+/// Largest header block parsed per part. Real header blocks are a few KiB
+/// (heavily relayed mail reaches ~100 KiB); beyond 1 MiB it is an attack or a
+/// broken generator, and mailparse-style decoders go quadratic on such input.
+pub const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// Deepest multipart nesting descended. Legitimate mail rarely exceeds 5
+/// levels (forward of a signed reply with alternatives); 32 is generous and
+/// bounds recursion and the per-level boundary scans (each level rescans its
+/// bytes, so cost is depth × size).
+pub const MAX_DEPTH: usize = 32;
+
+/// Most MIME parts parsed. Each part costs a few hundred bytes of
+/// bookkeeping; 10,000 keeps a "zip bomb" of empty parts to a few MiB.
+pub const MAX_PARTS: usize = 10_000;
+
+/// Most attachment files written per entry, so one message cannot exhaust
+/// the spool file system's inodes; parts beyond stay in message.eml.
+pub const MAX_ATTACHMENTS: usize = 1_000;
+
+/// Largest decoded report status part or attached header block read for
+/// `report` (those are a few KiB; they are held in memory).
+pub const MAX_REPORT_BYTES: usize = 1 << 20;
+
+/// Body-part selection, from the account's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// 0: the default cascade; N: the Nth leaf part (1-based).
+    pub body_part_index: u32,
+    /// Lowercase `type/subtype`.
+    pub body_part_content_type: Option<String>,
+}
+
+/// The message's main header fields, decoded to UTF-8 (RFC 2047, RFC 6532).
+///
+/// Addresses are written `"Display Name" <local@domain>` or `local@domain`;
+/// group syntax is flattened to its members. `from`, `reply_to` and
+/// `disposition_notification_to` hold the formatted list joined by `", "`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Headers {
+    /// `Message-ID`, as written.
+    pub message_id: Option<String>,
+    /// The Date header as written (decoded).
+    pub date: Option<String>,
+    /// `date` as RFC 3339 UTC, or null when it does not parse.
+    pub date_iso: Option<String>,
+    /// `From`.
+    pub from: Option<String>,
+    /// `To`, one address each.
+    pub to: Vec<String>,
+    /// `Cc`, one address each.
+    pub cc: Vec<String>,
+    /// `Reply-To`.
+    pub reply_to: Option<String>,
+    /// `Subject`.
+    pub subject: Option<String>,
+    /// `Disposition-Notification-To` (an MDN request, RFC 8098).
+    pub disposition_notification_to: Option<String>,
+}
+
+/// What the message is, for consumers (spec section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A message without attachments.
+    Message,
+    /// A message with attachments.
+    File,
+    /// `multipart/report`: a DSN or an MDN.
+    Report,
+    /// MIME decoding failed; only `message.eml` is reliable.
+    Undecodable,
+}
+
+/// The selected body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Body {
+    /// `body.txt` or `body.html`.
+    pub file: String,
+    /// The part's `type/subtype`.
+    pub content_type: String,
+    /// The declared charset, lowercased; the file is always UTF-8.
+    pub charset: Option<String>,
+}
+
+/// One file under `attachments/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    /// `attachments/<safe name>`.
+    pub file: String,
+    /// The sender's file name, decoded, before it was made safe.
+    pub filename: Option<String>,
+    /// The part's `type/subtype`.
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: u64,
+    /// SHA-256 of the decoded content, lowercase hex.
+    pub sha256: String,
+}
+
+/// The decoding result; the caller flattens it into `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decoded {
+    /// The main header fields.
+    pub headers: Headers,
+    /// What the message is.
+    pub kind: Kind,
+    /// The selected body, if any.
+    pub body: Option<Body>,
+    /// Every attachment written.
+    pub attachments: Vec<Attachment>,
+    /// DSN/MDN fields for `kind = report`.
+    pub report: Option<serde_json::Value>,
+    /// What could not be decoded, in words.
+    pub problems: Vec<String>,
+    /// Set when body-part selection failed: the entry goes to quarantine
+    /// with this reason. The rest is still decoded.
+    #[serde(skip)]
+    pub quarantine: Option<String>,
+    /// Files created, relative to the entry directory, for the caller's fsync.
+    #[serde(skip)]
+    pub files: Vec<String>,
+    /// Directories created (`attachments`), relative to the entry directory.
+    #[serde(skip)]
+    pub dirs: Vec<String>,
+}
+
+/// `mime = no`: headers, kind and report only; no files are written and no
+/// body is selected (so never a quarantine). `kind` is computed from the
+/// structure as [`decode`] would, except that a non-text part chosen as body
+/// is not inspected.
+pub fn headers_only(raw: &[u8]) -> Decoded {
+    let a = analyze(raw, &Options::default());
+    Decoded {
+        headers: a.headers,
+        kind: a.kind,
+        body: None,
+        attachments: Vec::new(),
+        report: a.report,
+        problems: a.problems,
+        quarantine: None,
+        files: Vec::new(),
+        dirs: Vec::new(),
+    }
+}
+
+/// `mime = yes`: decodes `raw` and writes the body and attachments into `dir`
+/// (an existing, empty entry directory). Every file is created with
+/// `create_new`. Returns an error only for I/O failures in `dir`.
+pub fn decode(raw: &[u8], opts: &Options, dir: &Path) -> io::Result<Decoded> {
+    let a = analyze(raw, opts);
+    let mut out = Decoded {
+        headers: a.headers,
+        kind: a.kind,
+        body: None,
+        attachments: Vec::new(),
+        report: a.report,
+        problems: a.problems,
+        quarantine: a.quarantine,
+        files: Vec::new(),
+        dirs: Vec::new(),
+    };
+    if a.kind == Kind::Undecodable {
+        return Ok(out);
+    }
+    let tree = &a.tree;
+    let mut w = Writer {
+        dir,
+        names: UniqueNames::default(),
+        attachments_dir: None,
+    };
+    let mut attachment_parts = a.attachments;
+    if let Some(b) = a.body {
+        let part = &tree.parts[b];
+        match w.write_body(part, &mut out)? {
+            true => {}
+            false => {
+                out.problems.push(format!(
+                    "{}: selected as body but not text; saved as an attachment",
+                    part.label()
+                ));
+                attachment_parts.push(b);
+                attachment_parts.sort_by_key(|&i| tree.parts[i].leaf);
+            }
+        }
+    }
+    if attachment_parts.len() > MAX_ATTACHMENTS {
+        out.problems.push(format!(
+            "{} attachments; only the first {MAX_ATTACHMENTS} were written, the rest are in message.eml",
+            attachment_parts.len()
+        ));
+        attachment_parts.truncate(MAX_ATTACHMENTS);
+    }
+    for &p in &attachment_parts {
+        let att = w.write_attachment(&tree.parts[p], &mut out)?;
+        out.attachments.push(att);
+    }
+    if out.kind == Kind::Message && !out.attachments.is_empty() {
+        out.kind = Kind::File;
+    }
+    log::debug!(
+        "mime: kind {:?}, body {:?}, {} attachments, {} problems",
+        out.kind,
+        out.body.as_ref().map(|b| b.file.as_str()),
+        out.attachments.len(),
+        out.problems.len()
+    );
+    Ok(out)
+}
+
+struct Analysis<'a> {
+    tree: Tree<'a>,
+    headers: Headers,
+    kind: Kind,
+    body: Option<usize>,
+    attachments: Vec<usize>,
+    report: Option<serde_json::Value>,
+    quarantine: Option<String>,
+    problems: Vec<String>,
+}
+
+fn analyze<'a>(raw: &'a [u8], opts: &Options) -> Analysis<'a> {
+    let mut tree = tree::build(raw);
+    let mut problems = std::mem::take(&mut tree.problems);
+    let headers = extract_headers(&tree.root().headers);
+    let explicit = opts.body_part_index != 0
+        || opts
+            .body_part_content_type
+            .as_deref()
+            .is_some_and(|t| !t.trim().is_empty());
+
+    if tree.root().headers.fields.is_empty() {
+        problems.push(
+            "no header fields found: not an RFC 5322 message; only message.eml holds it"
+                .to_string(),
+        );
+        return Analysis {
+            tree,
+            headers,
+            kind: Kind::Undecodable,
+            body: None,
+            attachments: Vec::new(),
+            report: None,
+            quarantine: explicit
+                .then(|| "body part selection: the message could not be decoded".to_string()),
+            problems,
+        };
+    }
+
+    let (body, quarantine) = match select::select(&tree, opts) {
+        Ok(b) => (b, None),
+        Err(reason) => (None, Some(reason)),
+    };
+    if body.is_none() && quarantine.is_none() {
+        problems.push("the message has no body part".to_string());
+    }
+    let attachments = select::attachments(&tree, body);
+    let report =
+        (tree.root().ctype == "multipart/report").then(|| report::parse(&tree, &mut problems));
+    let kind = if report.is_some() {
+        Kind::Report
+    } else if attachments.is_empty() {
+        Kind::Message
+    } else {
+        Kind::File
+    };
+    Analysis {
+        tree,
+        headers,
+        kind,
+        body,
+        attachments,
+        report,
+        quarantine,
+        problems,
+    }
+}
+
+fn extract_headers(h: &HeaderBlock<'_>) -> Headers {
+    let all_addresses = |name: &str| -> Vec<String> {
+        h.fields
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(name))
+            .flat_map(|f| header::addresses(f.value))
+            .collect()
+    };
+    let joined = |name: &str| {
+        let v = all_addresses(name);
+        (!v.is_empty()).then(|| v.join(", "))
+    };
+    let date = h.text("date").filter(|d| !d.is_empty());
+    Headers {
+        message_id: h.raw_text("message-id").filter(|s| !s.is_empty()),
+        date_iso: h.raw_text("date").and_then(|d| header::date_iso(&d)),
+        date,
+        from: joined("from"),
+        to: all_addresses("to"),
+        cc: all_addresses("cc"),
+        reply_to: joined("reply-to"),
+        subject: h.text("subject"),
+        disposition_notification_to: joined("disposition-notification-to"),
+    }
+}
+
+/// Labels that mean "plain ASCII" and are in practice often mislabelled
+/// UTF-8 or Latin-1.
+fn is_ascii_label(label: &str) -> bool {
+    matches!(
+        label,
+        "us-ascii" | "ascii" | "ansi_x3.4-1968" | "iso646-us" | "us" | "646" | "iso-ir-6" | "cp367"
+    )
+}
+
+struct Writer<'d> {
+    dir: &'d Path,
+    names: UniqueNames,
+    attachments_dir: Option<PathBuf>,
+}
+
+impl Writer<'_> {
+    /// Writes the body; returns false (writing nothing) when a non-text part
+    /// was selected and does not decode as text.
+    fn write_body(&mut self, part: &Part<'_>, out: &mut Decoded) -> io::Result<bool> {
+        let declared = part.charset();
+        let is_text = part.ctype.starts_with("text/");
+        let (encoding, note) = if is_text {
+            choose_encoding(part, declared.as_deref())
+        } else {
+            // A non-text part is text only if it decodes cleanly in its
+            // declared charset or UTF-8: the Latin-1 fallback would accept
+            // any bytes.
+            let enc = declared.as_deref().and_then(header::encoding_for);
+            (enc.unwrap_or(UTF_8), None)
+        };
+        if !is_text {
+            let mut probe = TextSink::new(encoding, io::sink());
+            let _ = transfer::decode(&part.cte, part.body, |c| probe.write(c));
+            let probe = probe.finish()?;
+            if probe.replaced || probe.controls > 0 {
+                return Ok(false);
+            }
+        }
+        let name = if part.ctype == "text/html" {
+            "body.html"
+        } else {
+            "body.txt"
+        };
+        let file = create_new(&self.dir.join(name))?;
+        out.files.push(name.to_string());
+        let mut sink = TextSink::new(
+            encoding,
+            io::BufWriter::with_capacity(transfer::CHUNK, file),
+        );
+        let stats = transfer::decode(&part.cte, part.body, |c| sink.write(c))?;
+        let sink = sink.finish()?;
+        let label = part.label();
+        if let Some(n) = note {
+            out.problems.push(format!("{label}: {n}"));
+        }
+        if sink.replaced {
+            out.problems.push(format!(
+                "{label}: bytes not valid in {} were replaced by U+FFFD",
+                encoding.name()
+            ));
+        }
+        out.problems.extend(
+            stats
+                .describe()
+                .into_iter()
+                .map(|p| format!("{label}: {p}")),
+        );
+        out.body = Some(Body {
+            file: name.to_string(),
+            content_type: part.ctype.clone(),
+            charset: declared,
+        });
+        Ok(true)
+    }
+
+    fn write_attachment(&mut self, part: &Part<'_>, out: &mut Decoded) -> io::Result<Attachment> {
+        let filename = part.filename();
+        let leaf = part.leaf.unwrap_or(0);
+        let generated = || {
+            if part.ctype == "message/rfc822" || part.ctype == "message/global" {
+                inner_subject(part)
+                    .map(|s| s.replace(['/', '\\'], "_") + ".eml")
+                    .and_then(|s| names::sanitize(&s))
+                    .unwrap_or_else(|| "message.eml".to_string())
+            } else {
+                format!("part-{leaf}.{}", names::extension_for(&part.ctype))
+            }
+        };
+        let mut base = filename
+            .as_deref()
+            .and_then(names::sanitize)
+            .unwrap_or_else(generated);
+        let dir = self.attachments_dir(out)?;
+        let (file, name) = loop {
+            let name = self.names.claim(&base);
+            let path = dir.join(&name);
+            // Defence in depth: whatever sanitize() let through, the file
+            // must be a direct child of attachments/.
+            let single = {
+                let mut c = Path::new(&name).components();
+                matches!(c.next(), Some(Component::Normal(_))) && c.next().is_none()
+            };
+            if !single || path.parent() != Some(dir.as_path()) {
+                base = format!("part-{leaf}.bin");
+                continue;
+            }
+            match create_new(&path) {
+                Ok(f) => break (f, name),
+                // Only possible if something else writes into the entry;
+                // claim() moves on to the next free name.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let rel = format!("attachments/{name}");
+        out.files.push(rel.clone());
+        let mut sink = HashingFile::new(file);
+        let stats = transfer::decode(&part.cte, part.body, |c| sink.write(c))?;
+        let (size, sha256) = sink.finish()?;
+        let label = part.label();
+        out.problems.extend(
+            stats
+                .describe()
+                .into_iter()
+                .map(|p| format!("{label}: {p}")),
+        );
+        Ok(Attachment {
+            file: rel,
+            filename,
+            content_type: part.ctype.clone(),
+            size,
+            sha256,
+        })
+    }
+
+    fn attachments_dir(&mut self, out: &mut Decoded) -> io::Result<PathBuf> {
+        if let Some(d) = &self.attachments_dir {
+            return Ok(d.clone());
+        }
+        let d = self.dir.join("attachments");
+        fs::create_dir(&d)?;
+        out.dirs.push("attachments".to_string());
+        self.attachments_dir = Some(d.clone());
+        Ok(d)
+    }
+}
+
+/// The encoding to convert a body with, and a problem note when the declared
+/// charset had to be guessed around. ASCII labels and a missing charset read
+/// as UTF-8 when the bytes are valid UTF-8, else as Windows-1252 (Latin-1).
+fn choose_encoding(part: &Part<'_>, declared: Option<&str>) -> (&'static Encoding, Option<String>) {
+    let known = declared.and_then(header::encoding_for);
+    match (declared, known) {
+        (Some(label), Some(enc)) if !is_ascii_label(label) => (enc, None),
+        (Some(label), None) => {
+            let enc = sniff_utf8(part);
+            (
+                enc,
+                Some(format!("unknown charset {label:?}, read as {}", enc.name())),
+            )
+        }
+        _ => (sniff_utf8(part), None),
+    }
+}
+
+fn sniff_utf8(part: &Part<'_>) -> &'static Encoding {
+    let mut probe = TextSink::new(UTF_8, io::sink());
+    let _ = transfer::decode(&part.cte, part.body, |c| probe.write(c));
+    match probe.finish() {
+        Ok(p) if !p.replaced => UTF_8,
+        _ => WINDOWS_1252,
+    }
+}
+
+/// Subject of an attached message, for its file name.
+fn inner_subject(part: &Part<'_>) -> Option<String> {
+    let bytes = transfer::decode_prefix(&part.cte, part.body, MAX_HEADER_BYTES);
+    let (head, _) = header::split(&bytes);
+    header::parse_block(head)
+        .text("subject")
+        .filter(|s| !s.trim().is_empty())
+}
+
+fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Writes decoded attachment bytes while counting and hashing them.
+struct HashingFile {
+    file: File,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl HashingFile {
+    fn new(file: File) -> Self {
+        HashingFile {
+            file,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        self.file.write_all(chunk)
+    }
+
+    fn finish(self) -> io::Result<(u64, String)> {
+        let digest = self.hasher.finish();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Ok((self.size, hex))
+    }
+}

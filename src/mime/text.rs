@@ -1,0 +1,96 @@
+//! Streaming charset conversion to UTF-8 for the selected body.
+
+use std::io::{self, Write};
+
+use encoding_rs::{Decoder, Encoding};
+
+use super::transfer::CHUNK;
+
+/// Converts bytes in one charset to UTF-8 and writes them to `W`, a chunk at a
+/// time, noting replaced (undecodable) sequences and control characters.
+pub struct TextSink<W: Write> {
+    decoder: Decoder,
+    buf: Vec<u8>,
+    out: W,
+    /// Some input was not valid in the charset and became U+FFFD.
+    pub replaced: bool,
+    /// C0 control characters other than tab, line feed, carriage return and
+    /// form feed in the output: their presence means "binary, not text".
+    pub controls: u64,
+    /// UTF-8 bytes written.
+    pub written: u64,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(encoding: &'static Encoding, out: W) -> Self {
+        TextSink {
+            // A BOM of the declared charset is dropped; a BOM of another
+            // charset is not allowed to override the declaration.
+            decoder: encoding.new_decoder_with_bom_removal(),
+            buf: vec![0; CHUNK],
+            out,
+            replaced: false,
+            controls: 0,
+            written: 0,
+        }
+    }
+
+    pub fn write(&mut self, input: &[u8]) -> io::Result<()> {
+        self.convert(input, false)
+    }
+
+    /// Flushes the decoder's state and returns the writer.
+    pub fn finish(mut self) -> io::Result<Self> {
+        self.convert(&[], true)?;
+        self.out.flush()?;
+        Ok(self)
+    }
+
+    #[cfg(test)]
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    fn convert(&mut self, mut input: &[u8], last: bool) -> io::Result<()> {
+        loop {
+            let (res, read, written, replaced) =
+                self.decoder.decode_to_utf8(input, &mut self.buf, last);
+            self.replaced |= replaced;
+            let chunk = &self.buf[..written];
+            self.controls += chunk
+                .iter()
+                .filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c))
+                .count() as u64;
+            self.written += written as u64;
+            self.out.write_all(chunk)?;
+            input = &input[read..];
+            if res == encoding_rs::CoderResult::InputEmpty {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_multibyte_across_writes() {
+        let mut s = TextSink::new(encoding_rs::UTF_8, Vec::new());
+        s.write(&[0xc3]).unwrap();
+        s.write(&[0xa4, b'!']).unwrap();
+        let s = s.finish().unwrap();
+        assert!(!s.replaced);
+        assert_eq!(s.into_inner(), "ä!".as_bytes());
+    }
+
+    #[test]
+    fn replacement_and_controls() {
+        let mut s = TextSink::new(encoding_rs::UTF_8, Vec::new());
+        s.write(b"a\xffb\x00").unwrap();
+        let s = s.finish().unwrap();
+        assert!(s.replaced);
+        assert_eq!(s.controls, 1);
+    }
+}

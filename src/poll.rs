@@ -1,0 +1,779 @@
+//! One poll of one account: connect, log in, download what is new into the
+//! spool, commit, delete, quit.
+//!
+//! The order is the delivery guarantee (spec §4, README "Delivery
+//! guarantee"): a message is written and fsynced in `tmp/`, journaled as
+//! pending, renamed into `new/` (or `quarantine/`), journaled as delivered,
+//! and only then `DELE`d; the journal forgets it only after a `+OK` to
+//! `QUIT`. Entries are committed in batches so one round of directory and
+//! journal fsyncs covers many messages.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::auth;
+use crate::config::{Account, Delete, TlsMode};
+use crate::journal::{self, Journal};
+use crate::mime;
+use crate::pop3::{self, Capabilities, Client, Greeting, Session};
+use crate::secret;
+use crate::spool::{self, Dest, Spool};
+use crate::timefmt;
+use crate::tls::{self, Stream};
+
+/// Commit after this many entries: enough to share the fsyncs of `new/` and
+/// the journal, few enough that an interruption re-downloads little.
+const BATCH_MESSAGES: usize = 64;
+/// ... or after this many bytes, so a batch of large messages does not hold
+/// hundreds of megabytes unpublished.
+const BATCH_BYTES: u64 = 32 << 20;
+/// A server may send a little more than it announced in LIST (some count
+/// LF line ends); far more is a broken or hostile server.
+const RETR_SLACK_BYTES: u64 = 1 << 20;
+/// The slowest transfer rate a response may average before the per-response
+/// deadline trips: 4 KiB/s is a poor GPRS link. Each response also gets the
+/// full `timeout` on top.
+const MIN_RATE_BYTES_PER_SEC: u64 = 4096;
+
+/// What a successful poll did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Entries published to `new/`.
+    pub delivered: u64,
+    /// Entries published to `quarantine/`.
+    pub quarantined: u64,
+    /// Bytes of raw messages published.
+    pub bytes: u64,
+    /// Messages deleted on the server (committed by QUIT).
+    pub deleted: u64,
+    /// Messages left on the server because of `max_message_size`.
+    pub too_large: u64,
+    /// The poll stopped early for a shutdown request.
+    pub interrupted: bool,
+}
+
+/// Why a poll failed. Nothing is deleted on the server for a message that
+/// was not stored, whatever the error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Lock or journal.
+    State(journal::Error),
+    /// The spool directory cannot be created or written.
+    Spool {
+        /// The path involved.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Less free space than `min_free_space`.
+    LowSpace {
+        /// The spool.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// The configured minimum.
+        min: u64,
+    },
+    /// The password could not be obtained.
+    Secret(secret::Error),
+    /// Connection or TLS.
+    Tls(tls::Error),
+    /// `tls = starttls` and the server does not offer STLS.
+    StlsNotOffered,
+    /// Login.
+    Auth(auth::Error),
+    /// The POP3 conversation failed.
+    Pop3(pop3::Error),
+    /// `delete = no` or a duration needs UIDL, and the server lacks it.
+    NoUidl,
+    /// A shutdown request abandoned a download; nothing was lost.
+    Interrupted,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::State(e) => write!(f, "state: {e}"),
+            Error::Spool { path, source } if journal::is_no_space(source) => write!(
+                f,
+                "spool {} is full ({source}); nothing was deleted on the server, will retry",
+                path.display()
+            ),
+            Error::Spool { path, source } => write!(f, "spool {}: {source}", path.display()),
+            Error::LowSpace { path, free, min } => write!(
+                f,
+                "spool {} has {} free, below min_free_space {}; not downloading until there is room",
+                path.display(),
+                human(*free),
+                human(*min)
+            ),
+            Error::Secret(e) => write!(f, "password: {e}"),
+            Error::Tls(e) => write!(f, "{e}"),
+            Error::StlsNotOffered => write!(
+                f,
+                "tls = starttls but the server does not offer STLS; refusing to continue without TLS"
+            ),
+            Error::Auth(e) => write!(f, "{e}"),
+            Error::Pop3(e) => write!(f, "{e}"),
+            Error::Interrupted => write!(f, "download abandoned for shutdown; the message stays on the server"),
+            Error::NoUidl => write!(
+                f,
+                "the server does not support UIDL, which delete = no / delete = <duration> need \
+                 to recognise messages already delivered; use delete = yes for this server"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// Whether the failure is the local spool or state directory being
+    /// unusable (exit 73), rather than the network or the server.
+    pub fn is_local_dir(&self) -> bool {
+        match self {
+            Error::Spool { source, .. } => !journal::is_no_space(source),
+            Error::State(journal::Error::Io { source, .. }) => !journal::is_no_space(source),
+            _ => false,
+        }
+    }
+}
+
+fn human(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// What a poll remembers between polls of the same account in one process,
+/// so a message left on the server is reported once, not every minute.
+#[derive(Debug, Default)]
+pub struct Memo {
+    reported_too_large: HashSet<String>,
+}
+
+/// Everything `poll` needs besides the account.
+pub struct Context<'a> {
+    /// `state_dir`.
+    pub state_dir: &'a Path,
+    /// Set by SIGTERM/SIGINT: finish what is safe, then stop.
+    pub stop: &'a AtomicBool,
+}
+
+/// A logged-in session and what was learned on the way.
+pub struct Opened {
+    /// TRANSACTION state.
+    pub session: Session<Stream>,
+    /// CAPA (after STLS, if any).
+    pub caps: Capabilities,
+    /// The greeting.
+    pub greeting: Greeting,
+    /// The mechanism that logged in.
+    pub mechanism: auth::Mechanism,
+}
+
+/// Connect, secure and log in, following the account's policy.
+pub fn open(acct: &Account, password: &crate::config::Password) -> Result<Opened, Error> {
+    let tls_cfg = match acct.tls {
+        TlsMode::None => None,
+        _ => Some(tls::Tls::new(acct).map_err(Error::Tls)?),
+    };
+    let tcp =
+        tls::connect(&acct.host, acct.port, acct.source_ip, acct.timeout).map_err(Error::Tls)?;
+    let stream = match (&tls_cfg, acct.tls) {
+        (Some(t), TlsMode::Implicit) => t
+            .handshake(&acct.host, acct.port, tcp)
+            .map_err(Error::Tls)?,
+        _ => Stream::Plain(tcp),
+    };
+    let deadline = Some(acct.timeout * 2);
+    let (mut client, greeting) =
+        Client::connect_with_deadline(stream, deadline).map_err(Error::Pop3)?;
+    let mut caps = client.capa().map_err(Error::Pop3)?;
+    if let (Some(t), TlsMode::StartTls) = (&tls_cfg, acct.tls) {
+        if !caps.stls {
+            let _ = client.quit();
+            return Err(Error::StlsNotOffered);
+        }
+        let plain = client.stls().map_err(Error::Pop3)?;
+        let tcp = match plain {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(_) => unreachable!("STLS is only offered before TLS"),
+        };
+        let secured = t
+            .handshake(&acct.host, acct.port, tcp)
+            .map_err(Error::Tls)?;
+        // RFC 2595 section 4: forget the capabilities learned before TLS.
+        // The greeting's APOP timestamp is kept: a forged one gains an
+        // attacker nothing, since the digest then travels inside TLS.
+        client = Client::from_upgraded(secured);
+        client.set_response_deadline(deadline);
+        caps = client.capa().map_err(Error::Pop3)?;
+    }
+    let tls_active = client.get_ref().is_tls();
+    let mechanism = match auth::choose(acct, &greeting, &caps, tls_active) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = client.quit();
+            return Err(Error::Auth(e));
+        }
+    };
+    let session = match auth::login(client, mechanism, &acct.user, password, &greeting) {
+        Ok(s) => s,
+        Err((e, client)) => {
+            let _ = client.quit();
+            return Err(Error::Auth(e));
+        }
+    };
+    Ok(Opened {
+        session,
+        caps,
+        greeting,
+        mechanism,
+    })
+}
+
+/// One message on the server, as listed.
+#[derive(Debug)]
+struct Listed {
+    n: u32,
+    size: u64,
+    /// `u:<UIDL>` when the server gave this message a usable, unique UIDL.
+    key: Option<String>,
+    uidl: Option<String>,
+}
+
+fn listing(
+    session: &mut Session<Stream>,
+    caps: &Capabilities,
+) -> Result<(Vec<Listed>, bool), Error> {
+    let list = session.list().map_err(Error::Pop3)?;
+    let uidls = if caps.uidl || caps.raw.is_empty() {
+        match session.uidl() {
+            Ok(v) => Some(v),
+            // A -ERR to UIDL means the server has none (RFC 1939: optional).
+            Err(pop3::Error::Server { .. }) => None,
+            Err(e) => return Err(Error::Pop3(e)),
+        }
+    } else {
+        None
+    };
+    let has_uidl = uidls.is_some();
+    // RFC 1939 section 7: a UIDL is 1 to 70 characters in 0x21..=0x7E;
+    // anything else (Uid::Invalid) is no stable identity and never a journal key.
+    let mut by_n: HashMap<u32, String> = HashMap::new();
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for (n, u) in uidls.unwrap_or_default() {
+        if let Some(u) = u.as_valid() {
+            *seen.entry(u.to_string()).or_default() += 1;
+            by_n.insert(n, u.to_string());
+        }
+    }
+    let out = list
+        .into_iter()
+        .map(|(n, size)| {
+            let uidl = by_n.remove(&n);
+            // Two messages with one UIDL: neither can be told apart by it,
+            // so both fall back to their content hash.
+            let key = uidl
+                .as_deref()
+                .filter(|u| seen.get(*u) == Some(&1))
+                .map(journal::uidl_key);
+            Listed { n, size, key, uidl }
+        })
+        .collect();
+    Ok((out, has_uidl))
+}
+
+fn due_for_delete(policy: Delete, delivered_at: u64, now: u64) -> bool {
+    match policy {
+        Delete::Yes => true,
+        Delete::No => false,
+        Delete::After(d) => now.saturating_sub(delivered_at) >= d.as_secs(),
+    }
+}
+
+/// Poll `acct` once.
+pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> Result<Outcome, Error> {
+    let _lock = journal::lock(ctx.state_dir, &acct.name).map_err(Error::State)?;
+    let spool_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Spool { path, source }
+    };
+    let spool = Spool::open(&acct.spool).map_err(spool_err(&acct.spool))?;
+    let identity = journal::identity(&acct.host, &acct.user);
+    let mut journal = Journal::open(ctx.state_dir, &acct.name, &identity).map_err(Error::State)?;
+    let mut out = Outcome::default();
+    let recovered = journal
+        .recover(&spool, timefmt::unix_now())
+        .map_err(Error::State)?;
+    out.delivered += recovered as u64;
+    check_space(&spool, acct.min_free_space)?;
+    let password = secret::resolve(&acct.secret, acct.timeout).map_err(Error::Secret)?;
+    let Opened {
+        mut session, caps, ..
+    } = open(acct, &password)?;
+    drop(password);
+    let (listed, has_uidl) = listing(&mut session, &caps)?;
+    if !has_uidl && acct.delete != Delete::Yes {
+        let _ = session.quit();
+        return Err(Error::NoUidl);
+    }
+    if has_uidl {
+        // A key the server no longer lists is gone for good: forget it.
+        let present: HashSet<&str> = listed.iter().filter_map(|l| l.key.as_deref()).collect();
+        let gone: Vec<String> = journal
+            .keys()
+            .filter(|k| k.starts_with("u:") && !present.contains(k))
+            .map(String::from)
+            .collect();
+        journal.forget(&gone).map_err(Error::State)?;
+    }
+    log::debug!("{}: {} message(s) on the server", acct.name, listed.len());
+
+    let server = format!("{}:{}", acct.host, acct.port);
+    let mut run = Run {
+        acct,
+        spool: &spool,
+        journal: &mut journal,
+        server: &server,
+        batch: Vec::new(),
+        batch_bytes: 0,
+        to_delete: Vec::new(),
+        out: &mut out,
+    };
+    let result = run.fetch_all(&mut session, &listed, ctx.stop, memo);
+    // Whatever happened, entries already complete in tmp/ are published:
+    // that is local work and saves downloading them again.
+    let committed = run.commit();
+    let to_delete = std::mem::take(&mut run.to_delete);
+    match (result, committed) {
+        (Err(e), _) => {
+            // The session may be out of step (an aborted RETR): no QUIT, so
+            // no deletion happens; the journal makes the next poll DELE them.
+            drop(session);
+            journal.sync().map_err(Error::State)?;
+            return Err(e);
+        }
+        (Ok(()), Err(e)) => {
+            // Nothing of this batch was journaled as delivered: RSET-free
+            // abandon keeps every message on the server.
+            drop(session);
+            return Err(e);
+        }
+        (Ok(()), Ok(())) => {}
+    }
+    let numbers: Vec<u32> = to_delete.iter().map(|(n, _)| *n).collect();
+    if !numbers.is_empty() {
+        if let Err(e) = session.dele_many(&numbers, caps.pipelining) {
+            drop(session);
+            journal.sync().map_err(Error::State)?;
+            return Err(Error::Pop3(e));
+        }
+    }
+    match session.quit() {
+        Ok(()) => {
+            out.deleted = to_delete.len() as u64;
+            let keys: Vec<String> = to_delete.into_iter().map(|(_, k)| k).collect();
+            journal.forget(&keys).map_err(Error::State)?;
+        }
+        Err(e) => {
+            journal.sync().map_err(Error::State)?;
+            return Err(Error::Pop3(e));
+        }
+    }
+    journal.sync().map_err(Error::State)?;
+    journal.maybe_compact().map_err(Error::State)?;
+    Ok(out)
+}
+
+fn check_space(spool: &Spool, min: u64) -> Result<(), Error> {
+    if min == 0 {
+        return Ok(());
+    }
+    let free = spool.free_space().map_err(|source| Error::Spool {
+        path: spool.root().to_path_buf(),
+        source,
+    })?;
+    if free < min {
+        return Err(Error::LowSpace {
+            path: spool.root().to_path_buf(),
+            free,
+            min,
+        });
+    }
+    Ok(())
+}
+
+struct Staged {
+    key: String,
+    id: String,
+    dest: Dest,
+    n: u32,
+    bytes: u64,
+}
+
+struct Run<'a> {
+    acct: &'a Account,
+    spool: &'a Spool,
+    journal: &'a mut Journal,
+    server: &'a str,
+    batch: Vec<Staged>,
+    batch_bytes: u64,
+    /// (message number, journal key) to DELE once committed.
+    to_delete: Vec<(u32, String)>,
+    out: &'a mut Outcome,
+}
+
+impl Run<'_> {
+    fn fetch_all(
+        &mut self,
+        session: &mut Session<Stream>,
+        listed: &[Listed],
+        stop: &AtomicBool,
+        memo: &mut Memo,
+    ) -> Result<(), Error> {
+        let now = timefmt::unix_now();
+        for m in listed {
+            if let Some(key) = &m.key {
+                if let Some(at) = self.journal.delivered_at(key) {
+                    if due_for_delete(self.acct.delete, at, now) {
+                        self.to_delete.push((m.n, key.clone()));
+                    }
+                    continue;
+                }
+            }
+            if let Some(max) = self.acct.max_message_size {
+                if m.size > max {
+                    self.out.too_large += 1;
+                    let tag = m.key.clone().unwrap_or_else(|| format!("#{}", m.n));
+                    if memo.reported_too_large.insert(tag) {
+                        log::warn!(
+                            "{}: message {} is {} bytes, over max_message_size {max}; left on the server",
+                            self.acct.name,
+                            m.n,
+                            m.size
+                        );
+                    }
+                    continue;
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                self.out.interrupted = true;
+                break;
+            }
+            check_space(self.spool, self.acct.min_free_space)?;
+            self.fetch_one(session, m, stop)?;
+            if self.batch.len() >= BATCH_MESSAGES || self.batch_bytes >= BATCH_BYTES {
+                self.commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fetch_one(
+        &mut self,
+        session: &mut Session<Stream>,
+        m: &Listed,
+        stop: &AtomicBool,
+    ) -> Result<(), Error> {
+        let id = spool::new_id();
+        let mut entry = self.spool.begin(&id).map_err(|source| Error::Spool {
+            path: self.spool.tmp_path(&id),
+            source,
+        })?;
+        let result = self.download(session, m, stop, &mut entry);
+        let (bytes, sha) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.spool.discard(&id);
+                return Err(e);
+            }
+        };
+        let key = match &m.key {
+            Some(k) => k.clone(),
+            None => journal::hash_key(&sha),
+        };
+        let in_batch = self.batch.iter().any(|s| s.key == key);
+        if in_batch || self.journal.delivered_at(&key).is_some() {
+            // The same content was delivered before (a server without UIDL
+            // that kept it after an interrupted QUIT): never twice.
+            log::info!(
+                "{}: message {} was already delivered; not delivering it again",
+                self.acct.name,
+                m.n
+            );
+            let _ = self.spool.discard(&id);
+            if !in_batch && self.acct.delete == Delete::Yes {
+                self.to_delete.push((m.n, key));
+            }
+            return Ok(());
+        }
+        let dest = match self.finish_entry(&mut entry, &id, m, bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = self.spool.discard(&id);
+                return Err(e);
+            }
+        };
+        self.batch_bytes += bytes;
+        self.batch.push(Staged {
+            key,
+            id,
+            dest,
+            n: m.n,
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// RETR straight into `message.eml`; returns its size and SHA-256.
+    fn download(
+        &mut self,
+        session: &mut Session<Stream>,
+        m: &Listed,
+        stop: &AtomicBool,
+        entry: &mut spool::Entry,
+    ) -> Result<(u64, String), Error> {
+        let path = entry.dir().join("message.eml");
+        let file = entry.create("message.eml").map_err(|source| Error::Spool {
+            path: path.clone(),
+            source,
+        })?;
+        let mut sink = Sink {
+            inner: BufWriter::with_capacity(64 << 10, file),
+            hasher: openssl::sha::Sha256::new(),
+            stop,
+            local: None,
+        };
+        let limit = m.size.saturating_mul(2).saturating_add(RETR_SLACK_BYTES);
+        let deadline = self.acct.timeout + Duration::from_secs(m.size / MIN_RATE_BYTES_PER_SEC);
+        session.set_response_deadline(Some(deadline));
+        let bytes = match (session.retr(m.n, &mut sink, limit), sink.local.take()) {
+            (Ok(b), _) => b,
+            // The failure was on our side of the sink: the disk, or a shutdown.
+            (Err(_), Some(Local::Stopped)) => return Err(Error::Interrupted),
+            (Err(_), Some(Local::Io(source))) => return Err(Error::Spool { path, source }),
+            (Err(e), None) => return Err(Error::Pop3(e)),
+        };
+        let Sink { inner, hasher, .. } = sink;
+        inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .map_err(|source| Error::Spool { path, source })?;
+        Ok((bytes, journal::hex(&hasher.finish())))
+    }
+
+    /// Decode, write meta.json and make the entry durable in `tmp/`.
+    fn finish_entry(
+        &mut self,
+        entry: &mut spool::Entry,
+        id: &str,
+        m: &Listed,
+        size: u64,
+    ) -> Result<Dest, Error> {
+        let dir = entry.dir().to_path_buf();
+        let fail = |source: io::Error| Error::Spool {
+            path: dir.clone(),
+            source,
+        };
+        let raw = fs::read(dir.join("message.eml")).map_err(fail)?;
+        let decoded = decode(&raw, self.acct, &dir).map_err(fail)?;
+        drop(raw);
+        let meta = Meta {
+            version: 1,
+            id,
+            account: &self.acct.name,
+            uidl: m.uidl.as_deref(),
+            size,
+            server: self.server,
+            retrieved_at: timefmt::rfc3339(timefmt::unix_now()),
+            decoded: &decoded,
+            smime: None,
+            quarantine: decoded.quarantine.as_deref(),
+        };
+        let mut json = serde_json::to_vec_pretty(&meta).map_err(|e| fail(io::Error::other(e)))?;
+        json.push(b'\n');
+        // meta.json last: its presence means the entry is complete.
+        entry.write_file("meta.json", &json).map_err(fail)?;
+        entry.sync().map_err(fail)?;
+        Ok(if decoded.quarantine.is_some() {
+            Dest::Quarantine
+        } else {
+            Dest::New
+        })
+    }
+
+    /// Publish the staged batch: tmp/ fsync, pending records, renames,
+    /// destination fsyncs, delivered records. Then the batch may be deleted.
+    fn commit(&mut self) -> Result<(), Error> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let spool_err = |source| Error::Spool {
+            path: self.spool.root().to_path_buf(),
+            source,
+        };
+        self.spool.sync_dir("tmp").map_err(spool_err)?;
+        let now = timefmt::unix_now();
+        let items: Vec<(String, String, Dest)> = self
+            .batch
+            .iter()
+            .map(|s| (s.key.clone(), s.id.clone(), s.dest))
+            .collect();
+        self.journal
+            .add_pending(&items, now)
+            .map_err(Error::State)?;
+        let mut dests = HashSet::new();
+        for s in &self.batch {
+            self.spool.publish(&s.id, s.dest).map_err(spool_err)?;
+            dests.insert(s.dest);
+        }
+        for d in dests {
+            self.spool.sync_dir(d.dir_name()).map_err(spool_err)?;
+        }
+        let keys: Vec<String> = self.batch.iter().map(|s| s.key.clone()).collect();
+        self.journal
+            .mark_delivered(&keys, now)
+            .map_err(Error::State)?;
+        for s in self.batch.drain(..) {
+            log::info!(
+                "{}: message {} ({} bytes) delivered to {}/{}",
+                self.acct.name,
+                s.n,
+                s.bytes,
+                s.dest.dir_name(),
+                s.id
+            );
+            self.out.bytes += s.bytes;
+            match s.dest {
+                Dest::New => self.out.delivered += 1,
+                Dest::Quarantine => self.out.quarantined += 1,
+            }
+            if due_for_delete(self.acct.delete, now, now) {
+                self.to_delete.push((s.n, s.key));
+            }
+        }
+        self.batch_bytes = 0;
+        Ok(())
+    }
+}
+
+/// Decode with a last line of defence: a panic inside the MIME code must
+/// not stop the mailbox; the message is still delivered raw.
+fn decode(raw: &[u8], acct: &Account, dir: &Path) -> io::Result<mime::Decoded> {
+    if !acct.mime {
+        return Ok(mime::headers_only(raw));
+    }
+    let opts = mime::Options {
+        body_part_index: acct.body_part_index,
+        body_part_content_type: acct.body_part_content_type.clone(),
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        mime::decode(raw, &opts, dir)
+    })) {
+        Ok(r) => r,
+        Err(_) => {
+            log::error!("MIME decoder failed on a message; delivering it raw");
+            for e in fs::read_dir(dir)?.flatten() {
+                let name = e.file_name();
+                if name != "message.eml" {
+                    let p = e.path();
+                    if p.is_dir() {
+                        fs::remove_dir_all(&p)?;
+                    } else {
+                        fs::remove_file(&p)?;
+                    }
+                }
+            }
+            let mut d = mime::headers_only(raw);
+            d.kind = mime::Kind::Undecodable;
+            d.problems
+                .push("internal error in the MIME decoder; the message is delivered raw".into());
+            Ok(d)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Meta<'a> {
+    version: u32,
+    id: &'a str,
+    account: &'a str,
+    uidl: Option<&'a str>,
+    size: u64,
+    server: &'a str,
+    retrieved_at: String,
+    #[serde(flatten)]
+    decoded: &'a mime::Decoded,
+    smime: Option<()>,
+    /// Why the entry is in `quarantine/` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quarantine: Option<&'a str>,
+}
+
+/// Where RETR writes: the file, a running SHA-256, and a shutdown check so
+/// SIGTERM abandons a long download promptly (the message stays on the
+/// server and is fetched again next time). A failure on this side is kept
+/// in `local`, so it is not mistaken for the server's.
+struct Sink<'a, W: Write> {
+    inner: W,
+    hasher: openssl::sha::Sha256,
+    stop: &'a AtomicBool,
+    local: Option<Local>,
+}
+
+enum Local {
+    Stopped,
+    Io(io::Error),
+}
+
+impl<W: Write> Write for Sink<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            self.local = Some(Local::Stopped);
+            return Err(io::Error::other("shutdown requested"));
+        }
+        let n = match self.inner.write(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let copy = match e.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(e.kind(), e.to_string()),
+                };
+                self.local = Some(Local::Io(copy));
+                return Err(e);
+            }
+        };
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_policy() {
+        assert!(due_for_delete(Delete::Yes, 100, 100));
+        assert!(!due_for_delete(Delete::No, 0, u64::MAX));
+        let week = Delete::After(Duration::from_secs(7 * 86400));
+        assert!(!due_for_delete(week, 1000, 1000 + 7 * 86400 - 1));
+        assert!(due_for_delete(week, 1000, 1000 + 7 * 86400));
+    }
+}

@@ -1,0 +1,1616 @@
+//! POP3 client: RFC 1939, with CAPA, response codes and PIPELINING (RFC 2449),
+//! STLS (RFC 2595), the SYS and AUTH response codes (RFC 3206) and AUTH
+//! (RFC 5034).
+//!
+//! The POP3 states are types. [`Client`] is the AUTHORIZATION state: it can
+//! only ask for capabilities, upgrade with STLS, log in or quit. Logging in
+//! consumes it and returns a [`Session`] (TRANSACTION); a failed login hands
+//! the `Client` back with the error so another mechanism can be tried.
+//! [`Session::quit`] consumes the session: the UPDATE state, where deletions
+//! are committed.
+//!
+//! I/O is blocking over any `Read + Write`; the caller sets the socket's
+//! inactivity timeouts. Every read is bounded: a status or listing line by
+//! [`MAX_LINE`], a listing by [`MAX_LISTING_ENTRIES`], a message body by the
+//! caller's `max_bytes`, and, when set, a whole response by the response
+//! deadline. Message bodies stream to a sink and never sit in memory.
+//!
+//! After any error other than a `-ERR` reply or a rejected argument, the
+//! connection may be out of step with the server (half a message still
+//! unread, say), so every later command fails with [`Error::Unusable`]:
+//! reconnect. The server rolls back deletions of a session that ends without
+//! a successful QUIT.
+//!
+//! At `trace` level the dialogue is logged as `C: ...` / `S: ...` lines with
+//! passwords, APOP digests and SASL exchanges redacted and message bodies
+//! reduced to their size.
+
+pub mod command;
+#[cfg(test)]
+mod mock;
+pub mod proto;
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+use log::trace;
+
+use crate::config::Password;
+pub use command::Command;
+pub use proto::{Capabilities, Expire, Reply, RespCode, Uid, Unstuffer};
+
+/// Longest status or listing line accepted, line end included. RFC 2449 §4
+/// caps responses at 512 octets, but real servers exceed that with long
+/// `-ERR` texts, IMPLEMENTATION strings or out-of-spec unique-ids; 8 KiB
+/// tolerates them while a hostile server still cannot make us buffer without bound.
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// Most entries accepted in one LIST or UIDL listing. Far beyond any
+/// real maildrop, yet it holds a lying server's UIDL listing to roughly
+/// 100 MB (unique-ids are at most 70 octets; invalid ones are cut to 80).
+pub const MAX_LISTING_ENTRIES: usize = 1_000_000;
+
+/// Most CAPA lines accepted. Servers list 10 to 20; CAPA lines are kept as
+/// strings of up to [`MAX_LINE`] each, so this caps them at 8 MiB.
+const MAX_CAPA_LINES: usize = 1000;
+
+/// Socket read size. A message body streams through a buffer this big, so
+/// this is what a RETR costs in memory whatever the message size.
+const READ_BUF_SIZE: usize = 16 * 1024;
+
+/// DELE commands written at once when pipelining (RFC 2449 §6.6). Client and
+/// server deadlock if both block writing into full socket buffers; 64 DELEs
+/// are about 1 KiB, which any send buffer takes without waiting for the
+/// server to read, so we always get to reading the replies.
+const PIPELINE_WINDOW: usize = 64;
+
+/// Challenges allowed in one AUTH exchange. Real mechanisms need at most
+/// three; a server that keeps challenging must not hold us (lettre also stops at 10).
+const MAX_SASL_ROUNDS: usize = 10;
+
+/// Server text shown in an error message, in characters: enough to read,
+/// short enough for one log line.
+const MAX_SHOWN_TEXT: usize = 200;
+
+/// A malformed line quoted in a protocol error, in characters: enough to recognise it.
+const MAX_QUOTED_LINE: usize = 80;
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong talking POP3.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing the socket failed.
+    Io(io::Error),
+    /// Writing a RETR/TOP body to the caller's sink failed (disk full, say);
+    /// the rest of the message is unread, so the session is [`Error::Unusable`].
+    Sink(io::Error),
+    /// A read or write timed out, or a response missed its deadline.
+    Timeout,
+    /// The server closed the connection.
+    ConnectionLost,
+    /// The server answered `-ERR`; the connection is still in step.
+    Server {
+        /// The command refused (`"connection"` for the greeting).
+        command: &'static str,
+        /// The reply, with its response code.
+        reply: Reply,
+    },
+    /// A reply that does not follow the protocol: which command, what was wrong.
+    Protocol(String),
+    /// A status or listing line longer than [`MAX_LINE`].
+    LineTooLong,
+    /// A listing longer than [`MAX_LISTING_ENTRIES`] (CAPA: 1000 lines).
+    ListingTooLong,
+    /// A RETR/TOP body would have exceeded the caller's `max_bytes`. The rest
+    /// of the message is still unread, so the session is [`Error::Unusable`].
+    MessageTooLarge {
+        /// The `max_bytes` given.
+        limit: u64,
+    },
+    /// An argument that cannot be sent (CR, LF, NUL, too long, ...); nothing was sent.
+    InvalidArgument(&'static str),
+    /// The server sent bytes after its `+OK` to STLS, before the TLS
+    /// handshake: they would be taken as protected data (CVE-2011-0411 class).
+    StlsBufferNotEmpty,
+    /// The APOP timestamp is not a `<local@domain>` msg-id; nothing was sent.
+    BadApopTimestamp,
+    /// An earlier error left the connection out of step with the server.
+    Unusable,
+}
+
+impl Error {
+    /// Whether trying again later may work: network trouble, or a server
+    /// saying `[IN-USE]`, `[LOGIN-DELAY]` or `[SYS/TEMP]`.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Io(_) | Self::Sink(_) | Self::Timeout | Self::ConnectionLost | Self::Unusable => {
+                true
+            }
+            Self::Server { reply, .. } => matches!(
+                reply.code,
+                Some(RespCode::InUse | RespCode::LoginDelay | RespCode::SysTemp)
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the credentials were refused: `[AUTH]`, or a `-ERR` to USER,
+    /// PASS, APOP or AUTH without a code that blames something else (RFC 3206
+    /// `SYS/*`, `IN-USE`, `LOGIN-DELAY`).
+    pub fn is_auth_failure(&self) -> bool {
+        let Self::Server { command, reply } = self else {
+            return false;
+        };
+        match reply.code {
+            Some(RespCode::Auth) => true,
+            Some(
+                RespCode::InUse | RespCode::LoginDelay | RespCode::SysTemp | RespCode::SysPerm,
+            ) => false,
+            _ => matches!(*command, "USER" | "PASS" | "APOP" | "AUTH"),
+        }
+    }
+
+    fn malformed(command: &str, what: proto::Malformed, line: &[u8]) -> Self {
+        let quoted = proto::sanitize(&String::from_utf8_lossy(line), MAX_QUOTED_LINE);
+        Self::Protocol(format!("{command}: {what}: \"{quoted}\""))
+    }
+
+    /// Whether the error leaves us unsure where the server's replies stand.
+    fn breaks_sync(&self) -> bool {
+        !matches!(
+            self,
+            Self::Server { .. }
+                | Self::InvalidArgument(_)
+                | Self::BadApopTimestamp
+                | Self::Unusable
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |s: &str| proto::sanitize(s, MAX_SHOWN_TEXT);
+        match self {
+            Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::Sink(e) => write!(f, "writing the message failed: {e}"),
+            Self::Timeout => f.write_str("timed out waiting for the server"),
+            Self::ConnectionLost => f.write_str("connection closed by the server"),
+            Self::Server { command, reply } => {
+                write!(f, "server refused {command}")?;
+                if let Some(code) = &reply.code {
+                    write!(f, " [{}]", shown(code.as_str()))?;
+                }
+                if !reply.text.is_empty() {
+                    write!(f, ": {}", shown(&reply.text))?;
+                }
+                Ok(())
+            }
+            Self::Protocol(what) => write!(f, "protocol error: {}", shown(what)),
+            Self::LineTooLong => f.write_str("server sent an over-long line"),
+            Self::ListingTooLong => f.write_str("server listing has too many entries"),
+            Self::MessageTooLarge { limit } => write!(f, "message larger than {limit} bytes"),
+            Self::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
+            Self::StlsBufferNotEmpty => {
+                f.write_str("server sent data right after its STLS reply (possible injection)")
+            }
+            Self::BadApopTimestamp => f.write_str("APOP timestamp is not a <local@domain> msg-id"),
+            Self::Unusable => f.write_str("connection unusable after an earlier error"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) | Self::Sink(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Socket errors: Unix reports a read timeout as `WouldBlock`.
+fn net_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout,
+        io::ErrorKind::UnexpectedEof => Error::ConnectionLost,
+        _ => Error::Io(e),
+    }
+}
+
+/// The server's first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Greeting {
+    /// The text after `+OK` (untrusted).
+    pub text: String,
+    /// A well-formed APOP timestamp, brackets included; `None` when absent or
+    /// malformed, so APOP is not possible.
+    pub apop_timestamp: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    line: usize,
+    entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            line: MAX_LINE,
+            entries: MAX_LISTING_ENTRIES,
+        }
+    }
+}
+
+/// Passes writes through until `left` would go negative.
+struct Limited<'a> {
+    inner: &'a mut dyn Write,
+    left: u64,
+    exceeded: bool,
+}
+
+impl Write for Limited<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            self.exceeded = true;
+            return Err(io::Error::other("message size limit exceeded"));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The connection shared by both states; deliberately not reachable from
+/// outside, so each state exposes only its own commands.
+struct Conn<S> {
+    reader: BufReader<S>,
+    limits: Limits,
+    deadline: Option<Duration>,
+    due: Option<Instant>,
+    unusable: bool,
+}
+
+impl<S: Read + Write> Conn<S> {
+    fn new(stream: S, limits: Limits, deadline: Option<Duration>) -> Self {
+        Self {
+            reader: BufReader::with_capacity(READ_BUF_SIZE, stream),
+            limits,
+            deadline,
+            due: None,
+            unusable: false,
+        }
+    }
+
+    /// Runs one exchange, refusing if an earlier one broke sync.
+    fn exec<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.unusable {
+            return Err(Error::Unusable);
+        }
+        let result = f(self);
+        if let Err(e) = &result {
+            self.unusable |= e.breaks_sync();
+        }
+        result
+    }
+
+    fn send(&mut self, cmd: &Command<'_>) -> Result<()> {
+        let bytes = cmd.to_bytes()?;
+        trace!("C: {}", cmd.redacted());
+        self.write_raw(&bytes)
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let stream = self.reader.get_mut();
+        stream
+            .write_all(bytes)
+            .and_then(|()| stream.flush())
+            .map_err(net_error)
+    }
+
+    fn begin_response(&mut self) {
+        self.due = self.deadline.map(|d| Instant::now() + d);
+    }
+
+    /// Makes `reader.buffer()` non-empty. The deadline is checked after each
+    /// read: the socket's inactivity timeout bounds a single read, this
+    /// bounds a server that drips bytes just often enough to beat it.
+    fn fill(&mut self) -> Result<()> {
+        loop {
+            match self.reader.fill_buf() {
+                Ok([]) => return Err(Error::ConnectionLost),
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(net_error(e)),
+            }
+        }
+        match self.due {
+            Some(due) if Instant::now() > due => Err(Error::Timeout),
+            _ => Ok(()),
+        }
+    }
+
+    /// One line without its CRLF or LF, at most `limits.line` bytes with it.
+    fn read_line(&mut self) -> Result<Vec<u8>> {
+        let mut line = Vec::new();
+        loop {
+            self.fill()?;
+            let buf = self.reader.buffer();
+            let (take, complete) = match buf.iter().position(|b| *b == b'\n') {
+                Some(lf) => (lf + 1, true),
+                None => (buf.len(), false),
+            };
+            if line.len() + take > self.limits.line {
+                return Err(Error::LineTooLong);
+            }
+            line.extend_from_slice(&buf[..take]);
+            self.reader.consume(take);
+            if complete {
+                let len = proto::trim_eol(&line).len();
+                line.truncate(len);
+                return Ok(line);
+            }
+        }
+    }
+
+    /// Reads a status line; `-ERR` becomes [`Error::Server`].
+    fn read_status(&mut self, verb: &'static str) -> Result<Reply> {
+        self.begin_response();
+        let line = self.read_line()?;
+        trace!("S: {}", line.escape_ascii());
+        let reply = proto::parse_status(&line).map_err(|m| Error::malformed(verb, m, &line))?;
+        if reply.ok {
+            Ok(reply)
+        } else {
+            Err(Error::Server {
+                command: verb,
+                reply,
+            })
+        }
+    }
+
+    fn command(&mut self, cmd: &Command<'_>) -> Result<Reply> {
+        self.send(cmd)?;
+        self.read_status(cmd.verb())
+    }
+
+    /// The lines of a multi-line response up to the `.` line, unstuffed and parsed.
+    fn read_listing<T>(
+        &mut self,
+        verb: &'static str,
+        max_entries: usize,
+        mut parse: impl FnMut(&[u8]) -> Result<T, proto::Malformed>,
+    ) -> Result<Vec<T>> {
+        let mut entries = Vec::new();
+        loop {
+            let raw = self.read_line()?;
+            trace!("S: {}", raw.escape_ascii());
+            let line = match raw.as_slice() {
+                b"." => return Ok(entries),
+                [b'.', rest @ ..] => rest,
+                line => line,
+            };
+            if entries.len() >= max_entries {
+                return Err(Error::ListingTooLong);
+            }
+            entries.push(parse(line).map_err(|m| Error::malformed(verb, m, line))?);
+        }
+    }
+
+    /// Streams a multi-line body into `sink` straight from the read buffer.
+    fn read_body(&mut self, sink: &mut dyn Write, max_bytes: u64) -> Result<u64> {
+        let mut unstuffer = Unstuffer::new();
+        let mut limited = Limited {
+            inner: sink,
+            left: max_bytes,
+            exceeded: false,
+        };
+        loop {
+            self.fill()?;
+            let progress = match unstuffer.feed(self.reader.buffer(), &mut limited) {
+                Ok(progress) => progress,
+                Err(_) if limited.exceeded => {
+                    return Err(Error::MessageTooLarge { limit: max_bytes })
+                }
+                Err(e) => return Err(Error::Sink(e)),
+            };
+            self.reader.consume(progress.consumed);
+            if progress.done {
+                trace!("S: <{} bytes>", unstuffer.written());
+                return Ok(unstuffer.written());
+            }
+        }
+    }
+
+    fn capa(&mut self) -> Result<Capabilities> {
+        match self.command(&Command::Capa) {
+            Ok(_) => {}
+            // RFC 2449 §5: a server without CAPA says -ERR; it simply offers nothing.
+            Err(Error::Server { .. }) => return Ok(Capabilities::default()),
+            Err(e) => return Err(e),
+        }
+        let max = self.limits.entries.min(MAX_CAPA_LINES);
+        let lines =
+            self.read_listing("CAPA", max, |l| Ok(String::from_utf8_lossy(l).into_owned()))?;
+        Ok(proto::parse_capa(lines))
+    }
+
+    fn sasl(
+        &mut self,
+        mechanism: &str,
+        initial: Option<&str>,
+        respond: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> Result<Reply> {
+        self.send(&Command::Auth { mechanism, initial })?;
+        let mut rounds = 0;
+        let mut cancelled = false;
+        // An answer we refused to send; reported once the server has ended the exchange.
+        let mut bad_answer = None;
+        loop {
+            self.begin_response();
+            let line = self.read_line()?;
+            let Some(challenge) = proto::sasl_challenge(&line) else {
+                trace!("S: {}", line.escape_ascii());
+                let reply =
+                    proto::parse_status(&line).map_err(|m| Error::malformed("AUTH", m, &line))?;
+                return match (reply.ok, cancelled) {
+                    (true, false) => Ok(reply),
+                    (true, true) => Err(Error::Protocol(
+                        "AUTH: server accepted a cancelled exchange".into(),
+                    )),
+                    (false, _) => Err(bad_answer.unwrap_or(Error::Server {
+                        command: "AUTH",
+                        reply,
+                    })),
+                };
+            };
+            trace!("S: + <redacted>");
+            if cancelled {
+                return Err(Error::Protocol(
+                    "AUTH: server challenged again after the exchange was cancelled".into(),
+                ));
+            }
+            rounds += 1;
+            if rounds > MAX_SASL_ROUNDS {
+                return Err(Error::Protocol(format!(
+                    "AUTH: server still challenging after {MAX_SASL_ROUNDS} rounds"
+                )));
+            }
+            let challenge = String::from_utf8_lossy(challenge);
+            let sent = match respond(&challenge) {
+                Some(answer) => match self.send(&Command::SaslResponse(&answer)) {
+                    Ok(()) => true,
+                    Err(e @ Error::InvalidArgument(_)) => {
+                        bad_answer = Some(e);
+                        false
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => false,
+            };
+            if !sent {
+                // Cancelling keeps the connection in step, unlike walking away.
+                cancelled = true;
+                self.send(&Command::SaslResponse("*"))?;
+            }
+        }
+    }
+}
+
+/// AUTHORIZATION state.
+pub struct Client<S> {
+    // Boxed so that `(Error, Client)` stays small to move around.
+    conn: Box<Conn<S>>,
+}
+
+impl<S> fmt::Debug for Client<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// Reads the greeting. A `-ERR` greeting is [`Error::Server`] for `"connection"`.
+    pub fn connect(stream: S) -> Result<(Self, Greeting)> {
+        Self::connect_with(stream, Limits::default(), None)
+    }
+
+    /// [`connect`](Self::connect) with a response deadline, which also bounds the greeting.
+    pub fn connect_with_deadline(
+        stream: S,
+        deadline: Option<Duration>,
+    ) -> Result<(Self, Greeting)> {
+        Self::connect_with(stream, Limits::default(), deadline)
+    }
+
+    fn connect_with(
+        stream: S,
+        limits: Limits,
+        deadline: Option<Duration>,
+    ) -> Result<(Self, Greeting)> {
+        let mut conn = Box::new(Conn::new(stream, limits, deadline));
+        let reply = conn.exec(|c| c.read_status("connection"))?;
+        let apop_timestamp = proto::apop_timestamp(&reply.text).map(str::to_owned);
+        let greeting = Greeting {
+            text: reply.text,
+            apop_timestamp,
+        };
+        Ok((Self { conn }, greeting))
+    }
+
+    /// Continues on the stream [`stls`](Self::stls) returned, once TLS is up.
+    /// No greeting follows STLS; ask [`capa`](Self::capa) again (RFC 2595 §4),
+    /// and set the response deadline again.
+    pub fn from_upgraded(stream: S) -> Self {
+        Self {
+            conn: Box::new(Conn::new(stream, Limits::default(), None)),
+        }
+    }
+
+    /// Bounds the time for each complete response; `None` leaves only the
+    /// socket's own inactivity timeout.
+    pub fn set_response_deadline(&mut self, deadline: Option<Duration>) {
+        self.conn.deadline = deadline;
+    }
+
+    /// The underlying stream, e.g. to read TLS details.
+    pub fn get_ref(&self) -> &S {
+        self.conn.reader.get_ref()
+    }
+
+    /// CAPA. A `-ERR` means the server has no CAPA: empty capabilities.
+    pub fn capa(&mut self) -> Result<Capabilities> {
+        self.conn.exec(Conn::capa)
+    }
+
+    /// STLS: on `+OK`, the raw stream, ready for the TLS handshake. Fails if
+    /// the server sent anything past the `+OK` line: those bytes arrived
+    /// before TLS and must not be read as if they came through it.
+    pub fn stls(mut self) -> Result<S> {
+        self.conn.exec(|c| c.command(&Command::Stls))?;
+        if !self.conn.reader.buffer().is_empty() {
+            return Err(Error::StlsBufferNotEmpty);
+        }
+        Ok(self.conn.reader.into_inner())
+    }
+
+    /// USER then PASS. On failure the client comes back with the error; if
+    /// USER was refused, PASS was not sent.
+    pub fn user_pass(
+        mut self,
+        user: &str,
+        password: &Password,
+    ) -> Result<Session<S>, (Error, Self)> {
+        let pass = Command::Pass(password.expose());
+        let result = self.conn.exec(|c| {
+            // A password that cannot be sent must not leave the server expecting one.
+            pass.to_bytes()?;
+            c.command(&Command::User(user))?;
+            c.command(&pass)
+        });
+        self.logged_in(result)
+    }
+
+    /// APOP with the greeting's timestamp (RFC 1939 §7). The timestamp is
+    /// checked again here: see [`proto::is_valid_apop_timestamp`].
+    pub fn apop(
+        mut self,
+        user: &str,
+        password: &Password,
+        timestamp: &str,
+    ) -> Result<Session<S>, (Error, Self)> {
+        if !proto::is_valid_apop_timestamp(timestamp) {
+            return Err((Error::BadApopTimestamp, self));
+        }
+        let digest = proto::apop_digest(timestamp, password.expose());
+        let result = self.conn.exec(|c| {
+            c.command(&Command::Apop {
+                user,
+                digest: &digest,
+            })
+        });
+        self.logged_in(result)
+    }
+
+    /// AUTH (RFC 5034). `respond` gets each challenge as base64 text and
+    /// returns the base64 answer, or `None` to cancel (the server's `-ERR` is
+    /// then the error). Challenges and answers are never logged.
+    pub fn auth<F>(
+        mut self,
+        mechanism: &str,
+        initial: Option<&str>,
+        mut respond: F,
+    ) -> Result<Session<S>, (Error, Self)>
+    where
+        F: FnMut(&str) -> Option<String>,
+    {
+        let result = self.conn.exec(|c| c.sasl(mechanism, initial, &mut respond));
+        self.logged_in(result)
+    }
+
+    /// QUIT without logging in.
+    pub fn quit(mut self) -> Result<()> {
+        self.conn.exec(|c| c.command(&Command::Quit)).map(drop)
+    }
+
+    fn logged_in(self, result: Result<Reply>) -> Result<Session<S>, (Error, Self)> {
+        match result {
+            Ok(_) => Ok(Session { conn: self.conn }),
+            Err(e) => Err((e, self)),
+        }
+    }
+}
+
+/// TRANSACTION state.
+pub struct Session<S> {
+    conn: Box<Conn<S>>,
+}
+
+impl<S> fmt::Debug for Session<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+impl<S: Read + Write> Session<S> {
+    /// Bounds the time for each complete response, a whole RETR included.
+    pub fn set_response_deadline(&mut self, deadline: Option<Duration>) {
+        self.conn.deadline = deadline;
+    }
+
+    /// The underlying stream, e.g. to read TLS details.
+    pub fn get_ref(&self) -> &S {
+        self.conn.reader.get_ref()
+    }
+
+    /// CAPA again: some values (LOGIN-DELAY, EXPIRE) may differ after login.
+    pub fn capa(&mut self) -> Result<Capabilities> {
+        self.conn.exec(Conn::capa)
+    }
+
+    /// STAT: message count and maildrop size in octets.
+    pub fn stat(&mut self) -> Result<(u32, u64)> {
+        self.conn.exec(|c| {
+            let reply = c.command(&Command::Stat)?;
+            proto::parse_stat(reply.text.as_bytes())
+                .map_err(|m| Error::malformed("STAT", m, reply.text.as_bytes()))
+        })
+    }
+
+    /// LIST: `(message number, size)` for every message not marked deleted.
+    pub fn list(&mut self) -> Result<Vec<(u32, u64)>> {
+        self.conn.exec(|c| {
+            c.command(&Command::List(None))?;
+            c.read_listing("LIST", c.limits.entries, proto::parse_list_entry)
+        })
+    }
+
+    /// `LIST n`: the size of message `n`.
+    pub fn list_one(&mut self, n: u32) -> Result<u64> {
+        self.conn.exec(|c| {
+            let reply = c.command(&Command::List(Some(n)))?;
+            let (got, size) = proto::parse_list_entry(reply.text.as_bytes())
+                .map_err(|m| Error::malformed("LIST", m, reply.text.as_bytes()))?;
+            check_number("LIST", n, got)?;
+            Ok(size)
+        })
+    }
+
+    /// UIDL: `(message number, unique-id)`; see [`Uid`] for out-of-spec ids.
+    pub fn uidl(&mut self) -> Result<Vec<(u32, Uid)>> {
+        self.conn.exec(|c| {
+            c.command(&Command::Uidl(None))?;
+            c.read_listing("UIDL", c.limits.entries, proto::parse_uidl_entry)
+        })
+    }
+
+    /// `UIDL n`: the unique-id of message `n`.
+    pub fn uidl_one(&mut self, n: u32) -> Result<Uid> {
+        self.conn.exec(|c| {
+            let reply = c.command(&Command::Uidl(Some(n)))?;
+            let (got, uid) = proto::parse_uidl_entry(reply.text.as_bytes())
+                .map_err(|m| Error::malformed("UIDL", m, reply.text.as_bytes()))?;
+            check_number("UIDL", n, got)?;
+            Ok(uid)
+        })
+    }
+
+    /// RETR: streams message `n`, dot-unstuffed and otherwise byte for byte,
+    /// into `sink`; returns the bytes written. More than `max_bytes` is
+    /// [`Error::MessageTooLarge`] (and the session is then unusable).
+    pub fn retr(&mut self, n: u32, sink: &mut dyn Write, max_bytes: u64) -> Result<u64> {
+        self.conn.exec(|c| {
+            c.command(&Command::Retr(n))?;
+            c.read_body(sink, max_bytes)
+        })
+    }
+
+    /// TOP: the header and the first `lines` body lines of message `n`, as [`retr`](Self::retr).
+    pub fn top(&mut self, n: u32, lines: u32, sink: &mut dyn Write, max_bytes: u64) -> Result<u64> {
+        self.conn.exec(|c| {
+            c.command(&Command::Top(n, lines))?;
+            c.read_body(sink, max_bytes)
+        })
+    }
+
+    /// DELE: marks message `n`; only a successful [`quit`](Self::quit) removes it.
+    pub fn dele(&mut self, n: u32) -> Result<()> {
+        self.conn.exec(|c| c.command(&Command::Dele(n))).map(drop)
+    }
+
+    /// DELE for each message, stopping at the first `-ERR` (returned).
+    ///
+    /// With `pipelined` (only if CAPA listed PIPELINING) the commands go out
+    /// in batches of 64, each in one write, before their replies are read;
+    /// after a `-ERR` the rest of that batch's replies are still read, so the
+    /// session stays usable, and later batches are not sent.
+    pub fn dele_many(&mut self, msgs: &[u32], pipelined: bool) -> Result<()> {
+        if !pipelined {
+            return msgs.iter().try_for_each(|&n| self.dele(n));
+        }
+        self.conn.exec(|c| {
+            // Check every number first so a bad one cannot leave a batch half sent.
+            for &n in msgs {
+                Command::Dele(n).to_bytes()?;
+            }
+            for window in msgs.chunks(PIPELINE_WINDOW) {
+                let mut batch = Vec::new();
+                for &n in window {
+                    let cmd = Command::Dele(n);
+                    trace!("C: {}", cmd.redacted());
+                    batch.extend(cmd.to_bytes()?);
+                }
+                c.write_raw(&batch)?;
+                let mut refused = None;
+                for _ in window {
+                    match c.read_status("DELE") {
+                        Ok(_) => {}
+                        Err(e @ Error::Server { .. }) => {
+                            refused.get_or_insert(e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let Some(e) = refused {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// RSET: unmarks every message marked deleted.
+    pub fn rset(&mut self) -> Result<()> {
+        self.conn.exec(|c| c.command(&Command::Rset)).map(drop)
+    }
+
+    /// NOOP, e.g. to keep the session alive.
+    pub fn noop(&mut self) -> Result<()> {
+        self.conn.exec(|c| c.command(&Command::Noop)).map(drop)
+    }
+
+    /// QUIT, entering UPDATE. `Ok` only on `+OK`: only then were all the
+    /// deletions committed. After an error, any subset of the marked messages
+    /// may be gone (RFC 1939 §6 lets a `-ERR` mean "some not removed"):
+    /// trust the next UIDL listing.
+    pub fn quit(mut self) -> Result<()> {
+        self.conn.exec(|c| c.command(&Command::Quit)).map(drop)
+    }
+}
+
+fn check_number(verb: &str, asked: u32, got: u32) -> Result<()> {
+    if asked != got {
+        return Err(Error::Protocol(format!(
+            "{verb}: asked about message {asked}, got an answer for {got}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::mock::{MockStream, Written};
+    use super::*;
+
+    const GREETING: &[u8] = b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n";
+    const LOGIN_OK: &[u8] = b"+OK\r\n+OK logged in\r\n";
+
+    type Log = Rc<RefCell<Written>>;
+
+    fn pw(s: &str) -> Password {
+        Password::new(s.into())
+    }
+
+    fn mock(parts: &[&[u8]], one_byte: bool) -> MockStream {
+        let stream = MockStream::new(parts.concat());
+        if one_byte {
+            stream.one_byte_reads()
+        } else {
+            stream
+        }
+    }
+
+    fn sent(log: &Log) -> String {
+        String::from_utf8_lossy(&log.borrow().bytes).into_owned()
+    }
+
+    /// A client past the greeting whose server then plays `script`.
+    fn client_with(script: &[u8], one_byte: bool) -> (Client<MockStream>, Log) {
+        let stream = mock(&[GREETING, script], one_byte);
+        let log = stream.written();
+        let (client, _) = Client::connect(stream).unwrap();
+        (client, log)
+    }
+
+    /// A logged-in session whose server then plays `script`; the log starts empty.
+    fn session_with(script: &[u8], one_byte: bool, limits: Limits) -> (Session<MockStream>, Log) {
+        let stream = mock(&[GREETING, LOGIN_OK, script], one_byte);
+        let log = stream.written();
+        let (client, _) = Client::connect_with(stream, limits, None).unwrap();
+        let session = client.user_pass("u", &pw("p")).unwrap();
+        *log.borrow_mut() = Written::default();
+        (session, log)
+    }
+
+    fn session(script: &[u8]) -> (Session<MockStream>, Log) {
+        session_with(script, false, Limits::default())
+    }
+
+    fn show<T: fmt::Debug>(result: Result<T>) -> Result<String> {
+        result.map(|v| format!("{v:?}"))
+    }
+
+    fn body(read: impl FnOnce(&mut dyn Write) -> Result<u64>) -> Result<String> {
+        let mut out = Vec::new();
+        let n = read(&mut out)?;
+        Ok(format!("({n}, {:?})", String::from_utf8_lossy(&out)))
+    }
+
+    struct Case {
+        sent: &'static str,
+        ok: &'static [u8],
+        expect: &'static str,
+        call: fn(&mut Session<MockStream>) -> Result<String>,
+    }
+
+    fn cases() -> Vec<Case> {
+        vec![
+            Case {
+                sent: "STAT\r\n",
+                ok: b"+OK 2 320\r\n",
+                expect: "(2, 320)",
+                call: |s| show(s.stat()),
+            },
+            Case {
+                sent: "LIST\r\n",
+                ok: b"+OK 2 messages (320 octets)\r\n1 120\r\n2 200\r\n.\r\n",
+                expect: "[(1, 120), (2, 200)]",
+                call: |s| show(s.list()),
+            },
+            Case {
+                sent: "LIST 2\r\n",
+                ok: b"+OK 2 200\r\n",
+                expect: "200",
+                call: |s| show(s.list_one(2)),
+            },
+            Case {
+                sent: "UIDL\r\n",
+                ok: b"+OK\r\n1 whqtswO00WBw418f9t5JxYwZ\r\n2 QhdPYR:00WBw1Ph7x7\r\n.\r\n",
+                expect: r#"[(1, Valid("whqtswO00WBw418f9t5JxYwZ")), (2, Valid("QhdPYR:00WBw1Ph7x7"))]"#,
+                call: |s| show(s.uidl()),
+            },
+            Case {
+                sent: "UIDL 2\r\n",
+                ok: b"+OK 2 QhdPYR:00WBw1Ph7x7\r\n",
+                expect: r#"Valid("QhdPYR:00WBw1Ph7x7")"#,
+                call: |s| show(s.uidl_one(2)),
+            },
+            Case {
+                sent: "RETR 1\r\n",
+                ok: b"+OK 20 octets\r\nSubject: x\r\n\r\n..dot\r\n.\r\n",
+                expect: r#"(20, "Subject: x\r\n\r\n.dot\r\n")"#,
+                call: |s| body(|sink| s.retr(1, sink, 1000)),
+            },
+            Case {
+                sent: "TOP 1 0\r\n",
+                ok: b"+OK\r\nSubject: x\r\n\r\n.\r\n",
+                expect: r#"(14, "Subject: x\r\n\r\n")"#,
+                call: |s| body(|sink| s.top(1, 0, sink, 1000)),
+            },
+            Case {
+                sent: "DELE 1\r\n",
+                ok: b"+OK message 1 deleted\r\n",
+                expect: "()",
+                call: |s| show(s.dele(1)),
+            },
+            Case {
+                sent: "DELE 3\r\n",
+                ok: b"+OK\r\n",
+                expect: "()",
+                call: |s| show(s.dele_many(&[3], true)),
+            },
+            Case {
+                sent: "RSET\r\n",
+                ok: b"+OK maildrop has 2 messages\r\n",
+                expect: "()",
+                call: |s| show(s.rset()),
+            },
+            Case {
+                sent: "NOOP\r\n",
+                ok: b"+OK\r\n",
+                expect: "()",
+                call: |s| show(s.noop()),
+            },
+            Case {
+                sent: "CAPA\r\n",
+                ok: b"+OK\r\nTOP\r\nEXPIRE 30 USER\r\n.\r\n",
+                expect: "true Some(Days(30))",
+                call: |s| s.capa().map(|c| format!("{} {:?}", c.top, c.expire)),
+            },
+        ]
+    }
+
+    #[test]
+    fn session_verbs_succeed_with_any_read_size() {
+        for case in cases() {
+            for one_byte in [false, true] {
+                let (mut s, log) = session_with(case.ok, one_byte, Limits::default());
+                assert_eq!((case.call)(&mut s).unwrap(), case.expect, "{}", case.sent);
+                assert_eq!(sent(&log), case.sent);
+                assert!(
+                    s.conn.reader.buffer().is_empty(),
+                    "{} left bytes",
+                    case.sent
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn session_verbs_report_err_and_stay_usable() {
+        for case in cases().into_iter().filter(|c| c.sent != "CAPA\r\n") {
+            let verb = case.sent.split([' ', '\r']).next().unwrap();
+            let (mut s, log) = session(b"-ERR [SYS/TEMP] try later\r\n+OK\r\n");
+            let err = (case.call)(&mut s).unwrap_err();
+            match &err {
+                Error::Server { command, reply } => {
+                    assert_eq!(*command, verb);
+                    assert_eq!(reply.code, Some(RespCode::SysTemp));
+                    assert_eq!(reply.text, "try later");
+                }
+                other => panic!("{verb}: {other:?}"),
+            }
+            assert!(err.is_transient() && !err.is_auth_failure());
+            s.noop().unwrap();
+            assert_eq!(sent(&log), format!("{}NOOP\r\n", case.sent));
+        }
+    }
+
+    #[test]
+    fn session_verbs_fail_cleanly_on_eof_anywhere() {
+        for case in cases() {
+            for cut in 0..case.ok.len() {
+                let (mut s, _) = session(&case.ok[..cut]);
+                let result = (case.call)(&mut s);
+                assert!(
+                    matches!(result, Err(Error::ConnectionLost)),
+                    "{} cut at {cut}: {result:?}",
+                    case.sent
+                );
+                assert!(matches!(s.noop(), Err(Error::Unusable)));
+            }
+        }
+    }
+
+    #[test]
+    fn capa_err_means_no_capabilities() {
+        let (mut client, log) = client_with(b"-ERR unknown command\r\n+OK bye\r\n", false);
+        assert_eq!(client.capa().unwrap(), Capabilities::default());
+        client.quit().unwrap();
+        assert_eq!(sent(&log), "CAPA\r\nQUIT\r\n");
+    }
+
+    #[test]
+    fn capa_before_login() {
+        let script = b"+OK Capability list follows\r\nUSER\r\nSTLS\r\nSASL PLAIN\r\n..odd\r\n.\r\n";
+        for one_byte in [false, true] {
+            let (mut client, log) = client_with(script, one_byte);
+            let caps = client.capa().unwrap();
+            assert!(caps.user && caps.stls && caps.has_sasl("PLAIN"));
+            assert_eq!(caps.raw, ["USER", "STLS", "SASL PLAIN", ".odd"]);
+            assert_eq!(sent(&log), "CAPA\r\n");
+        }
+        for cut in 0..script.len() {
+            let (mut client, _) = client_with(&script[..cut], false);
+            assert!(
+                matches!(client.capa(), Err(Error::ConnectionLost)),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn greeting() {
+        for one_byte in [false, true] {
+            let (_, greeting) = Client::connect(mock(&[GREETING], one_byte)).unwrap();
+            assert_eq!(
+                greeting.text,
+                "POP3 server ready <1896.697170952@dbc.mtview.ca.us>"
+            );
+            assert_eq!(
+                greeting.apop_timestamp.as_deref(),
+                Some("<1896.697170952@dbc.mtview.ca.us>")
+            );
+        }
+        let (_, greeting) = Client::connect(mock(&[b"+OK ready <a b@c>\r\n"], false)).unwrap();
+        assert_eq!(greeting.apop_timestamp, None);
+
+        match Client::connect(mock(&[b"-ERR [SYS/TEMP] overloaded\r\n"], false)) {
+            Err(e @ Error::Server { .. }) => {
+                assert!(e.is_transient());
+                assert_eq!(
+                    e.to_string(),
+                    "server refused connection [SYS/TEMP]: overloaded"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for cut in 0..GREETING.len() {
+            let result = Client::connect(mock(&[&GREETING[..cut]], false));
+            assert!(matches!(result, Err(Error::ConnectionLost)), "cut {cut}");
+        }
+        assert!(matches!(
+            Client::connect(mock(&[b"* OK IMAP4 ready\r\n"], false)),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn user_pass() {
+        for one_byte in [false, true] {
+            let (client, log) = client_with(LOGIN_OK, one_byte);
+            client.user_pass("mrose", &pw("tanstaaf")).unwrap();
+            assert_eq!(sent(&log), "USER mrose\r\nPASS tanstaaf\r\n");
+        }
+        for cut in 0..LOGIN_OK.len() {
+            let (client, _) = client_with(&LOGIN_OK[..cut], false);
+            let (err, _) = client.user_pass("mrose", &pw("tanstaaf")).unwrap_err();
+            assert!(matches!(err, Error::ConnectionLost), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn refused_user_returns_the_client() {
+        let (client, log) = client_with(b"-ERR no such mailbox\r\n+OK bye\r\n", false);
+        let (err, client) = client.user_pass("nobody", &pw("x")).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Server {
+                command: "USER",
+                ..
+            }
+        ));
+        assert!(err.is_auth_failure() && !err.is_transient());
+        client.quit().unwrap();
+        assert_eq!(sent(&log), "USER nobody\r\nQUIT\r\n");
+    }
+
+    #[test]
+    fn refused_password() {
+        let (client, _) = client_with(b"+OK\r\n-ERR [AUTH] invalid login\r\n", false);
+        let (err, _) = client.user_pass("mrose", &pw("wrong")).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Server {
+                command: "PASS",
+                ..
+            }
+        ));
+        assert!(err.is_auth_failure() && !err.is_transient());
+
+        let (client, _) = client_with(b"+OK\r\n-ERR [IN-USE] maildrop locked\r\n", false);
+        let (err, _) = client.user_pass("mrose", &pw("right")).unwrap_err();
+        assert!(err.is_transient() && !err.is_auth_failure());
+
+        let (client, _) = client_with(b"+OK\r\n-ERR [SYS/PERM] mailbox corrupt\r\n", false);
+        let (err, _) = client.user_pass("mrose", &pw("right")).unwrap_err();
+        assert!(!err.is_transient() && !err.is_auth_failure());
+    }
+
+    #[test]
+    fn injection_is_rejected_before_anything_is_sent() {
+        let (client, log) = client_with(LOGIN_OK, false);
+        let (err, client) = client.user_pass("bob\r\nDELE 1", &pw("p")).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        let (err, _) = client.user_pass("bob", &pw("p\r\nDELE 1")).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        assert_eq!(sent(&log), "");
+    }
+
+    #[test]
+    fn apop() {
+        let stamp = "<1896.697170952@dbc.mtview.ca.us>";
+        for one_byte in [false, true] {
+            let (client, log) = client_with(b"+OK maildrop has 1 message\r\n", one_byte);
+            client.apop("mrose", &pw("tanstaaf"), stamp).unwrap();
+            assert_eq!(
+                sent(&log),
+                "APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n"
+            );
+        }
+        let (client, _) = client_with(b"-ERR permission denied\r\n", false);
+        let (err, _) = client.apop("mrose", &pw("x"), stamp).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Server {
+                    command: "APOP",
+                    ..
+                }
+            ) && err.is_auth_failure()
+        );
+
+        let (client, _) = client_with(b"+OK", false);
+        let (err, _) = client.apop("mrose", &pw("x"), stamp).unwrap_err();
+        assert!(matches!(err, Error::ConnectionLost));
+
+        let (client, log) = client_with(b"+OK\r\n", false);
+        let (err, _) = client.apop("mrose", &pw("x"), "<no-at-sign>").unwrap_err();
+        assert!(matches!(err, Error::BadApopTimestamp));
+        assert_eq!(sent(&log), "");
+    }
+
+    #[test]
+    fn auth_with_initial_response() {
+        let (client, log) = client_with(b"+OK\r\n", false);
+        client
+            .auth("PLAIN", Some("AHUAcA=="), |_| {
+                panic!("no challenge expected")
+            })
+            .unwrap();
+        assert_eq!(sent(&log), "AUTH PLAIN AHUAcA==\r\n");
+    }
+
+    #[test]
+    fn auth_challenges() {
+        let script = b"+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n+OK welcome\r\n";
+        for one_byte in [false, true] {
+            let (client, log) = client_with(script, one_byte);
+            let mut seen = Vec::new();
+            client
+                .auth("LOGIN", None, |challenge| {
+                    seen.push(challenge.to_owned());
+                    Some(if seen.len() == 1 { "dQ==" } else { "cA==" }.into())
+                })
+                .unwrap();
+            assert_eq!(seen, ["VXNlcm5hbWU6", "UGFzc3dvcmQ6"]);
+            assert_eq!(sent(&log), "AUTH LOGIN\r\ndQ==\r\ncA==\r\n");
+        }
+        for cut in 0..script.len() {
+            let (client, _) = client_with(&script[..cut], false);
+            let (err, _) = client
+                .auth("LOGIN", None, |_| Some("eA==".into()))
+                .unwrap_err();
+            assert!(matches!(err, Error::ConnectionLost), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn auth_cancel_and_refusal() {
+        let (client, log) = client_with(b"+ Y2hhbGxlbmdl\r\n-ERR [AUTH] cancelled\r\n", false);
+        let (err, _) = client.auth("CRAM-MD5", None, |_| None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Server {
+                    command: "AUTH",
+                    ..
+                }
+            ) && err.is_auth_failure()
+        );
+        assert_eq!(sent(&log), "AUTH CRAM-MD5\r\n*\r\n");
+
+        let (client, _) = client_with(b"-ERR unknown mechanism\r\n", false);
+        let (err, _) = client
+            .auth("XOAUTH2", Some("dG9rZW4="), |_| None)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Server {
+                command: "AUTH",
+                ..
+            }
+        ));
+
+        let (client, log) = client_with(b"+ eA==\r\n-ERR cancelled\r\n+OK bye\r\n", false);
+        let (err, client) = client
+            .auth("LOGIN", None, |_| Some("a\r\nDELE 1".into()))
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        client.quit().unwrap();
+        assert_eq!(sent(&log), "AUTH LOGIN\r\n*\r\nQUIT\r\n");
+
+        let (client, _) = client_with(b"+ eA==\r\n+ eA==\r\n", false);
+        let (err, _) = client.auth("LOGIN", None, |_| None).unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+
+        let endless = b"+ eA==\r\n".repeat(MAX_SASL_ROUNDS + 1);
+        let (client, log) = client_with(&endless, false);
+        let (err, client) = client
+            .auth("LOGIN", None, |_| Some("eQ==".into()))
+            .unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+        assert_eq!(sent(&log).matches("eQ==").count(), MAX_SASL_ROUNDS);
+        assert!(matches!(client.quit(), Err(Error::Unusable)));
+    }
+
+    #[test]
+    fn stls_hands_back_the_stream() {
+        let (client, log) = client_with(b"+OK begin TLS\r\n", false);
+        let stream = client.stls().unwrap();
+        assert_eq!(sent(&log), "STLS\r\n");
+
+        // With 1-byte reads nothing is buffered past the +OK, so the dialogue
+        // continues on the upgraded stream (in real life, the TLS stream).
+        let (client, log) = client_with(b"+OK begin TLS\r\n+OK\r\nUIDL\r\n.\r\n", true);
+        let mut client = Client::from_upgraded(client.stls().unwrap());
+        assert!(client.capa().unwrap().uidl);
+        assert_eq!(sent(&log), "STLS\r\nCAPA\r\n");
+        drop(stream);
+    }
+
+    #[test]
+    fn stls_rejects_bytes_injected_before_the_handshake() {
+        let (client, _) = client_with(b"+OK begin TLS\r\n-ERR injected\r\n", false);
+        assert!(matches!(client.stls(), Err(Error::StlsBufferNotEmpty)));
+
+        let (client, _) = client_with(b"-ERR TLS not available\r\n", false);
+        assert!(matches!(
+            client.stls(),
+            Err(Error::Server {
+                command: "STLS",
+                ..
+            })
+        ));
+
+        let (client, _) = client_with(b"+OK begin", false);
+        assert!(matches!(client.stls(), Err(Error::ConnectionLost)));
+    }
+
+    #[test]
+    fn quit_commits_only_on_ok() {
+        for one_byte in [false, true] {
+            let (s, log) = session_with(
+                b"+OK dewey POP3 server signing off\r\n",
+                one_byte,
+                Limits::default(),
+            );
+            s.quit().unwrap();
+            assert_eq!(sent(&log), "QUIT\r\n");
+        }
+        let (s, _) = session(b"-ERR some deleted messages not removed\r\n");
+        assert!(matches!(
+            s.quit(),
+            Err(Error::Server {
+                command: "QUIT",
+                ..
+            })
+        ));
+        for cut in [0, 3] {
+            let (s, _) = session(&b"+OK bye\r\n"[..cut]);
+            assert!(matches!(s.quit(), Err(Error::ConnectionLost)));
+        }
+        let (client, log) = client_with(b"+OK bye\r\n", true);
+        client.quit().unwrap();
+        assert_eq!(sent(&log), "QUIT\r\n");
+        let (client, _) = client_with(b"-ERR no\r\n", false);
+        assert!(matches!(
+            client.quit(),
+            Err(Error::Server {
+                command: "QUIT",
+                ..
+            })
+        ));
+        let (client, _) = client_with(b"+OK by", false);
+        assert!(matches!(client.quit(), Err(Error::ConnectionLost)));
+    }
+
+    #[test]
+    fn pipelined_dele_is_one_write_and_keeps_sync_after_err() {
+        let (mut s, log) = session(b"+OK\r\n-ERR no such message\r\n+OK\r\n+OK\r\n");
+        let err = s.dele_many(&[1, 2, 3], true).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Server {
+                command: "DELE",
+                ..
+            }
+        ));
+        assert_eq!(log.borrow().calls, 1);
+        s.noop().unwrap();
+        assert_eq!(sent(&log), "DELE 1\r\nDELE 2\r\nDELE 3\r\nNOOP\r\n");
+    }
+
+    #[test]
+    fn plain_dele_many_stops_at_first_err() {
+        let (mut s, log) = session(b"+OK\r\n-ERR no such message\r\n");
+        assert!(s.dele_many(&[1, 2, 3], false).is_err());
+        assert_eq!(sent(&log), "DELE 1\r\nDELE 2\r\n");
+        assert_eq!(log.borrow().calls, 2);
+    }
+
+    #[test]
+    fn pipelined_dele_goes_in_windows() {
+        let msgs: Vec<u32> = (1..=130).collect();
+        let (mut s, log) = session(&b"+OK\r\n".repeat(130));
+        s.dele_many(&msgs, true).unwrap();
+        assert_eq!(log.borrow().calls, 3);
+        assert!(sent(&log).ends_with("DELE 129\r\nDELE 130\r\n"));
+
+        let (mut s, log) = session(b"");
+        let err = s.dele_many(&[1, 0], true).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        assert_eq!(sent(&log), "");
+        s.dele_many(&[], true).unwrap();
+    }
+
+    #[test]
+    fn bytes_after_a_body_belong_to_the_next_reply() {
+        // All replies arrive in one read; each response must take only its own bytes.
+        let script = b"+OK\r\n+OK\r\n+OK 9\r\nA\r\n..\r\n.\r\n+OK 0\r\n.\r\n+OK 3 120\r\n";
+        for one_byte in [false, true] {
+            let (mut s, log) = session_with(script, one_byte, Limits::default());
+            s.dele_many(&[1, 2], true).unwrap();
+            let mut first = Vec::new();
+            assert_eq!(s.retr(3, &mut first, 100).unwrap(), 6);
+            assert_eq!(first, b"A\r\n.\r\n");
+            let mut empty = Vec::new();
+            assert_eq!(s.top(4, 0, &mut empty, 100).unwrap(), 0);
+            assert!(empty.is_empty());
+            assert_eq!(s.list_one(3).unwrap(), 120);
+            assert_eq!(
+                sent(&log),
+                "DELE 1\r\nDELE 2\r\nRETR 3\r\nTOP 4 0\r\nLIST 3\r\n"
+            );
+        }
+    }
+
+    #[test]
+    fn max_bytes_caps_the_message() {
+        let script = b"+OK\r\n0123456789\r\n.\r\n+OK\r\n";
+        let (mut s, _) = session(script);
+        let mut out = Vec::new();
+        assert_eq!(s.retr(1, &mut out, 12).unwrap(), 12);
+
+        for one_byte in [false, true] {
+            let (mut s, _) = session_with(script, one_byte, Limits::default());
+            let mut out = Vec::new();
+            let err = s.retr(1, &mut out, 11).unwrap_err();
+            assert!(matches!(err, Error::MessageTooLarge { limit: 11 }));
+            assert!(out.len() <= 11);
+            assert!(matches!(s.noop(), Err(Error::Unusable)));
+        }
+    }
+
+    #[test]
+    fn sink_failure_is_its_own_error() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (mut s, _) = session(b"+OK\r\nbody\r\n.\r\n+OK\r\n");
+        let err = s.retr(1, &mut Full, 100).unwrap_err();
+        assert!(matches!(&err, Error::Sink(e) if e.kind() == io::ErrorKind::StorageFull));
+        assert_eq!(err.to_string(), "writing the message failed: disk full");
+        assert!(matches!(s.noop(), Err(Error::Unusable)));
+    }
+
+    #[test]
+    fn line_length_is_bounded() {
+        let limits = Limits {
+            line: 64,
+            ..Limits::default()
+        };
+        let stat_line = |len: usize| {
+            let mut line = b"+OK 1 2 ".to_vec();
+            line.resize(len - 2, b'x');
+            line.extend_from_slice(b"\r\n");
+            line
+        };
+        let script = [stat_line(64), stat_line(65)].concat();
+        let (mut s, _) = session_with(&script, false, limits);
+        assert_eq!(s.stat().unwrap(), (1, 2));
+        assert!(matches!(s.stat(), Err(Error::LineTooLong)));
+        assert!(matches!(s.noop(), Err(Error::Unusable)));
+
+        let mut long = b"+OK ".to_vec();
+        long.resize(MAX_LINE, b'x');
+        long.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            Client::connect(mock(&[&long], false)),
+            Err(Error::LineTooLong)
+        ));
+        long.drain(4..6);
+        assert!(Client::connect(mock(&[&long], false)).is_ok());
+    }
+
+    #[test]
+    fn listing_length_is_bounded() {
+        let limits = Limits {
+            entries: 2,
+            ..Limits::default()
+        };
+        let (mut s, _) = session_with(
+            b"+OK\r\n1 1\r\n2 2\r\n.\r\n+OK\r\n1 1\r\n2 2\r\n3 3\r\n.\r\n",
+            false,
+            limits,
+        );
+        assert_eq!(s.list().unwrap().len(), 2);
+        assert!(matches!(s.list(), Err(Error::ListingTooLong)));
+    }
+
+    #[test]
+    fn malformed_replies() {
+        let (mut s, _) = session(b"+OK two 320\r\n");
+        let err = s.stat().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "protocol error: STAT: bad message count: \"two 320\""
+        );
+        let (mut s, _) = session(b"+OK\r\n1 abc\r\n.\r\n");
+        assert!(matches!(s.uidl(), Ok(v) if v == [(1, Uid::Valid("abc".into()))]));
+        let (mut s, _) = session(b"+OK\r\nx abc\r\n.\r\n");
+        assert!(matches!(s.uidl(), Err(Error::Protocol(_))));
+        let (mut s, _) = session(b"+OK 3 abc\r\n");
+        assert!(matches!(s.uidl_one(2), Err(Error::Protocol(_))));
+        let (mut s, _) = session(b"+OK\r\n1 bad uid\r\n.\r\n");
+        let listing = s.uidl().unwrap();
+        assert_eq!(listing, [(1, Uid::Invalid(b"bad uid".to_vec()))]);
+    }
+
+    #[test]
+    fn socket_timeouts_and_errors() {
+        for kind in [io::ErrorKind::WouldBlock, io::ErrorKind::TimedOut] {
+            let stream = MockStream::new(&b"+OK POP3 re"[..]).with_err(kind);
+            let err = Client::connect(stream).unwrap_err();
+            assert!(
+                matches!(err, Error::Timeout) && err.is_transient(),
+                "{kind:?}"
+            );
+        }
+        let stream = MockStream::new(Vec::new()).with_err(io::ErrorKind::ConnectionReset);
+        let err = Client::connect(stream).unwrap_err();
+        assert!(matches!(err, Error::Io(_)) && err.is_transient());
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn response_deadline_stops_a_dripping_server() {
+        let drip = |script: &[u8]| {
+            MockStream::new(script)
+                .one_byte_reads()
+                .with_read_delay(Duration::from_millis(3))
+        };
+        let slow = b"+OK dripping greeting\r\n";
+        assert!(matches!(
+            Client::connect_with_deadline(drip(slow), Some(Duration::from_millis(15))),
+            Err(Error::Timeout)
+        ));
+        let (mut client, _) = Client::connect_with_deadline(
+            drip(b"+OK hi\r\n+OK\r\nTOP\r\n.\r\n"),
+            Some(Duration::from_secs(10)),
+        )
+        .unwrap();
+        client.set_response_deadline(Some(Duration::from_millis(15)));
+        assert!(matches!(client.capa(), Err(Error::Timeout)));
+        assert!(matches!(client.capa(), Err(Error::Unusable)));
+    }
+
+    #[test]
+    fn error_display_sanitizes_server_text() {
+        let err = Error::Server {
+            command: "PASS",
+            reply: proto::parse_status(
+                format!("-ERR [AUTH] bad\x1b[2J{}", "x".repeat(500)).as_bytes(),
+            )
+            .unwrap(),
+        };
+        let shown = err.to_string();
+        assert!(shown.starts_with("server refused PASS [AUTH]: bad?[2Jxxx"));
+        assert!(!shown.chars().any(char::is_control));
+        assert!(shown.chars().count() < 250);
+        assert_eq!(
+            Error::MessageTooLarge { limit: 5 }.to_string(),
+            "message larger than 5 bytes"
+        );
+    }
+
+    /// Collects log records with the thread that made them, so a test sees only its own.
+    struct Capture(std::sync::Mutex<Vec<(std::thread::ThreadId, String)>>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let line = format!("{} {}", record.level(), record.args());
+            if let Ok(mut lines) = self.0.lock() {
+                lines.push((std::thread::current().id(), line));
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
+    #[test]
+    fn logs_never_show_secrets() {
+        // Only this test installs a logger, so the `Err` of a second install cannot happen here.
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Trace);
+        let secret = "s3cret-Pa55";
+        let stamp = "<1896.697170952@dbc.mtview.ca.us>";
+        let script = [
+            &b"+OK\r\n-ERR [AUTH] nope\r\n"[..],
+            b"-ERR [AUTH] no\r\n",
+            b"+ Y2hhbA==\r\n+OK\r\n",
+            b"+OK\r\nBODY-TEXT\r\n.\r\n",
+        ]
+        .concat();
+        let (client, _) = client_with(&script, false);
+        let (_, client) = client.user_pass("mrose", &pw(secret)).unwrap_err();
+        let (_, client) = client.apop("mrose", &pw(secret), stamp).unwrap_err();
+        let mut session = client
+            .auth("PLAIN", Some("c2VjcmV0"), |_| Some("cmVzcG9uc2U=".into()))
+            .unwrap();
+        session.retr(1, &mut Vec::new(), 100).unwrap();
+
+        let me = std::thread::current().id();
+        let lines: Vec<String> = CAPTURE
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(thread, _)| *thread == me)
+            .map(|(_, line)| line.clone())
+            .collect();
+        for expected in [
+            "TRACE C: USER mrose",
+            "TRACE C: PASS <redacted>",
+            "TRACE S: -ERR [AUTH] nope",
+            "TRACE C: APOP mrose <redacted>",
+            "TRACE C: AUTH PLAIN <redacted>",
+            "TRACE S: + <redacted>",
+            "TRACE C: <redacted>",
+            "TRACE C: RETR 1",
+            "TRACE S: <11 bytes>",
+        ] {
+            assert!(
+                lines.iter().any(|l| l == expected),
+                "{expected} not in {lines:#?}"
+            );
+        }
+        let digest = proto::apop_digest(stamp, secret);
+        for line in &lines {
+            for leak in [secret, &digest, "c2VjcmV0", "Y2hhbA", "cmVzcG9uc2U", "BODY"] {
+                assert!(!line.contains(leak), "{line}");
+            }
+        }
+    }
+}

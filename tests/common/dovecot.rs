@@ -1,0 +1,413 @@
+//! A private, real Dovecot POP3 server for integration tests.
+//!
+//! [`Dovecot::start`] runs `tests/dovecot/dovecot.sh start` in a fresh
+//! directory under the system temp dir: its own CA and server certificate,
+//! its own users (uid 5000), plain POP3 (with STLS) and POP3S on free
+//! loopback ports. Dropping the value stops the server and removes the
+//! directory. Each call gets its own server, so tests run in parallel freely.
+//!
+//! Needs root and Debian's `dovecot-core`, `dovecot-pop3d`, `openssl` and
+//! `python3` (`tests/deps.sh` installs them). See NOTES.md for the details.
+
+// Each integration-test binary compiles this module and uses part of it.
+#![allow(dead_code)]
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::unix::fs::{chown, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{self, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Owner of every test mailbox. Dovecot refuses uid 0 for mail access; 5000
+/// needs no `/etc/passwd` entry.
+pub const MAIL_UID: u32 = 5000;
+/// Group of every test mailbox.
+pub const MAIL_GID: u32 = 5000;
+
+/// The server's loopback address. Connections from 127.0.0.1 to here count
+/// as "secured" for Dovecot, so cleartext logins are allowed.
+pub const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// The server also listens on 127.0.0.2, same ports. A client connecting to
+/// it comes from 127.0.0.1, a different address, so Dovecot treats the
+/// connection as NOT secured: no USER/PLAIN/LOGIN without TLS. The server
+/// certificate does not name 127.0.0.2, which makes this address handy for
+/// hostname-mismatch tests too.
+pub const INSECURE_HOST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// Set this variable to keep the server's directory after the test (the
+/// server is still stopped) for a look at `dovecot.log` and the mail.
+pub const KEEP_ENV: &str = "POPSPOOL_KEEP_DOVECOT";
+
+/// A running private Dovecot; dropping it stops the server and removes `dir`.
+pub struct Dovecot {
+    /// Everything of this server lives here: `dovecot.conf`, `dovecot.log`,
+    /// `ca.pem`, `server.pem`, `passwd`, `mail/<user>/Maildir`, ...
+    pub dir: PathBuf,
+    /// Plain POP3 port; offers STLS.
+    pub pop3_port: u16,
+    /// Implicit-TLS POP3S port.
+    pub pop3s_port: u16,
+}
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dovecot/dovecot.sh")
+}
+
+/// `bash dovecot.sh`: works even if the executable bit got lost in a copy.
+fn script_cmd() -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script());
+    cmd
+}
+
+/// Runs the script, panics with its stderr if it fails, returns its stdout.
+fn run(mut cmd: Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).expect("script output is UTF-8")
+}
+
+impl Dovecot {
+    /// Starts a fresh server in a new directory; panics (with the script's
+    /// stderr and the log tail) if it does not come up.
+    pub fn start() -> Dovecot {
+        Self::start_inner(false)
+    }
+
+    /// Like [`Dovecot::start`], with the mail on a tmpfs: for benchmarks,
+    /// where deleting many messages on a disk costs Dovecot up to a second.
+    pub fn start_tmpfs() -> Dovecot {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(tmpfs: bool) -> Dovecot {
+        let dir = loop {
+            let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("popspool-dovecot-{}-{n}", process::id()));
+            match fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                // Left over from an earlier process that had our pid.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("cannot create {}: {e}", dir.display()),
+            }
+        };
+        let mut cmd = script_cmd();
+        cmd.arg("start").arg(&dir);
+        if tmpfs {
+            cmd.arg("--tmpfs");
+        }
+        // If this test process dies without running destructors, the
+        // script's watchdog stops the server and removes the directory.
+        cmd.arg("--watch-pid").arg(process::id().to_string());
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        if !out.status.success() {
+            let _ = fs::remove_dir_all(&dir);
+            panic!(
+                "dovecot.sh start failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let port = |key: &str| -> u16 {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key}=N in dovecot.sh output: {stdout}"))
+        };
+        Dovecot {
+            pop3_port: port("POP3_PORT"),
+            pop3s_port: port("POP3S_PORT"),
+            dir,
+        }
+    }
+
+    /// Adds a user who can log in at once with any mechanism (USER/PASS,
+    /// APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256). Names may
+    /// use `A-Z a-z 0-9 . _ @ -`; passwords anything but `:`, CR and LF.
+    pub fn add_user(&self, user: &str, password: &str) {
+        let mut cmd = script_cmd();
+        cmd.arg("adduser").arg(&self.dir).arg(user).arg(password);
+        run(cmd);
+    }
+
+    /// Delivers one message into the user's `Maildir/new`, as an MDA does.
+    /// RETR will return [`stored_form`]`(raw)`.
+    pub fn deliver(&self, user: &str, raw: &[u8]) {
+        self.deliver_all(user, std::iter::once(raw));
+    }
+
+    /// Delivers messages in order: message `i` gets POP3 number `i + 1` (when
+    /// the mailbox was empty). Done in-process, not by forking the script.
+    pub fn deliver_many(&self, user: &str, msgs: &[Vec<u8>]) {
+        self.deliver_all(user, msgs.iter().map(Vec::as_slice));
+    }
+
+    /// Same rules as `dovecot.sh deliver`: stored with LF line ends, written
+    /// in `tmp/`, owned by 5000:5000, renamed into `new/` as
+    /// `<secs>.M<usecs>P<pid>Q<n>.popspool-harness,S=<size>,W=<CRLF size>`.
+    fn deliver_all<'a>(&self, user: &str, msgs: impl IntoIterator<Item = &'a [u8]>) {
+        let md = self.maildir(user);
+        assert!(
+            md.join("new").is_dir(),
+            "no mailbox for user {user:?}: add_user first"
+        );
+        for raw in msgs {
+            let stored = disk_form(raw);
+            let base = unique_base_name();
+            let tmp = md.join("tmp").join(&base);
+            let fail = |what: &str, e: io::Error| -> ! {
+                panic!("deliver to {user}: {what} {}: {e}", tmp.display())
+            };
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .unwrap_or_else(|e| fail("create", e));
+            f.write_all(&stored).unwrap_or_else(|e| fail("write", e));
+            drop(f);
+            chown(&tmp, Some(MAIL_UID), Some(MAIL_GID)).unwrap_or_else(|e| fail("chown", e));
+            let name = format!("{base},S={},W={}", stored.len(), listed_size(raw));
+            fs::rename(&tmp, md.join("new").join(name)).unwrap_or_else(|e| fail("rename", e));
+        }
+    }
+
+    /// Messages in the user's `new/` and `cur/` (what a POP3 STAT would count
+    /// once Dovecot has looked; deleted messages disappear at QUIT).
+    pub fn count(&self, user: &str) -> usize {
+        let md = self.maildir(user);
+        ["new", "cur"]
+            .iter()
+            .map(|sub| {
+                let dir = md.join(sub);
+                fs::read_dir(&dir)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+                    .filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// PEM of the test CA that signed the server certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// PEM of an unrelated CA: verification against it must fail.
+    pub fn wrong_ca_file(&self) -> PathBuf {
+        self.dir.join("wrong-ca.pem")
+    }
+
+    /// SHA-256 of the server certificate (DER), lowercase hex, no colons.
+    pub fn fingerprint(&self) -> String {
+        let path = self.dir.join("server.sha256");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// The user's Maildir (with `tmp/`, `new/`, `cur/`).
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir.join("mail").join(user).join("Maildir")
+    }
+
+    /// Dovecot's log so far (logins with mechanism, auth failures, errors).
+    /// It lags: processes log through Dovecot's log process, so a line may
+    /// appear a little after the client saw the reply; see [`Self::wait_log`].
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// Waits (up to 5 s) until the log contains `needle`; returns the log.
+    /// Panics with the log on timeout.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{needle:?} not in {}/dovecot.log:\n{log}",
+                    self.dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // Never panic here: a second panic while unwinding aborts the run.
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- last lines of {}/dovecot.log:\n{}",
+                self.dir.display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        match script_cmd().arg("stop").arg(&self.dir).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "dovecot.sh stop {} failed: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("cannot run dovecot.sh stop: {e}"),
+        }
+        if std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!("{KEEP_ENV} set: keeping {}", self.dir.display());
+        } else if let Err(e) = fs::remove_dir_all(&self.dir) {
+            eprintln!("cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Maildir base names sort by (seconds, microseconds), which is how Dovecot
+/// orders new mail, so each name gets a strictly later time than the last.
+fn unique_base_name() -> String {
+    static LAST_USEC: Mutex<u64> = Mutex::new(0);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64;
+    let t = {
+        let mut last = LAST_USEC.lock().unwrap_or_else(|e| e.into_inner());
+        *last = now.max(*last + 1);
+        *last
+    };
+    format!(
+        "{}.M{:06}P{}Q{}.popspool-harness",
+        t / 1_000_000,
+        t % 1_000_000,
+        process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What is written to disk: every CRLF becomes LF (left to right, like
+/// `perl -pe 's/\r\n/\n/g'` in the script); lone CRs stay.
+pub fn disk_form(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\r' && raw.get(i + 1) == Some(&b'\n') {
+            out.push(b'\n');
+            i += 2;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Dovecot's wire form of the stored bytes: a CR before every LF that lacks
+/// one. Shared by [`stored_form`] and [`listed_size`].
+fn crlf_form(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored.len() + stored.len() / 16);
+    for (i, &b) in stored.iter().enumerate() {
+        if b == b'\n' && (i == 0 || stored[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// The exact bytes a POP3 client gets from RETR for a message delivered as
+/// `raw`, after dot-unstuffing and without the terminating `.` line.
+///
+/// Lines end in CRLF whatever `raw` used (CRLF or LF). A last line without
+/// a line end gets CRLF appended (Dovecot always ends the data with CRLF
+/// before the `.` line); an empty message comes back as a single CRLF.
+pub fn stored_form(raw: &[u8]) -> Vec<u8> {
+    let stored = disk_form(raw);
+    let mut out = crlf_form(&stored);
+    if stored.last() != Some(&b'\n') {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The message size Dovecot reports in LIST and STAT (and in RETR's
+/// "+OK N octets"): the CRLF size of the stored message, without the CRLF
+/// Dovecot adds to a last line that has none. It is the `W=` of the name.
+pub fn listed_size(raw: &[u8]) -> usize {
+    crlf_form(&disk_form(raw)).len()
+}
+
+/// Connects to `dst` from the local address `src` (e.g. 127.0.0.2 to
+/// 127.0.0.1, which Dovecot does not count as secured). std cannot bind a
+/// client socket before connecting, hence the direct libc calls (Linux).
+#[cfg(target_os = "linux")]
+pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// `struct sockaddr_in` on Linux.
+    #[repr(C)]
+    struct SockaddrIn {
+        family: u16,
+        port: [u8; 2], // network byte order
+        addr: [u8; 4], // network byte order
+        zero: [u8; 8],
+    }
+    unsafe extern "C" {
+        fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
+        fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
+        fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
+    }
+    const AF_INET: i32 = 2;
+    const SOCK_STREAM: i32 = 1;
+    const SOCK_CLOEXEC: i32 = 0o2_000_000;
+    let sockaddr = |ip: Ipv4Addr, port: u16| SockaddrIn {
+        family: AF_INET as u16,
+        port: port.to_be_bytes(),
+        addr: ip.octets(),
+        zero: [0; 8],
+    };
+    let len = std::mem::size_of::<SockaddrIn>() as u32;
+
+    // SAFETY: plain syscall wrappers; the fd is owned by `OwnedFd` right
+    // away (closed on every error path) and the sockaddr outlives each call.
+    let raw = unsafe { socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if unsafe { bind(fd.as_raw_fd(), &sockaddr(src, 0), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if unsafe { connect(fd.as_raw_fd(), &sockaddr(*dst.ip(), dst.port()), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpStream::from(fd))
+}

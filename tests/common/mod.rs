@@ -1,0 +1,8 @@
+//! Shared test support: a private Dovecot, a scripted fake server, test
+//! messages, and running the popspool binary.
+#![allow(dead_code)]
+
+pub mod dovecot;
+pub mod fake;
+pub mod mail;
+pub mod popspool;

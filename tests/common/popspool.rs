@@ -1,0 +1,127 @@
+//! Running the real popspool binary against a test setup.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A scratch directory with a config, a spool and a state dir.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub spool: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Setup {
+    pub fn new(tag: &str) -> Setup {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "popspool-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Setup {
+            config: dir.join("popspool.ini"),
+            spool: dir.join("spool"),
+            state: dir.join("state"),
+            dir,
+        }
+    }
+
+    /// Write the config: `[global]` pointing at this setup, then `accounts`.
+    pub fn write_config(&self, accounts: &str) {
+        let text = format!(
+            "[global]\nspool = {}\nstate_dir = {}\nmin_free_space = 0\n\n{accounts}",
+            self.spool.display(),
+            self.state.display()
+        );
+        fs::write(&self.config, text).unwrap();
+        fs::set_permissions(&self.config, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run popspool");
+        eprintln!(
+            "popspool {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn account_spool(&self, name: &str) -> PathBuf {
+        self.spool.join(name)
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_popspool"))
+}
+
+/// One published entry.
+#[derive(Debug)]
+pub struct SpoolEntry {
+    pub id: String,
+    pub message: Vec<u8>,
+    pub meta: serde_json::Value,
+    pub dir: PathBuf,
+}
+
+/// Entries of `<spool>/<sub>/`, sorted by ID.
+pub fn entries(spool: &Path, sub: &str) -> Vec<SpoolEntry> {
+    let d = spool.join(sub);
+    let mut v: Vec<SpoolEntry> = match fs::read_dir(&d) {
+        Ok(rd) => rd
+            .map(|e| {
+                let e = e.unwrap();
+                let dir = e.path();
+                SpoolEntry {
+                    id: e.file_name().to_string_lossy().into_owned(),
+                    message: fs::read(dir.join("message.eml")).unwrap(),
+                    meta: serde_json::from_slice(&fs::read(dir.join("meta.json")).unwrap())
+                        .unwrap(),
+                    dir,
+                }
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+/// Number of entries in `<spool>/tmp`.
+pub fn tmp_count(spool: &Path) -> usize {
+    fs::read_dir(spool.join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Sorted copies, for comparing what was sent with what arrived regardless of order.
+pub fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
