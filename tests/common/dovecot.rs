@@ -367,47 +367,10 @@ pub fn listed_size(raw: &[u8]) -> usize {
 
 /// Connects to `dst` from the local address `src` (e.g. 127.0.0.2 to
 /// 127.0.0.1, which Dovecot does not count as secured). std cannot bind a
-/// client socket before connecting, hence the direct libc calls (Linux).
-#[cfg(target_os = "linux")]
+/// client socket before connecting; socket2 can.
 pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    /// `struct sockaddr_in` on Linux.
-    #[repr(C)]
-    struct SockaddrIn {
-        family: u16,
-        port: [u8; 2], // network byte order
-        addr: [u8; 4], // network byte order
-        zero: [u8; 8],
-    }
-    unsafe extern "C" {
-        fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
-        fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-        fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
-    }
-    const AF_INET: i32 = 2;
-    const SOCK_STREAM: i32 = 1;
-    const SOCK_CLOEXEC: i32 = 0o2_000_000;
-    let sockaddr = |ip: Ipv4Addr, port: u16| SockaddrIn {
-        family: AF_INET as u16,
-        port: port.to_be_bytes(),
-        addr: ip.octets(),
-        zero: [0; 8],
-    };
-    let len = std::mem::size_of::<SockaddrIn>() as u32;
-
-    // SAFETY: plain syscall wrappers; the fd is owned by `OwnedFd` right
-    // away (closed on every error path) and the sockaddr outlives each call.
-    let raw = unsafe { socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    if unsafe { bind(fd.as_raw_fd(), &sockaddr(src, 0), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if unsafe { connect(fd.as_raw_fd(), &sockaddr(*dst.ip(), dst.port()), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(TcpStream::from(fd))
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&std::net::SocketAddr::from((src, 0)).into())?;
+    sock.connect(&std::net::SocketAddr::V4(dst).into())?;
+    Ok(sock.into())
 }

@@ -135,12 +135,7 @@ fn stuff(msg: &[u8]) -> Vec<u8> {
     out
 }
 
-fn serve(
-    s: TcpStream,
-    mailbox: &Mutex<Mailbox>,
-    f: &Faults,
-    idx: usize,
-) -> std::io::Result<()> {
+fn serve(s: TcpStream, mailbox: &Mutex<Mailbox>, f: &Faults, idx: usize) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s);

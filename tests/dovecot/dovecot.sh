@@ -178,13 +178,17 @@ auth_mechanisms = plain login cram-md5 apop scram-sha-1 scram-sha-256
 auth_failure_delay = 0
 auth_verbose = yes
 
+# One passwd-file per user (same line as in $dir/passwd). Dovecot checks a
+# passwd-file for changes at most once per second, so a user appended to a
+# single shared file could stay unknown for up to a second; a file it has not
+# seen yet is always read fresh.
 passdb {
   driver = passwd-file
-  args = $dir/passwd
+  args = $dir/passwd.d/%u
 }
 userdb {
   driver = passwd-file
-  args = $dir/passwd
+  args = $dir/passwd.d/%u
 }
 first_valid_uid = $MAIL_UID
 last_valid_uid = $MAIL_UID
@@ -328,11 +332,13 @@ cmd_start() {
 			die "cannot mount a tmpfs on $dir/mail"
 	fi
 	chmod 0755 "$dir/mail"
+	mkdir -p "$dir/passwd.d"
 	touch "$dir/passwd"
-	chown root:dovecot "$dir/passwd"
+	chown root:dovecot "$dir/passwd" "$dir/passwd.d"
 	chmod 0640 "$dir/passwd"
+	chmod 0750 "$dir/passwd.d"
 	if ! setpriv --reuid=dovecot --regid=dovecot --clear-groups \
-		test -r "$dir/passwd" -a -x "$dir/mail" 2>/dev/null; then
+		test -r "$dir/passwd" -a -x "$dir/passwd.d" -a -x "$dir/mail" 2>/dev/null; then
 		die "Dovecot's users cannot reach $dir: every parent directory must be world-searchable (o+x); use another DIR or TMPDIR"
 	fi
 
@@ -485,18 +491,21 @@ cmd_adduser() {
 	check_user "$user"
 	[[ $password != *[:$'\n\r']* && -n $password ]] ||
 		die "password must be non-empty and contain no ':', CR or LF"
-	if cut -d: -f1 "$dir/passwd" 2>/dev/null | grep -qxF -- "$user"; then
-		die "user $user already exists"
-	fi
+	[[ -d $dir/passwd.d ]] || die "$dir is not a dovecot.sh directory (start it first)"
+	[[ ! -e $dir/passwd.d/$user ]] || die "user $user already exists"
 	md=$dir/mail/$user/Maildir
 	mkdir -p "$md/tmp" "$md/new" "$md/cur"
 	chown -R "$MAIL_UID:$MAIL_GID" "$dir/mail/$user"
 	chmod 0700 "$dir/mail/$user" "$md" "$md/tmp" "$md/new" "$md/cur"
-	# One O_APPEND write: concurrent adduser calls do not interleave, and the
-	# file grows, which is what Dovecot's passwd-file checks (mtime and size)
-	# before every lookup, so the user can log in at once.
-	printf '%s:{PLAIN}%s:%s:%s::%s\n' "$user" "$password" "$MAIL_UID" "$MAIL_GID" \
-		"$dir/mail/$user" >>"$dir/passwd"
+	local line tmp=$dir/passwd.d/.$user.$$
+	line=$(printf '%s:{PLAIN}%s:%s:%s::%s' "$user" "$password" "$MAIL_UID" "$MAIL_GID" "$dir/mail/$user")
+	# What Dovecot reads: complete before it appears (rename), root:dovecot 0640.
+	printf '%s\n' "$line" >"$tmp"
+	chown root:dovecot "$tmp"
+	chmod 0640 "$tmp"
+	mv -f -- "$tmp" "$dir/passwd.d/$user"
+	# All users in one file, for people (one O_APPEND write: no interleaving).
+	printf '%s\n' "$line" >>"$dir/passwd"
 }
 
 # Delivers FILEs like an MDA: write into tmp/, rename into new/. Stored with
