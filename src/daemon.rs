@@ -139,17 +139,24 @@ fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut S
         Err(e) => {
             st.consecutive_failures += 1;
             st.last_error = Some(e.to_string());
+            let kind = if e.is_transient() {
+                "temporary, will retry"
+            } else {
+                "needs attention"
+            };
             if st.consecutive_failures >= acct.error_threshold && !st.failed {
                 st.failed = true;
                 log::error!(
-                    "{}: {} (account failed: {} polls in a row; backing off up to {}s, it keeps retrying)",
+                    "{}: {e} ({kind}); account failed: {} polls in a row, backing off up to {}s, \
+                     it keeps retrying",
                     acct.name,
-                    e,
                     st.consecutive_failures,
                     acct.max_backoff.as_secs()
                 );
+            } else if e.is_transient() {
+                log::warn!("{}: {e} ({kind})", acct.name);
             } else {
-                log::warn!("{}: {}", acct.name, e);
+                log::error!("{}: {e} ({kind})", acct.name);
             }
             Result::Failed {
                 local_dir: e.is_local_dir(),

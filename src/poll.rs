@@ -136,6 +136,21 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
+    /// Whether the same poll may succeed later without anyone changing
+    /// anything: network trouble, a busy or temporarily failing server, a
+    /// full disk. Wrong credentials, certificates or settings are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Tls(e) => e.is_transient(),
+            Error::Auth(e) => e.is_transient(),
+            Error::Pop3(e) => e.is_transient(),
+            Error::Spool { source, .. } => journal::is_no_space(source),
+            Error::State(e) => matches!(e, journal::Error::Locked { .. }) || e.is_no_space(),
+            Error::LowSpace { .. } | Error::Interrupted => true,
+            Error::Secret(_) | Error::StlsNotOffered | Error::NoUidl => false,
+        }
+    }
+
     /// Whether the failure is the local spool or state directory being
     /// unusable (exit 73), rather than the network or the server.
     pub fn is_local_dir(&self) -> bool {

@@ -203,7 +203,7 @@ fn dripping_server_hits_the_response_deadline() {
     let srv = FakeServer::start(
         msgs,
         Faults {
-            drip: Some(Duration::from_millis(30)),
+            drip: Some((Duration::from_millis(30), 1, usize::MAX)),
             ..Faults::default()
         },
     );
@@ -239,4 +239,195 @@ fn endless_message_is_bounded() {
     assert_eq!(srv.remaining(), 1);
     assert_eq!(tmp_count(&s.account_spool("e")), 0);
     assert!(entries(&s.account_spool("e"), "new").is_empty());
+}
+
+#[test]
+fn response_codes_tell_temporary_from_permanent() {
+    for (reply, word) in [
+        (
+            "-ERR [IN-USE] mailbox locked by another session",
+            "temporary, will retry",
+        ),
+        ("-ERR [LOGIN-DELAY] wait 5 minutes", "temporary, will retry"),
+        ("-ERR [SYS/TEMP] try later", "temporary, will retry"),
+        ("-ERR [AUTH] invalid credentials", "needs attention"),
+    ] {
+        let srv = FakeServer::start(
+            messages(2),
+            Faults {
+                pass_reply: Some(reply.into()),
+                ..Faults::default()
+            },
+        );
+        let s = Setup::new("codes");
+        s.write_config(&srv.account("c", ""));
+        let out = s.run(&["--once"]);
+        assert_eq!(out.status.code(), Some(75));
+        assert!(stderr(&out).contains(word), "{reply}: {}", stderr(&out));
+        assert_eq!(srv.remaining(), 2);
+    }
+}
+
+fn status(s: &Setup, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(s.state.join(format!("{name}.status.json"))).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn error_threshold_marks_the_account_failed_and_success_resets_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Setup::new("threshold");
+    let acct = |port: u16| {
+        format!(
+            "[account t]\nhost = 127.0.0.1\nport = {port}\ntls = none\nallow_plaintext = yes\nauth = user\n\
+             user = u\npassword = pw\nerror_threshold = 2\n"
+        )
+    };
+    s.write_config(&acct(port));
+    for i in 1..=3 {
+        let out = s.run(&["--once"]);
+        assert_eq!(out.status.code(), Some(75));
+        let st = status(&s, "t");
+        assert_eq!(st["consecutive_failures"], i);
+        assert_eq!(st["failed"], i >= 2);
+        assert_eq!(
+            stderr(&out).contains("account failed"),
+            i == 2,
+            "reported once, when it happens"
+        );
+    }
+    let prom = std::fs::read_to_string(s.state.join("popspool.prom")).unwrap();
+    assert!(
+        prom.contains("popspool_account_failed{account=\"t\"} 1"),
+        "{prom}"
+    );
+    let srv = FakeServer::start(messages(1), Faults::default());
+    s.write_config(&acct(srv.port));
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("recovered"));
+    let st = status(&s, "t");
+    assert_eq!(st["consecutive_failures"], 0);
+    assert_eq!(st["failed"], false);
+    assert_eq!(st["messages_delivered"], 1);
+}
+
+#[test]
+fn delete_after_a_duration() {
+    let msgs = messages(3);
+    let srv = FakeServer::start(msgs.clone(), Faults::default());
+    let s = Setup::new("deldur");
+    s.write_config(&srv.account("d", "delete = 2s"));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    assert_eq!(srv.remaining(), 3, "kept after delivery");
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    assert_eq!(srv.remaining(), 3, "still within the duration");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    assert_eq!(srv.remaining(), 0, "deleted once the duration passed");
+    assert_exactly_once(&s, "d", &msgs);
+}
+
+#[test]
+fn sigterm_during_a_large_download_exits_promptly_and_loses_nothing() {
+    let big = {
+        let mut m = crlf(common::mail::simple(1, "big", ""));
+        let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+        while m.len() < 50 << 20 {
+            m.extend_from_slice(line);
+        }
+        m
+    };
+    // 256 KiB every 50 ms: the 50 MiB message would take about 10 s.
+    let faults = Faults {
+        drip: Some((Duration::from_millis(50), 256 << 10, 1)),
+        ..Faults::default()
+    };
+    let srv = FakeServer::start(vec![big.clone()], faults);
+    let s = Setup::new("sigterm");
+    s.write_config(&srv.account("b", "timeout = 30s"));
+    let mut child = std::process::Command::new(common::popspool::bin())
+        .arg("-c")
+        .arg(&s.config)
+        .arg("--once")
+        .spawn()
+        .unwrap();
+    let spool = s.account_spool("b");
+    let t0 = Instant::now();
+    loop {
+        let size = std::fs::read_dir(spool.join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("message.eml")).ok())
+            .map(|m| m.len())
+            .sum::<u64>();
+        if size > 1 << 20 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "download never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let t1 = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(t1.elapsed() < Duration::from_secs(2), "{:?}", t1.elapsed());
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(srv.remaining(), 1);
+    assert!(entries(&spool, "new").is_empty());
+    // The next poll (no drip on later connections) delivers it, once.
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    assert_eq!(srv.remaining(), 0);
+    assert_exactly_once(&s, "b", &[big]);
+}
+
+#[test]
+fn poison_message_is_delivered_raw_and_is_no_failure() {
+    let garbage: Vec<u8> = (0..4000u32)
+        .map(|i| (i * 7919 % 251) as u8)
+        .filter(|b| *b != b'\n' && *b != b'\r')
+        .collect();
+    let mut poison = garbage.clone();
+    poison.extend_from_slice(b"\r\n");
+    let msgs = vec![messages(1).remove(0), poison];
+    let srv = FakeServer::start(msgs.clone(), Faults::default());
+    let s = Setup::new("poison");
+    s.write_config(&srv.account("p", ""));
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exactly_once(&s, "p", &msgs);
+    let got = entries(&s.account_spool("p"), "new");
+    let raw = got.iter().find(|e| e.message == msgs[1]).unwrap();
+    assert_eq!(raw.meta["kind"], "undecodable");
+    assert!(!raw.meta["problems"].as_array().unwrap().is_empty());
+    assert_eq!(status(&s, "p")["consecutive_failures"], 0);
+    assert_eq!(srv.remaining(), 0);
+}
+
+#[test]
+fn a_listing_of_millions_is_refused_with_bounded_memory() {
+    let srv = FakeServer::start(
+        messages(1),
+        Faults {
+            huge_listing: Some(1_100_000),
+            ..Faults::default()
+        },
+    );
+    let s = Setup::new("hugelist");
+    s.write_config(&srv.account("h", "timeout = 30s"));
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(srv.remaining(), 1);
+    assert!(entries(&s.account_spool("h"), "new").is_empty());
 }

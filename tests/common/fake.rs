@@ -26,8 +26,13 @@ pub struct Faults {
     pub quit_drop: Option<usize>,
     /// On connection N: answer DELE with -ERR.
     pub dele_err: Option<usize>,
-    /// Delay between bytes of RETR data.
-    pub drip: Option<Duration>,
+    /// Send RETR data in chunks of `.1` bytes with a delay of `.0` between
+    /// them, on connections numbered below `.2`.
+    pub drip: Option<(Duration, usize, usize)>,
+    /// Answer PASS with this line (e.g. `-ERR [IN-USE] locked`).
+    pub pass_reply: Option<String>,
+    /// Answer LIST with this many (fictitious) entries.
+    pub huge_listing: Option<usize>,
     /// Advertise PIPELINING.
     pub pipelining: bool,
     /// Answer RETR with an endless body (never the terminator).
@@ -177,12 +182,28 @@ fn serve(s: TcpStream, mailbox: &Mutex<Mailbox>, f: &Faults, idx: usize) -> std:
                 c.into_bytes()
             }
             "USER" => b"+OK\r\n".to_vec(),
+            "PASS" if f.pass_reply.is_some() => {
+                format!("{}\r\n", f.pass_reply.as_deref().unwrap_or("")).into_bytes()
+            }
             "PASS" if arg == "pw" => b"+OK logged in\r\n".to_vec(),
             "PASS" => b"-ERR [AUTH] bad password\r\n".to_vec(),
             "STAT" => {
                 let live: Vec<usize> = (1..=msgs.len()).filter(|n| !deleted.contains(n)).collect();
                 let size: usize = live.iter().map(|n| msgs[n - 1].1.len()).sum();
                 format!("+OK {} {size}\r\n", live.len()).into_bytes()
+            }
+            "LIST" if f.huge_listing.is_some() => {
+                w.write_all(b"+OK\r\n")?;
+                let mut chunk = String::new();
+                for n in 1..=f.huge_listing.unwrap_or(0) {
+                    chunk.push_str(&format!("{n} 100\r\n"));
+                    if chunk.len() > 60_000 {
+                        w.write_all(chunk.as_bytes())?;
+                        chunk.clear();
+                    }
+                }
+                chunk.push_str(".\r\n");
+                chunk.into_bytes()
             }
             "LIST" => {
                 let mut o = String::from("+OK\r\n");
@@ -219,12 +240,14 @@ fn serve(s: TcpStream, mailbox: &Mutex<Mailbox>, f: &Faults, idx: usize) -> std:
                             return Ok(());
                         }
                     }
-                    if let Some(d) = f.drip {
-                        for b in &o {
-                            w.write_all(&[*b])?;
-                            thread::sleep(d);
+                    if let Some((delay, chunk, conns)) = f.drip {
+                        if idx < conns {
+                            for c in o.chunks(chunk) {
+                                w.write_all(c)?;
+                                thread::sleep(delay);
+                            }
+                            continue;
                         }
-                        continue;
                     }
                     o
                 }
