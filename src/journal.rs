@@ -4,14 +4,17 @@
 //! text file, one record per line:
 //!
 //! ```text
-//! popspool-journal 1 <identity>      header: hash of host and user
-//! P <key> <id> <dest> <time>         entry <id> is complete and durable in tmp/, about to go to <dest>
-//! D <key> <time>                     the message <key> is published (since <time>)
-//! F <key>                            forget <key>: it is gone from the server
+//! popspool-journal 2 <identity>                    header: hash of host and user
+//! P <key> <id> <dest> <time> <size> <sha256>       entry <id> is complete and durable in tmp/, about to go to <dest>
+//! D <key> <time> <size> <sha256>                   the message <key> is published (since <time>)
+//! F <key>                                          forget <key>: it is gone from the server
 //! ```
 //!
 //! `<key>` is `u:<UIDL>` or, when the server has no usable UIDL for a
-//! message, `h:<SHA-256 of the message>`. A `P` record is fsynced after the
+//! message, `h:<SHA-256 of the message>`. `<size>` is the size the server
+//! listed, `<sha256>` the hash of what was stored: together they recognise a
+//! UIDL the server gave to a different message (the size differs) and a
+//! message the server renumbered (its content is already delivered). A `P` record is fsynced after the
 //! entry and `tmp/` are durable and before the rename; on start-up a `P`
 //! without `D` is settled by looking at `tmp/<id>`: still there means the
 //! rename never happened (finish it now), gone means it did. Either way the
@@ -32,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use crate::spool::{self, Dest, Spool};
 
-const MAGIC: &str = "popspool-journal 1";
+const MAGIC: &str = "popspool-journal 2";
 const STATE_MODE: u32 = 0o600;
 /// Compact when the file holds this many more lines than live records; a
 /// floor keeps small mailboxes from rewriting the file on every poll.
@@ -143,6 +146,28 @@ enum State {
 struct Record {
     state: State,
     time: u64,
+    size: u64,
+    hash: String,
+}
+
+/// A message as the journal identifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    /// `u:<UIDL>` or `h:<sha256>`.
+    pub key: String,
+    /// The size the server listed.
+    pub size: u64,
+    /// SHA-256 of the stored message, lowercase hex.
+    pub hash: String,
+}
+
+/// What the journal knows of a delivered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Unix time of delivery.
+    pub at: u64,
+    /// The size the server listed then.
+    pub size: u64,
 }
 
 /// One account's journal, loaded.
@@ -152,6 +177,8 @@ pub struct Journal {
     identity: String,
     file: File,
     records: HashMap<String, Record>,
+    /// How many records carry each content hash.
+    hashes: HashMap<String, usize>,
     lines: usize,
 }
 
@@ -179,6 +206,16 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+impl Record {
+    fn fact(&self, key: &str) -> Fact {
+        Fact {
+            key: key.to_string(),
+            size: self.size,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
 impl Journal {
     /// Load `<state_dir>/<account>.journal`, creating it if absent.
     pub fn open(state_dir: &Path, account: &str, identity: &str) -> Result<Journal, Error> {
@@ -199,6 +236,7 @@ impl Journal {
             path,
             identity: identity.to_string(),
             file,
+            hashes: HashMap::new(),
             records,
             lines,
         };
@@ -217,6 +255,9 @@ impl Journal {
                 .retain(|_, r| matches!(r.state, State::Pending { .. }));
             j.compact()?;
         }
+        for r in j.records.values() {
+            *j.hashes.entry(r.hash.clone()).or_default() += 1;
+        }
         Ok(j)
     }
 
@@ -224,17 +265,17 @@ impl Journal {
     /// unfinished downloads from `tmp/`. Returns how many entries this
     /// published.
     pub fn recover(&mut self, spool: &Spool, now: u64) -> Result<usize, Error> {
-        let pending: Vec<(String, String, Dest)> = self
+        let pending: Vec<(Fact, String, Dest)> = self
             .records
             .iter()
             .filter_map(|(k, r)| match &r.state {
-                State::Pending { id, dest } => Some((k.clone(), id.clone(), *dest)),
+                State::Pending { id, dest } => Some((r.fact(k), id.clone(), *dest)),
                 State::Delivered => None,
             })
             .collect();
         let mut published = 0;
         let mut settled = Vec::new();
-        for (key, id, dest) in pending {
+        for (fact, id, dest) in pending {
             if spool.tmp_path(&id).exists() {
                 spool.publish(&id, dest).map_err(io_err(spool.root()))?;
                 spool
@@ -243,7 +284,7 @@ impl Journal {
                 log::info!("published {id} left pending by an interrupted run");
                 published += 1;
             }
-            settled.push(key);
+            settled.push(fact);
         }
         self.mark_delivered(&settled, now)?;
         self.sync()?;
@@ -255,15 +296,26 @@ impl Journal {
         Ok(published)
     }
 
-    /// When `key` was delivered, if it was.
-    pub fn delivered_at(&self, key: &str) -> Option<u64> {
+    /// What is known of `key`'s delivery, if it was delivered.
+    pub fn delivered(&self, key: &str) -> Option<Delivered> {
         match self.records.get(key) {
-            Some(Record {
-                state: State::Delivered,
-                time,
-            }) => Some(*time),
+            Some(
+                r @ Record {
+                    state: State::Delivered,
+                    ..
+                },
+            ) => Some(Delivered {
+                at: r.time,
+                size: r.size,
+            }),
             _ => None,
         }
+    }
+
+    /// Whether a message with this content is in the journal (delivered or
+    /// about to be).
+    pub fn has_hash(&self, hash: &str) -> bool {
+        self.hashes.contains_key(hash)
     }
 
     /// Every key the journal holds.
@@ -272,51 +324,68 @@ impl Journal {
     }
 
     /// Record entries about to be renamed out of `tmp/`, durably.
-    pub fn add_pending(&mut self, items: &[(String, String, Dest)], now: u64) -> Result<(), Error> {
+    pub fn add_pending(&mut self, items: &[(Fact, String, Dest)], now: u64) -> Result<(), Error> {
         let mut buf = String::new();
-        for (key, id, dest) in items {
-            buf.push_str(&format!("P {key} {id} {} {now}\n", dest.dir_name()));
+        for (f, id, dest) in items {
+            let d = dest.dir_name();
+            buf.push_str(&format!(
+                "P {} {id} {d} {now} {} {}\n",
+                f.key, f.size, f.hash
+            ));
         }
         self.append(&buf, items.len())?;
         self.sync()?;
-        for (key, id, dest) in items {
-            self.records.insert(
-                key.clone(),
-                Record {
-                    state: State::Pending {
-                        id: id.clone(),
-                        dest: *dest,
-                    },
-                    time: now,
-                },
-            );
+        for (f, id, dest) in items {
+            let state = State::Pending {
+                id: id.clone(),
+                dest: *dest,
+            };
+            self.insert(f, state, now);
         }
         Ok(())
     }
 
+    fn insert(&mut self, f: &Fact, state: State, time: u64) {
+        let r = Record {
+            state,
+            time,
+            size: f.size,
+            hash: f.hash.clone(),
+        };
+        *self.hashes.entry(r.hash.clone()).or_default() += 1;
+        if let Some(old) = self.records.insert(f.key.clone(), r) {
+            self.unindex(&old.hash);
+        }
+    }
+
+    fn unindex(&mut self, hash: &str) {
+        if let Some(n) = self.hashes.get_mut(hash) {
+            *n -= 1;
+            if *n == 0 {
+                self.hashes.remove(hash);
+            }
+        }
+    }
+
     /// Record published messages. Not fsynced on its own: a lost `D` is
     /// re-derived from the `P` before it.
-    pub fn mark_delivered(&mut self, keys: &[String], now: u64) -> Result<(), Error> {
-        if keys.is_empty() {
+    pub fn mark_delivered(&mut self, facts: &[Fact], now: u64) -> Result<(), Error> {
+        if facts.is_empty() {
             return Ok(());
         }
-        let buf: String = keys.iter().map(|k| format!("D {k} {now}\n")).collect();
-        self.append(&buf, keys.len())?;
-        for k in keys {
-            let time = match self.records.get(k) {
-                Some(Record {
-                    state: State::Delivered,
-                    time,
-                }) => *time,
+        let buf: String = facts
+            .iter()
+            .map(|f| format!("D {} {now} {} {}\n", f.key, f.size, f.hash))
+            .collect();
+        self.append(&buf, facts.len())?;
+        for f in facts {
+            // A repeated D for the same content keeps the first delivery
+            // time: delete = <duration> counts from it.
+            let time = match self.records.get(&f.key) {
+                Some(r) if r.state == State::Delivered && r.hash == f.hash => r.time,
                 _ => now,
             };
-            self.records.insert(
-                k.clone(),
-                Record {
-                    state: State::Delivered,
-                    time,
-                },
-            );
+            self.insert(f, State::Delivered, time);
         }
         Ok(())
     }
@@ -333,7 +402,9 @@ impl Journal {
         let buf: String = keys.iter().map(|k| format!("F {k}\n")).collect();
         self.append(&buf, keys.len())?;
         for k in keys {
-            self.records.remove(k);
+            if let Some(old) = self.records.remove(k) {
+                self.unindex(&old.hash);
+            }
         }
         Ok(())
     }
@@ -357,11 +428,13 @@ impl Journal {
         let mut buf = format!("{MAGIC} {}\n", self.identity);
         for k in keys {
             let r = &self.records[k];
+            let (t, size, hash) = (r.time, r.size, &r.hash);
             match &r.state {
                 State::Pending { id, dest } => {
-                    buf.push_str(&format!("P {k} {id} {} {}\n", dest.dir_name(), r.time))
+                    let d = dest.dir_name();
+                    buf.push_str(&format!("P {k} {id} {d} {t} {size} {hash}\n"))
                 }
-                State::Delivered => buf.push_str(&format!("D {k} {}\n", r.time)),
+                State::Delivered => buf.push_str(&format!("D {k} {t} {size} {hash}\n")),
             }
         }
         spool::write_atomic(&self.path, buf.as_bytes(), STATE_MODE).map_err(io_err(&self.path))?;
@@ -409,38 +482,46 @@ fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
             }
         }
         let f: Vec<&str> = line.split(' ').collect();
-        let time = |s: &str| s.parse::<u64>().map_err(|_| damaged());
+        let num = |s: &str| s.parse::<u64>().map_err(|_| damaged());
+        let hash = |s: &str| {
+            let ok = s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+            ok.then(|| s.to_string()).ok_or_else(damaged)
+        };
         match f.as_slice() {
-            ["P", key, id, dest, t] if spool::is_valid_id(id) => {
+            ["P", key, id, dest, t, size, h] if spool::is_valid_id(id) => {
                 let dest = Dest::from_dir_name(dest).ok_or_else(damaged)?;
                 let state = State::Pending {
                     id: id.to_string(),
                     dest,
                 };
-                records.insert(
-                    key.to_string(),
-                    Record {
-                        state,
-                        time: time(t)?,
-                    },
-                );
-            }
-            ["D", key, t] => {
-                let t = time(t)?;
-                let time = match records.get(*key) {
-                    Some(Record {
-                        state: State::Delivered,
-                        time,
-                    }) => *time,
-                    _ => t,
+                let r = Record {
+                    state,
+                    time: num(t)?,
+                    size: num(size)?,
+                    hash: hash(h)?,
                 };
-                records.insert(
-                    key.to_string(),
-                    Record {
-                        state: State::Delivered,
-                        time,
-                    },
-                );
+                records.insert(key.to_string(), r);
+            }
+            ["D", key, t, size, h] => {
+                // A repeated D for the same content keeps the first delivery
+                // time (delete = <duration> counts from it).
+                let hash = hash(h)?;
+                let time = match records.get(*key) {
+                    Some(
+                        r @ Record {
+                            state: State::Delivered,
+                            ..
+                        },
+                    ) if r.hash == hash => r.time,
+                    _ => num(t)?,
+                };
+                let r = Record {
+                    state: State::Delivered,
+                    time,
+                    size: num(size)?,
+                    hash,
+                };
+                records.insert(key.to_string(), r);
             }
             ["F", key] => {
                 records.remove(*key);
@@ -463,6 +544,18 @@ mod tests {
         (d, sp)
     }
 
+    fn fact(key: &str, n: u8) -> Fact {
+        Fact {
+            key: key.to_string(),
+            size: 100 + u64::from(n),
+            hash: hex(&[n; 32]),
+        }
+    }
+
+    fn at(j: &Journal, key: &str) -> Option<u64> {
+        j.delivered(key).map(|d| d.at)
+    }
+
     fn make_entry(sp: &Spool) -> String {
         let id = spool::new_id();
         let mut e = sp.begin(&id).unwrap();
@@ -477,19 +570,19 @@ mod tests {
         let id = make_entry(&sp);
         {
             let mut j = Journal::open(&st, "a", "idn").unwrap();
-            j.add_pending(&[(uidl_key("1"), id.clone(), Dest::New)], 5)
+            j.add_pending(&[(fact("u:1", 1), id.clone(), Dest::New)], 5)
                 .unwrap();
             // crash before rename
         }
         let mut j = Journal::open(&st, "a", "idn").unwrap();
-        assert_eq!(j.delivered_at("u:1"), None);
+        assert_eq!(at(&j, "u:1"), None);
         assert_eq!(j.recover(&sp, 9).unwrap(), 1);
         assert!(sp.final_path(Dest::New, &id).join("message.eml").exists());
-        assert_eq!(j.delivered_at("u:1"), Some(9));
+        assert_eq!(at(&j, "u:1"), Some(9));
         drop(j);
         let mut j = Journal::open(&st, "a", "idn").unwrap();
         assert_eq!(j.recover(&sp, 10).unwrap(), 0);
-        assert_eq!(j.delivered_at("u:1"), Some(9));
+        assert_eq!(at(&j, "u:1"), Some(9));
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -501,7 +594,7 @@ mod tests {
         let stray = make_entry(&sp);
         {
             let mut j = Journal::open(&st, "a", "idn").unwrap();
-            j.add_pending(&[(uidl_key("1"), id.clone(), Dest::Quarantine)], 5)
+            j.add_pending(&[(fact("u:1", 1), id.clone(), Dest::Quarantine)], 5)
                 .unwrap();
             sp.publish(&id, Dest::Quarantine).unwrap();
             // a consumer takes it away at once
@@ -509,7 +602,7 @@ mod tests {
         }
         let mut j = Journal::open(&st, "a", "idn").unwrap();
         assert_eq!(j.recover(&sp, 7).unwrap(), 0);
-        assert_eq!(j.delivered_at("u:1"), Some(7));
+        assert_eq!(at(&j, "u:1"), Some(7));
         assert!(!sp.tmp_path(&stray).exists());
         fs::remove_dir_all(&d).unwrap();
     }
@@ -519,14 +612,23 @@ mod tests {
         let (d, _sp) = dirs("torn");
         let st = d.join("state");
         let p = st.join("a.journal");
-        fs::write(&p, format!("{MAGIC} idn\nD u:1 3\nD u:2 4\nF u:1\nD u:3")).unwrap();
+        let h = hex(&[7; 32]);
+        fs::write(
+            &p,
+            format!("{MAGIC} idn\nD u:1 3 9 {h}\nD u:2 4 9 {h}\nF u:1\nD u:3"),
+        )
+        .unwrap();
         let j = Journal::open(&st, "a", "idn").unwrap();
-        assert_eq!(j.delivered_at("u:1"), None);
-        assert_eq!(j.delivered_at("u:2"), Some(4));
-        assert_eq!(j.delivered_at("u:3"), None, "torn line");
+        assert_eq!(at(&j, "u:1"), None);
+        assert_eq!(at(&j, "u:2"), Some(4));
+        assert_eq!(at(&j, "u:3"), None, "torn line");
         drop(j);
         assert!(fs::read_to_string(&p).unwrap().ends_with('\n'));
-        fs::write(&p, format!("{MAGIC} idn\nD u:1 3\nX junk\nD u:2 4\n")).unwrap();
+        fs::write(
+            &p,
+            format!("{MAGIC} idn\nD u:1 3 9 {h}\nD u:2 4 9 nothex\nD u:2 4 9 {h}\n"),
+        )
+        .unwrap();
         let e = Journal::open(&st, "a", "idn").unwrap_err();
         assert!(e.to_string().contains("a.journal:3"), "{e}");
         fs::remove_dir_all(&d).unwrap();
@@ -538,15 +640,16 @@ mod tests {
         let st = d.join("state");
         {
             let mut j = Journal::open(&st, "a", "one").unwrap();
-            j.mark_delivered(&[uidl_key("1")], 1).unwrap();
+            j.mark_delivered(&[fact("u:1", 1)], 1).unwrap();
         }
         let mut j = Journal::open(&st, "a", "two").unwrap();
-        assert_eq!(j.delivered_at("u:1"), None);
+        assert_eq!(at(&j, "u:1"), None);
         for round in 0..5u64 {
             let keys: Vec<String> = (0..1000)
                 .map(|i| uidl_key(&format!("{round}-{i}")))
                 .collect();
-            j.mark_delivered(&keys, round).unwrap();
+            let facts: Vec<Fact> = keys.iter().map(|k| fact(k, round as u8)).collect();
+            j.mark_delivered(&facts, round).unwrap();
             j.forget(&keys).unwrap();
             j.maybe_compact().unwrap();
         }
@@ -555,6 +658,27 @@ mod tests {
             .lines()
             .count();
         assert!(lines <= 2 * COMPACT_SLACK + 1, "{lines}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn content_hashes_are_indexed_and_first_delivery_time_kept() {
+        let (d, _sp) = dirs("hash");
+        let st = d.join("state");
+        let mut j = Journal::open(&st, "a", "idn").unwrap();
+        j.mark_delivered(&[fact("u:1", 1)], 10).unwrap();
+        assert!(j.has_hash(&hex(&[1; 32])));
+        j.mark_delivered(&[fact("u:1", 1)], 20).unwrap();
+        assert_eq!(at(&j, "u:1"), Some(10), "same content: first time kept");
+        j.mark_delivered(&[fact("u:1", 2)], 30).unwrap();
+        assert_eq!(at(&j, "u:1"), Some(30), "UIDL reused for new content");
+        assert!(!j.has_hash(&hex(&[1; 32])));
+        drop(j);
+        let mut j = Journal::open(&st, "a", "idn").unwrap();
+        assert_eq!(j.delivered("u:1"), Some(Delivered { at: 30, size: 102 }));
+        assert!(j.has_hash(&hex(&[2; 32])));
+        j.forget(&["u:1".to_string()]).unwrap();
+        assert!(!j.has_hash(&hex(&[2; 32])));
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -344,16 +344,19 @@ pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> Result<Outcome, E
         let _ = session.quit();
         return Err(Error::NoUidl);
     }
-    if has_uidl {
-        // A key the server no longer lists is gone for good: forget it.
+    // A key the server no longer lists is gone for good. It is forgotten
+    // at the end of a successful poll, not now: until then its content hash
+    // still recognises a message the server has merely renumbered.
+    let gone: Vec<String> = if has_uidl {
         let present: HashSet<&str> = listed.iter().filter_map(|l| l.key.as_deref()).collect();
-        let gone: Vec<String> = journal
+        journal
             .keys()
             .filter(|k| k.starts_with("u:") && !present.contains(k))
             .map(String::from)
-            .collect();
-        journal.forget(&gone).map_err(Error::State)?;
-    }
+            .collect()
+    } else {
+        Vec::new()
+    };
     log::debug!("{}: {} message(s) on the server", acct.name, listed.len());
 
     let server = format!("{}:{}", acct.host, acct.port);
@@ -399,7 +402,8 @@ pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> Result<Outcome, E
     match session.quit() {
         Ok(()) => {
             out.deleted = to_delete.len() as u64;
-            let keys: Vec<String> = to_delete.into_iter().map(|(_, k)| k).collect();
+            let mut keys: Vec<String> = to_delete.into_iter().map(|(_, k)| k).collect();
+            keys.extend(gone);
             journal.forget(&keys).map_err(Error::State)?;
         }
         Err(e) => {
@@ -431,7 +435,7 @@ fn check_space(spool: &Spool, min: u64) -> Result<(), Error> {
 }
 
 struct Staged {
-    key: String,
+    fact: journal::Fact,
     id: String,
     dest: Dest,
     n: u32,
@@ -461,11 +465,25 @@ impl Run<'_> {
         let now = timefmt::unix_now();
         for m in listed {
             if let Some(key) = &m.key {
-                if let Some(at) = self.journal.delivered_at(key) {
-                    if due_for_delete(self.acct.delete, at, now) {
-                        self.to_delete.push((m.n, key.clone()));
+                match self.journal.delivered(key) {
+                    Some(d) if d.size == m.size => {
+                        if due_for_delete(self.acct.delete, d.at, now) {
+                            self.to_delete.push((m.n, key.clone()));
+                        }
+                        continue;
                     }
-                    continue;
+                    // Same UIDL, another size: the server gave the UIDL of a
+                    // message that is gone to a new one. Download it; its
+                    // content hash decides whether it is really new.
+                    Some(d) => log::warn!(
+                        "{}: UIDL of message {} was delivered before as {} bytes, now {}: \
+                         treating it as a new message",
+                        self.acct.name,
+                        m.n,
+                        d.size,
+                        m.size
+                    ),
+                    None => {}
                 }
             }
             if let Some(max) = self.acct.max_message_size {
@@ -515,22 +533,32 @@ impl Run<'_> {
                 return Err(e);
             }
         };
-        let key = match &m.key {
-            Some(k) => k.clone(),
-            None => journal::hash_key(&sha),
+        let fact = journal::Fact {
+            key: m.key.clone().unwrap_or_else(|| journal::hash_key(&sha)),
+            size: m.size,
+            hash: sha,
         };
-        let in_batch = self.batch.iter().any(|s| s.key == key);
-        if in_batch || self.journal.delivered_at(&key).is_some() {
-            // The same content was delivered before (a server without UIDL
-            // that kept it after an interrupted QUIT): never twice.
+        let in_batch = self
+            .batch
+            .iter()
+            .any(|s| s.fact.key == fact.key || s.fact.hash == fact.hash);
+        if in_batch || self.journal.has_hash(&fact.hash) {
+            // This content was delivered before: a server without UIDL that
+            // kept the message after an interrupted QUIT, or one that
+            // renumbered its UIDLs. Never twice; remember the new key.
             log::info!(
                 "{}: message {} was already delivered; not delivering it again",
                 self.acct.name,
                 m.n
             );
             let _ = self.spool.discard(&id);
-            if !in_batch && self.acct.delete == Delete::Yes {
-                self.to_delete.push((m.n, key));
+            if !in_batch {
+                self.journal
+                    .mark_delivered(std::slice::from_ref(&fact), timefmt::unix_now())
+                    .map_err(Error::State)?;
+                if self.acct.delete == Delete::Yes {
+                    self.to_delete.push((m.n, fact.key));
+                }
             }
             return Ok(());
         }
@@ -543,7 +571,7 @@ impl Run<'_> {
         };
         self.batch_bytes += bytes;
         self.batch.push(Staged {
-            key,
+            fact,
             id,
             dest,
             n: m.n,
@@ -642,10 +670,10 @@ impl Run<'_> {
         };
         self.spool.sync_dir("tmp").map_err(spool_err)?;
         let now = timefmt::unix_now();
-        let items: Vec<(String, String, Dest)> = self
+        let items: Vec<(journal::Fact, String, Dest)> = self
             .batch
             .iter()
-            .map(|s| (s.key.clone(), s.id.clone(), s.dest))
+            .map(|s| (s.fact.clone(), s.id.clone(), s.dest))
             .collect();
         self.journal
             .add_pending(&items, now)
@@ -658,9 +686,9 @@ impl Run<'_> {
         for d in dests {
             self.spool.sync_dir(d.dir_name()).map_err(spool_err)?;
         }
-        let keys: Vec<String> = self.batch.iter().map(|s| s.key.clone()).collect();
+        let facts: Vec<journal::Fact> = self.batch.iter().map(|s| s.fact.clone()).collect();
         self.journal
-            .mark_delivered(&keys, now)
+            .mark_delivered(&facts, now)
             .map_err(Error::State)?;
         for s in self.batch.drain(..) {
             log::info!(
@@ -677,7 +705,7 @@ impl Run<'_> {
                 Dest::Quarantine => self.out.quarantined += 1,
             }
             if due_for_delete(self.acct.delete, now, now) {
-                self.to_delete.push((s.n, s.key));
+                self.to_delete.push((s.n, s.fact.key));
             }
         }
         self.batch_bytes = 0;

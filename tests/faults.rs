@@ -431,3 +431,41 @@ fn a_listing_of_millions_is_refused_with_bounded_memory() {
     assert_eq!(srv.remaining(), 1);
     assert!(entries(&s.account_spool("h"), "new").is_empty());
 }
+
+#[test]
+fn renumbered_uidls_are_not_delivered_again() {
+    let msgs = messages(3);
+    let srv = FakeServer::start(msgs.clone(), Faults::default());
+    let s = Setup::new("renumber");
+    s.write_config(&srv.account("r", "delete = no"));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    srv.renumber("migrated");
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("already delivered"));
+    assert_exactly_once(&s, "r", &msgs);
+    // and the new UIDLs are known now: no download at all the next time
+    let out = s.run(&["--once", "--log-level", "debug"]);
+    assert!(!stderr(&out).contains("already delivered"));
+    assert_eq!(srv.remaining(), 3);
+}
+
+#[test]
+fn a_reused_uidl_with_new_content_is_delivered() {
+    let mut msgs = messages(3);
+    let srv = FakeServer::start(msgs.clone(), Faults::default());
+    let s = Setup::new("reuse");
+    s.write_config(&srv.account("r", "delete = no"));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    let other = crlf(common::mail::simple(
+        99,
+        "a different message",
+        "with another size\n",
+    ));
+    srv.replace(1, other.clone());
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("treating it as a new message"));
+    msgs.push(other);
+    assert_exactly_once(&s, "r", &msgs);
+}

@@ -93,6 +93,18 @@ impl FakeServer {
         }
     }
 
+    /// Give every message a new UIDL, as a server migration might.
+    pub fn renumber(&self, prefix: &str) {
+        for (i, m) in self.mailbox.lock().unwrap().iter_mut().enumerate() {
+            m.0 = format!("{prefix}-{i:04}");
+        }
+    }
+
+    /// Put another message under message `idx`'s UIDL.
+    pub fn replace(&self, idx: usize, msg: Vec<u8>) {
+        self.mailbox.lock().unwrap()[idx].1 = msg;
+    }
+
     /// Messages still on the server.
     pub fn remaining(&self) -> usize {
         self.mailbox.lock().unwrap().len()
