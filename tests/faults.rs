@@ -469,3 +469,47 @@ fn a_reused_uidl_with_new_content_is_delivered() {
     msgs.push(other);
     assert_exactly_once(&s, "r", &msgs);
 }
+
+/// The consumer example in the README works on a real spool: it is
+/// extracted from README.md and run, so the README cannot drift from it.
+#[test]
+fn readme_python_consumer_takes_every_entry() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```python\n")
+        .expect("python example in README")
+        + "```python\n".len();
+    let code = &readme[start..start + readme[start..].find("```").unwrap()];
+    let msgs = messages(3);
+    let srv = FakeServer::start(msgs.clone(), Faults::default());
+    let s = Setup::new("consumer");
+    s.write_config(&srv.account("sales", ""));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    let work = s.dir.join("inbox");
+    std::fs::create_dir_all(&work).unwrap();
+    let code = code
+        .replace(
+            "/var/spool/popspool/sales",
+            &s.account_spool("sales").display().to_string(),
+        )
+        .replace("/srv/inbox", &work.display().to_string());
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&code)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(printed.lines().count(), 3, "{printed}");
+    assert!(printed.starts_with("m0 "), "retrieval order: {printed}");
+    assert!(
+        entries(&s.account_spool("sales"), "new").is_empty(),
+        "all taken"
+    );
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 3);
+}
