@@ -272,3 +272,52 @@ fn account_selection_and_check_and_probe() {
     assert_eq!(dc.count("two"), 0);
     assert_eq!(s.run(&["--once", "-a", "nosuch"]).status.code(), Some(64));
 }
+
+/// A systemd service has no SSL_CERT_FILE/SSL_CERT_DIR: the system store
+/// must be found on its own. In a private mount namespace, /etc/ssl/certs is
+/// replaced by a store that holds the test CA (needs root, as the suite has).
+#[test]
+fn system_trust_store_is_used_without_ssl_environment() {
+    let dc = Dovecot::start();
+    add(&dc, "sys");
+    dc.deliver(
+        "sys",
+        &mail::simple(1, "trusted by the system store", "x\n"),
+    );
+    let s = Setup::new("sysstore");
+    s.write_config(&format!(
+        "[account sys]\nhost = localhost\nport = {}\nuser = sys\npassword = secret-sys\n",
+        dc.pop3s_port
+    ));
+    let store = s.dir.join("certs");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::copy(dc.ca_file(), store.join("ca-certificates.crt")).unwrap();
+    let run = |bind: bool| {
+        let script = if bind {
+            "mount --bind \"$1\" /etc/ssl/certs && exec \"$2\" -c \"$3\" --once"
+        } else {
+            "exec \"$2\" -c \"$3\" --once"
+        };
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--", "sh", "-c", script, "sh"])
+            .arg(&store)
+            .arg(common::popspool::bin())
+            .arg(&s.config)
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    // The real system store does not know the test CA.
+    let out = run(false);
+    assert_eq!(out.status.code(), Some(75));
+    assert!(stderr(&out).contains("TLS handshake"));
+    assert_eq!(dc.count("sys"), 1);
+    // A system store that does, found without any environment variable.
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(entries(&s.account_spool("sys"), "new").len(), 1);
+    assert_eq!(dc.count("sys"), 0);
+}

@@ -513,3 +513,25 @@ fn readme_python_consumer_takes_every_entry() {
     );
     assert_eq!(std::fs::read_dir(&work).unwrap().count(), 3);
 }
+
+#[test]
+fn starttls_not_offered_sends_no_credentials() {
+    let srv = FakeServer::start(messages(1), Faults::default());
+    let s = Setup::new("nostls");
+    s.write_config(&srv.account("n", "").replace("tls = none", "tls = starttls"));
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(75));
+    assert!(
+        stderr(&out).contains("does not offer STLS"),
+        "{}",
+        stderr(&out)
+    );
+    let cmds = srv.commands();
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| c.starts_with("USER") || c.starts_with("PASS") || c.starts_with("APOP")),
+        "{cmds:?}"
+    );
+    assert_eq!(srv.remaining(), 1);
+}

@@ -46,6 +46,7 @@ pub struct FakeServer {
     pub port: u16,
     mailbox: Arc<Mutex<Mailbox>>,
     connections: Arc<Mutex<usize>>,
+    commands: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -61,12 +62,14 @@ impl FakeServer {
             .collect();
         let mailbox = Arc::new(Mutex::new(mailbox));
         let connections = Arc::new(Mutex::new(0));
+        let commands = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (mb, conns, st) = (
             Arc::clone(&mailbox),
             Arc::clone(&connections),
             Arc::clone(&stop),
         );
+        let cmds = Arc::clone(&commands);
         listener.set_nonblocking(true).unwrap();
         thread::spawn(move || loop {
             if st.load(Ordering::Relaxed) {
@@ -80,7 +83,7 @@ impl FakeServer {
                         *c += 1;
                         *c - 1
                     };
-                    let _ = serve(s, &mb, &faults, idx);
+                    let _ = serve(s, &mb, &faults, idx, &cmds);
                 }
                 Err(_) => thread::sleep(Duration::from_millis(5)),
             }
@@ -89,6 +92,7 @@ impl FakeServer {
             port,
             mailbox,
             connections,
+            commands,
             stop,
         }
     }
@@ -108,6 +112,11 @@ impl FakeServer {
     /// Messages still on the server.
     pub fn remaining(&self) -> usize {
         self.mailbox.lock().unwrap().len()
+    }
+
+    /// Every command line received, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.commands.lock().unwrap().clone()
     }
 
     pub fn connections(&self) -> usize {
@@ -152,7 +161,13 @@ fn stuff(msg: &[u8]) -> Vec<u8> {
     out
 }
 
-fn serve(s: TcpStream, mailbox: &Mutex<Mailbox>, f: &Faults, idx: usize) -> std::io::Result<()> {
+fn serve(
+    s: TcpStream,
+    mailbox: &Mutex<Mailbox>,
+    f: &Faults,
+    idx: usize,
+    seen: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s);
@@ -165,6 +180,7 @@ fn serve(s: TcpStream, mailbox: &Mutex<Mailbox>, f: &Faults, idx: usize) -> std:
             return Ok(());
         }
         let cmd = line.trim_end().to_string();
+        seen.lock().unwrap().push(cmd.clone());
         let mut parts = cmd.splitn(2, ' ');
         let verb = parts.next().unwrap_or("").to_ascii_uppercase();
         let arg = parts.next().unwrap_or("");
