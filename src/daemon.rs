@@ -93,13 +93,16 @@ fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut S
         state_dir: &cfg.state_dir,
         stop,
     };
-    let r = poll::poll(acct, &ctx, &mut slot.memo);
+    let (o, r) = poll::poll(acct, &ctx, &mut slot.memo);
     let now = timefmt::unix_now();
     let st = &mut slot.status;
     st.last_poll = Some(now);
     st.last_poll_duration = started.elapsed().as_secs_f64();
+    st.messages_delivered += o.delivered + o.quarantined;
+    st.messages_quarantined += o.quarantined;
+    st.bytes_delivered += o.bytes;
     let result = match r {
-        Ok(o) => {
+        Ok(()) => {
             st.last_success = Some(now);
             st.last_error = None;
             if st.failed {
@@ -111,9 +114,6 @@ fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut S
             }
             st.consecutive_failures = 0;
             st.failed = false;
-            st.messages_delivered += o.delivered + o.quarantined;
-            st.messages_quarantined += o.quarantined;
-            st.bytes_delivered += o.bytes;
             if o.delivered + o.quarantined + o.deleted > 0 || o.interrupted {
                 log::info!(
                     "{}: {} delivered, {} quarantined, {} deleted on the server{}",

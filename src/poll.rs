@@ -318,8 +318,20 @@ fn due_for_delete(policy: Delete, delivered_at: u64, now: u64) -> bool {
     }
 }
 
-/// Poll `acct` once.
-pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> Result<Outcome, Error> {
+/// Poll `acct` once. The outcome counts what was done even when the poll
+/// then failed (entries published before a connection dropped).
+pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> (Outcome, Result<(), Error>) {
+    let mut out = Outcome::default();
+    let r = poll_into(acct, ctx, memo, &mut out);
+    (out, r)
+}
+
+fn poll_into(
+    acct: &Account,
+    ctx: &Context,
+    memo: &mut Memo,
+    out: &mut Outcome,
+) -> Result<(), Error> {
     let _lock = journal::lock(ctx.state_dir, &acct.name).map_err(Error::State)?;
     let spool_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -328,7 +340,6 @@ pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> Result<Outcome, E
     let spool = Spool::open(&acct.spool).map_err(spool_err(&acct.spool))?;
     let identity = journal::identity(&acct.host, &acct.user);
     let mut journal = Journal::open(ctx.state_dir, &acct.name, &identity).map_err(Error::State)?;
-    let mut out = Outcome::default();
     let recovered = journal
         .recover(&spool, timefmt::unix_now())
         .map_err(Error::State)?;
@@ -368,7 +379,7 @@ pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> Result<Outcome, E
         batch: Vec::new(),
         batch_bytes: 0,
         to_delete: Vec::new(),
-        out: &mut out,
+        out,
     };
     let result = run.fetch_all(&mut session, &listed, ctx.stop, memo);
     // Whatever happened, entries already complete in tmp/ are published:
@@ -384,14 +395,15 @@ pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> Result<Outcome, E
             return Err(e);
         }
         (Ok(()), Err(e)) => {
-            // Nothing of this batch was journaled as delivered: RSET-free
-            // abandon keeps every message on the server.
+            // Without QUIT the server deletes nothing, committed or not.
             drop(session);
             return Err(e);
         }
         (Ok(()), Ok(())) => {}
     }
     let numbers: Vec<u32> = to_delete.iter().map(|(n, _)| *n).collect();
+    // The last RETR may have stretched the deadline; DELE and QUIT are short.
+    session.set_response_deadline(Some(acct.timeout * 2));
     if !numbers.is_empty() {
         if let Err(e) = session.dele_many(&numbers, caps.pipelining) {
             drop(session);
@@ -412,8 +424,7 @@ pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> Result<Outcome, E
         }
     }
     journal.sync().map_err(Error::State)?;
-    journal.maybe_compact().map_err(Error::State)?;
-    Ok(out)
+    journal.maybe_compact().map_err(Error::State)
 }
 
 fn check_space(spool: &Spool, min: u64) -> Result<(), Error> {

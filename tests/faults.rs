@@ -62,6 +62,11 @@ fn connection_cut_mid_retr_loses_and_doubles_nothing() {
         "the two complete ones are published"
     );
     assert_eq!(tmp_count(&s.account_spool("cut")), 0);
+    assert_eq!(
+        status(&s, "cut")["messages_delivered"],
+        2,
+        "a failed poll still counts what it delivered"
+    );
     let out = s.run(&["--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(srv.remaining(), 0);
