@@ -55,6 +55,8 @@ pub struct Outcome {
     pub deleted: u64,
     /// Messages left on the server because of `max_message_size`.
     pub too_large: u64,
+    /// Messages the server refused to send (`-ERR` to RETR), left there.
+    pub refused: u64,
     /// The poll stopped early for a shutdown request.
     pub interrupted: bool,
 }
@@ -175,6 +177,7 @@ fn human(n: u64) -> String {
 #[derive(Debug, Default)]
 pub struct Memo {
     reported_too_large: HashSet<String>,
+    reported_refused: HashSet<String>,
 }
 
 /// Everything `poll` needs besides the account.
@@ -517,7 +520,23 @@ impl Run<'_> {
                 break;
             }
             check_space(self.spool, self.acct.min_free_space)?;
-            self.fetch_one(session, m, stop)?;
+            match self.fetch_one(session, m, stop) {
+                // The server refuses this one message (damaged in its store,
+                // or deleted by another session): the rest of the mailbox
+                // must not wait for it. It stays on the server.
+                Err(Error::Pop3(e @ pop3::Error::Server { .. })) => {
+                    self.out.refused += 1;
+                    let tag = m.key.clone().unwrap_or_else(|| format!("#{}", m.n));
+                    if memo.reported_refused.insert(tag) {
+                        log::warn!(
+                            "{}: message {} not retrieved: {e}; left on the server",
+                            self.acct.name,
+                            m.n
+                        );
+                    }
+                }
+                r => r?,
+            }
             if self.batch.len() >= BATCH_MESSAGES || self.batch_bytes >= BATCH_BYTES {
                 self.commit()?;
             }

@@ -540,3 +540,26 @@ fn starttls_not_offered_sends_no_credentials() {
     );
     assert_eq!(srv.remaining(), 1);
 }
+
+#[test]
+fn a_message_the_server_will_not_send_does_not_block_the_others() {
+    let msgs = messages(3);
+    let srv = FakeServer::start(
+        msgs.clone(),
+        Faults {
+            retr_err: Some(2),
+            ..Faults::default()
+        },
+    );
+    let s = Setup::new("retrerr");
+    s.write_config(&srv.account("r", ""));
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("not retrieved"));
+    assert_eq!(srv.remaining(), 1, "the refused one stays on the server");
+    let got = entries(&s.account_spool("r"), "new");
+    assert_eq!(
+        sorted(got.into_iter().map(|e| e.message).collect()),
+        sorted(vec![msgs[0].clone(), msgs[2].clone()])
+    );
+}

@@ -26,6 +26,8 @@ pub struct Faults {
     pub quit_drop: Option<usize>,
     /// On connection N: answer DELE with -ERR.
     pub dele_err: Option<usize>,
+    /// Answer RETR of this message number with -ERR, always.
+    pub retr_err: Option<usize>,
     /// Send RETR data in chunks of `.1` bytes with a delay of `.0` between
     /// them, on connections numbered below `.2`.
     pub drip: Option<(Duration, usize, usize)>,
@@ -249,6 +251,9 @@ fn serve(
                 }
                 o.push_str(".\r\n");
                 o.into_bytes()
+            }
+            "RETR" if f.retr_err.is_some() && num(arg) == f.retr_err => {
+                b"-ERR message is damaged on the server\r\n".to_vec()
             }
             "RETR" => match num(arg) {
                 Some(_) if f.endless_retr => {
