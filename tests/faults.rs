@@ -563,3 +563,37 @@ fn a_message_the_server_will_not_send_does_not_block_the_others() {
         sorted(vec![msgs[0].clone(), msgs[2].clone()])
     );
 }
+
+#[test]
+fn two_processes_never_work_one_account() {
+    let msgs = messages(2);
+    let faults = Faults {
+        drip: Some((Duration::from_millis(20), 16, 1)),
+        ..Faults::default()
+    };
+    let srv = FakeServer::start(msgs.clone(), faults);
+    let s = Setup::new("lock");
+    s.write_config(&srv.account("l", "timeout = 30s"));
+    let first = std::process::Command::new(common::popspool::bin())
+        .arg("-c")
+        .arg(&s.config)
+        .arg("--once")
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while srv.connections() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(75));
+    assert!(
+        stderr(&out).contains("another popspool process"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(srv.connections(), 1, "the second one did not even connect");
+    let status = first.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(0));
+    assert_exactly_once(&s, "l", &msgs);
+}
