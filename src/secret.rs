@@ -114,6 +114,8 @@ impl std::error::Error for Error {
 /// The password `src` stands for; a command gets `timeout` to print it.
 pub fn resolve(src: &SecretSource, timeout: Duration) -> Result<Password, Error> {
     match src {
+        // `auth = external`: the certificate is the credential.
+        SecretSource::None => Ok(Password::new(String::new())),
         SecretSource::Inline(password) => Ok(password.clone()),
         SecretSource::File(path) => {
             let mut bytes = Vec::new();

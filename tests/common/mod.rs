@@ -6,3 +6,4 @@ pub mod dovecot;
 pub mod fake;
 pub mod mail;
 pub mod popspool;
+pub mod relay;
