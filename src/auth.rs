@@ -222,6 +222,10 @@ impl Mechanism {
     }
 }
 
+/// A mechanism name from CAPA shown in a message, in characters: RFC 4422
+/// names have at most 20, so a longer one is the server's nonsense, cut.
+const MAX_MECHANISM_SHOWN: usize = 24;
+
 const ALL_SASL: [Mech; 9] = [
     Mech::Plain,
     Mech::Login,
@@ -250,7 +254,10 @@ pub fn offered(greeting: &Greeting, caps: &Capabilities) -> Vec<String> {
             .find(|m| m.name().eq_ignore_ascii_case(name))
         {
             Some(&m) => v.push(Mechanism::Sasl(m).name().to_string()),
-            None => v.push(format!("{} (unsupported)", pop3::proto::sanitize(name, 40))),
+            None => v.push(format!(
+                "{} (unsupported)",
+                pop3::proto::sanitize(name, MAX_MECHANISM_SHOWN)
+            )),
         }
     }
     v
@@ -731,7 +738,7 @@ mod tests {
     }
 
     #[test]
-    fn external_with_empty_and_named_authzid() {
+    fn external_sends_the_user_as_authorization_identity() {
         let (r, sent) = run(Mechanism::Sasl(Mech::External), "certuser", "", "+OK\r\n");
         r.unwrap();
         assert_eq!(sent, format!("AUTH EXTERNAL {}\r\n", b64("certuser")));

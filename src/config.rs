@@ -104,19 +104,6 @@ impl AuthMethod {
             .find(|(_, m)| *m == self)
             .map_or("auto", |(n, _)| n)
     }
-
-    /// Whether the mechanism sends the secret itself (password or bearer
-    /// token) rather than a proof of it, so it needs TLS or `allow_plaintext`.
-    pub fn sends_secret(self) -> bool {
-        matches!(
-            self,
-            AuthMethod::User
-                | AuthMethod::Plain
-                | AuthMethod::Login
-                | AuthMethod::XOAuth2
-                | AuthMethod::OAuthBearer
-        )
-    }
 }
 
 /// Where the password comes from.
@@ -1035,7 +1022,8 @@ fn account(
     }
     let auth = pick!(m, "auth", Val::Auth).unwrap_or(AuthMethod::Auto);
     let allow_plaintext = pick!(m, "allow_plaintext", Val::Bool).unwrap_or(false);
-    if tls == TlsMode::None && auth.sends_secret() && !allow_plaintext {
+    let sends_secret = crate::auth::Mechanism::configured(auth).is_some_and(|m| m.sends_secret());
+    if tls == TlsMode::None && sends_secret && !allow_plaintext {
         let line = m.line("auth").unwrap_or(section.line);
         let message = format!(
             "auth = {} with tls = none sends the {} in clear text; \

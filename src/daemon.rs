@@ -149,8 +149,8 @@ fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut S
             st.failed = true;
             if !slot.permanent {
                 log::error!(
-                    "{}: {} (account failed: retrying with backoff up to {}s; after fixing \
-                     the credentials, send SIGUSR1 to retry now)",
+                    "{}: {} (account failed: this needs a person; the service backs off up \
+                     to {}s between tries, and SIGUSR1 retries at once after a fix)",
                     acct.name,
                     e,
                     acct.max_backoff.as_secs()

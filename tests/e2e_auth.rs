@@ -462,7 +462,7 @@ fn service_backs_off_after_a_refused_password() {
         1,
         "logged once per streak: {err}"
     );
-    assert!(err.contains("send SIGUSR1 to retry now"), "{err}");
+    assert!(err.contains("SIGUSR1 retries at once"), "{err}");
     assert!(err.contains("recovered"), "{err}");
     assert!(!err.contains("secret-backoff"));
 }

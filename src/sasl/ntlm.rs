@@ -222,8 +222,9 @@ pub fn authenticate(
     let mut payload = Vec::new();
     for f in fields {
         let offset = AUTHENTICATE_HEADER_LEN + payload.len();
-        // Lengths are bounded by the caller: a name or response over 64 KiB
-        // is refused before this point.
+        // Every field fits in 16 bits: names and password are capped at
+        // MAX_FIELD_CHARS, and the NT response's target information came
+        // in a challenge line of at most pop3::MAX_LINE bytes.
         header.extend_from_slice(&(f.len() as u16).to_le_bytes());
         header.extend_from_slice(&(f.len() as u16).to_le_bytes());
         header.extend_from_slice(&(offset as u32).to_le_bytes());
