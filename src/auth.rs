@@ -388,9 +388,12 @@ fn sasl_login<S: Read + Write>(
         }
     };
     // RFC 5034 §4: an empty initial response is sent as "=".
-    let encoded = first.as_ref().map(|b| match b.is_empty() {
-        true => "=".to_string(),
-        false => crypto::b64_encode(b),
+    let encoded = first.as_ref().map(|b| {
+        if b.is_empty() {
+            "=".to_string()
+        } else {
+            crypto::b64_encode(b)
+        }
     });
     let fits = |ir: &str| {
         Command::Auth {

@@ -671,6 +671,103 @@ fn read_pem_certs(key: &'static str, path: &Path) -> Result<Vec<Certificate>, Er
 mod tests {
     use super::*;
 
+    /// A self-signed certificate for `cn` with `sans`, valid between the
+    /// two Unix times.
+    fn cert(cn: &str, sans: &[&str], from: i64, to: i64) -> X509 {
+        use openssl::asn1::Asn1Time;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::extension::SubjectAlternativeName;
+        use openssl::x509::X509NameBuilder;
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(from).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(to).unwrap()).unwrap();
+        let mut san = SubjectAlternativeName::new();
+        for s in sans {
+            match s.strip_prefix("IP:") {
+                Some(ip) => san.ip(ip),
+                None => san.dns(s),
+            };
+        }
+        let ext = san.build(&b.x509v3_context(None, None)).unwrap();
+        b.append_extension(ext).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    #[test]
+    fn certificate_descriptions_and_advice() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let good = CertInfo::of(&cert(
+            "pop.example.com",
+            &["pop.example.com", "IP:192.0.2.1"],
+            now - 10,
+            now + 86400,
+        ));
+        assert_eq!(good.subject, "CN=pop.example.com");
+        assert_eq!(good.names, ["DNS:pop.example.com", "IP:192.0.2.1"]);
+        assert!(!good.expired && !good.not_yet_valid);
+        assert_eq!(good.sha256.len(), 32 * 3 - 1);
+        let text = good.to_string();
+        assert!(
+            text.starts_with("subject CN=pop.example.com; issuer CN=pop.example.com; valid "),
+            "{text}"
+        );
+        assert!(text.ends_with(&format!(
+            "; names DNS:pop.example.com, IP:192.0.2.1; SHA-256 {}",
+            good.sha256
+        )));
+
+        let old = CertInfo::of(&cert("old\x1b[2J", &[], now - 86400 * 10, now - 86400));
+        assert!(old.expired && old.to_string().contains("(EXPIRED)"));
+        assert!(!old.subject.contains('\x1b'), "server text is sanitised");
+        let advice_for = |msg, c: &CertInfo| advice(msg, c, "10.0.0.5");
+        assert!(advice_for("x", &old).starts_with("The certificate is outside its validity period"));
+        assert!(advice_for("... (Hostname mismatch)", &good)
+            .starts_with("The certificate is not valid for host = 10.0.0.5; it names DNS:pop.example.com, IP:192.0.2.1."));
+        assert!(
+            advice_for("... (unable to get local issuer certificate)", &good)
+                .contains("put that CA's certificate into ca_file")
+        );
+
+        let many: Vec<String> = (0..15).map(|i| format!("h{i}.example")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let big = CertInfo::of(&cert("cdn", &refs, now - 10, now + 10));
+        assert!(big.names_text().ends_with("DNS:h9.example, ..."));
+
+        assert_eq!(
+            short_reason("error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (self-signed certificate)"),
+            "certificate verify failed (self-signed certificate)"
+        );
+        assert_eq!(short_reason("connection reset"), "connection reset");
+        let e = Error::Handshake {
+            target: "h:995".into(),
+            message: "certificate verify failed".into(),
+            timed_out: false,
+            presented: None,
+        };
+        assert!(e.is_verification_failure());
+        let e = e.with_presented(Some(good.clone()));
+        assert!(!e.is_verification_failure(), "explained once");
+        assert!(e
+            .to_string()
+            .contains(&format!("set tls_fingerprint = {}", good.sha256)));
+    }
+
     #[test]
     fn hex_colon_format() {
         assert_eq!(hex_colon(&[0xab, 0x01, 0xff]), "AB:01:FF");
