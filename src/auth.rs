@@ -1,36 +1,76 @@
-//! Choosing and running the login.
+//! Choosing and running the login: USER/PASS, APOP (RFC 1939) and the SASL
+//! mechanisms of [`crate::sasl`] over `AUTH` (RFC 5034).
 //!
-//! Policy (mpop's, tightened): a password never crosses a connection without
-//! TLS unless the account says `allow_plaintext = yes`, and that is decided
-//! before a single byte of the login (even the user name) is sent. APOP
-//! keeps the password off the wire but its MD5 challenge is weak, so `auto`
-//! picks it only under TLS or with `allow_plaintext`; asked for explicitly
-//! it is used anyway.
+//! Policy (mpop's, tightened): a secret (password or bearer token) never
+//! crosses a connection without TLS unless the account says
+//! `allow_plaintext = yes`, and that is decided before a single byte of the
+//! login (even the user name) is sent. `auto` takes the strongest mechanism
+//! the server offers, in the order of [`AUTO_ORDER`]; without TLS (and
+//! without `allow_plaintext`) only SCRAM qualifies, because APOP and
+//! CRAM-MD5 hand a passive listener a digest that cracks offline. Asked for
+//! explicitly, APOP, CRAM-MD5 and NTLM are used anyway: the user chose them.
+//! `auto` never picks NTLM, XOAUTH2, OAUTHBEARER or EXTERNAL: they need a
+//! domain account, a token or a certificate that only explicit
+//! configuration implies.
+//!
+//! A failed login is not retried with another mechanism: trying every
+//! mechanism in turn with a wrong password looks like guessing to the
+//! server, and gets accounts locked.
 
 use std::fmt;
 use std::io::{Read, Write};
 
 use crate::config::{Account, AuthMethod, Password};
-use crate::pop3::{self, Capabilities, Client, Greeting, Session};
+use crate::pop3::{self, Capabilities, Client, Command, Greeting, Session};
+use crate::sasl::{self, crypto, Exchange, Mech};
 
-/// Why the login did not happen or did not succeed.
+/// What `auto` tries, strongest first (issue 5): SCRAM proves the password
+/// without revealing it and makes the server prove it too; CRAM-MD5 and
+/// APOP reveal only a digest (crackable offline); PLAIN, LOGIN and USER
+/// send the password itself. PLAIN before LOGIN before USER: one round trip
+/// instead of two, then the oldest form last.
+pub const AUTO_ORDER: [Mechanism; 7] = [
+    Mechanism::Sasl(Mech::ScramSha256),
+    Mechanism::Sasl(Mech::ScramSha1),
+    Mechanism::Sasl(Mech::CramMd5),
+    Mechanism::Apop,
+    Mechanism::Sasl(Mech::Plain),
+    Mechanism::Sasl(Mech::Login),
+    Mechanism::User,
+];
+
+/// Why the login did not happen or did not succeed. Never holds a secret.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The login would expose the password on a connection without TLS.
+    /// The login would expose the password or token on a connection without TLS.
     Insecure {
-        /// The mechanism that was refused.
-        mechanism: &'static str,
+        /// The mechanism (or, for `auto`, the mechanisms offered) refused.
+        mechanism: String,
     },
     /// The mechanism asked for is not offered by the server.
     NotOffered {
         /// What `auth` asked for.
         wanted: &'static str,
-        /// What the server does offer.
+        /// What the server does offer, in the `auth` key's names.
         offered: Vec<String>,
     },
-    /// The server refused the login or the connection failed during it.
-    Pop3(pop3::Error),
+    /// We ended the exchange: the server misbehaved or could not prove itself.
+    Mechanism {
+        /// The `auth` name of the mechanism.
+        mechanism: &'static str,
+        /// What was wrong.
+        source: sasl::Error,
+    },
+    /// The server refused the login, or the connection failed during it.
+    Refused {
+        /// The `auth` name of the mechanism.
+        mechanism: &'static str,
+        /// The POP3 error (a `-ERR` with its response code, or I/O).
+        source: pop3::Error,
+        /// What the server explained in the exchange (an OAuth status).
+        detail: Option<String>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -38,21 +78,36 @@ impl fmt::Display for Error {
         match self {
             Error::Insecure { mechanism } => write!(
                 f,
-                "refusing {mechanism} login without TLS: the password would cross the network \
-                 in the clear (use tls = implicit or starttls, or set allow_plaintext = yes)"
+                "refusing {mechanism} login without TLS: the password (or a digest that \
+                 cracks offline) would cross the network in the clear (use tls = implicit \
+                 or starttls, or set allow_plaintext = yes)"
             ),
-            Error::NotOffered { wanted, offered } if offered.is_empty() => {
-                write!(
-                    f,
-                    "the server does not offer {wanted} login, nor any other this version supports"
-                )
-            }
+            Error::NotOffered { wanted, offered } if offered.is_empty() => write!(
+                f,
+                "the server does not offer {wanted} login, nor any other this version supports"
+            ),
             Error::NotOffered { wanted, offered } => write!(
                 f,
                 "the server does not offer {wanted} login; it offers: {}",
                 offered.join(", ")
             ),
-            Error::Pop3(e) => write!(f, "login failed: {e}"),
+            Error::Mechanism { mechanism, source } => {
+                write!(f, "login with {mechanism} abandoned: {source}")
+            }
+            Error::Refused {
+                mechanism,
+                source,
+                detail,
+            } => {
+                write!(f, "login failed with {mechanism}: {source}")?;
+                if let Some(d) = detail {
+                    write!(f, " (server said: {d})")?;
+                }
+                if source.is_auth_failure() && matches!(*mechanism, "xoauth2" | "oauthbearer") {
+                    f.write_str("; is the access token current and for this user and scope?")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -60,16 +115,35 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Pop3(e) => Some(e),
+            Error::Refused { source, .. } => Some(source),
+            Error::Mechanism { source, .. } => Some(source),
             _ => None,
         }
     }
 }
 
 impl Error {
-    /// Whether trying again later may help without anyone changing anything.
+    /// Whether trying again later may help without anyone changing anything:
+    /// network trouble, or `[IN-USE]`, `[LOGIN-DELAY]`, `[SYS/TEMP]`.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Pop3(e) if e.is_transient())
+        match self {
+            Error::Refused { source, .. } => source.is_transient(),
+            Error::Mechanism { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// Whether only a change of configuration, credentials or server can
+    /// help: the credentials were refused (`[AUTH]`), the policy forbids
+    /// every mechanism offered, or the server failed to prove itself.
+    /// Retrying at the poll interval would only hammer the server (and can
+    /// get the account locked), so the daemon backs off at once.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Insecure { .. } | Error::NotOffered { .. } => true,
+            Error::Mechanism { source, .. } => !source.is_transient(),
+            Error::Refused { source, .. } => source.is_auth_failure(),
+        }
     }
 }
 
@@ -80,6 +154,8 @@ pub enum Mechanism {
     Apop,
     /// USER/PASS.
     User,
+    /// A SASL mechanism over `AUTH`.
+    Sasl(Mech),
 }
 
 impl Mechanism {
@@ -88,29 +164,120 @@ impl Mechanism {
         match self {
             Mechanism::Apop => "apop",
             Mechanism::User => "user",
+            Mechanism::Sasl(m) => match m {
+                Mech::Plain => "plain",
+                Mech::Login => "login",
+                Mech::CramMd5 => "cram-md5",
+                Mech::ScramSha1 => "scram-sha-1",
+                Mech::ScramSha256 => "scram-sha-256",
+                Mech::Ntlm => "ntlm",
+                Mech::XOAuth2 => "xoauth2",
+                Mech::OAuthBearer => "oauthbearer",
+                Mech::External => "external",
+            },
+        }
+    }
+
+    /// The mechanism an explicit `auth` value names; `None` for `auto`.
+    pub fn configured(method: AuthMethod) -> Option<Mechanism> {
+        Some(match method {
+            AuthMethod::Auto => return None,
+            AuthMethod::User => Mechanism::User,
+            AuthMethod::Apop => Mechanism::Apop,
+            AuthMethod::Plain => Mechanism::Sasl(Mech::Plain),
+            AuthMethod::Login => Mechanism::Sasl(Mech::Login),
+            AuthMethod::CramMd5 => Mechanism::Sasl(Mech::CramMd5),
+            AuthMethod::ScramSha1 => Mechanism::Sasl(Mech::ScramSha1),
+            AuthMethod::ScramSha256 => Mechanism::Sasl(Mech::ScramSha256),
+            AuthMethod::Ntlm => Mechanism::Sasl(Mech::Ntlm),
+            AuthMethod::XOAuth2 => Mechanism::Sasl(Mech::XOAuth2),
+            AuthMethod::OAuthBearer => Mechanism::Sasl(Mech::OAuthBearer),
+            AuthMethod::External => Mechanism::Sasl(Mech::External),
+        })
+    }
+
+    /// Whether the secret itself crosses the wire (so TLS or
+    /// `allow_plaintext` is required even when asked for explicitly).
+    pub fn sends_secret(self) -> bool {
+        matches!(
+            self,
+            Mechanism::User
+                | Mechanism::Sasl(Mech::Plain | Mech::Login | Mech::XOAuth2 | Mech::OAuthBearer)
+        )
+    }
+
+    /// Whether `auto` may use it without TLS: only what neither reveals the
+    /// password nor a digest that cracks offline in practice.
+    fn auto_without_tls(self) -> bool {
+        matches!(self, Mechanism::Sasl(Mech::ScramSha256 | Mech::ScramSha1))
+    }
+
+    fn is_offered(self, greeting: &Greeting, caps: &Capabilities) -> bool {
+        match self {
+            Mechanism::Apop => greeting.apop_timestamp.is_some(),
+            // RFC 2449: a server without CAPA still must support USER/PASS.
+            Mechanism::User => caps.user || caps.raw.is_empty(),
+            Mechanism::Sasl(m) => caps.has_sasl(m.name()),
         }
     }
 }
 
-/// What the server offers, in the names of the `auth` key.
+/// A mechanism name from CAPA shown in a message, in characters: RFC 4422
+/// names have at most 20, so a longer one is the server's nonsense, cut.
+const MAX_MECHANISM_SHOWN: usize = 24;
+
+const ALL_SASL: [Mech; 9] = [
+    Mech::Plain,
+    Mech::Login,
+    Mech::CramMd5,
+    Mech::ScramSha1,
+    Mech::ScramSha256,
+    Mech::Ntlm,
+    Mech::XOAuth2,
+    Mech::OAuthBearer,
+    Mech::External,
+];
+
+/// What the server offers, in the names of the `auth` key; SASL mechanisms
+/// this version lacks are listed as `NAME (unsupported)`. Server text is
+/// sanitised.
 pub fn offered(greeting: &Greeting, caps: &Capabilities) -> Vec<String> {
     let mut v = Vec::new();
-    if greeting.apop_timestamp.is_some() {
-        v.push("apop".to_string());
+    for m in [Mechanism::Apop, Mechanism::User] {
+        if m.is_offered(greeting, caps) {
+            v.push(m.name().to_string());
+        }
     }
-    if caps.user || caps.raw.is_empty() {
-        // RFC 2449: a server without CAPA still must support USER/PASS.
-        v.push("user".to_string());
-    }
-    v.extend(
-        caps.sasl
+    for name in &caps.sasl {
+        match ALL_SASL
             .iter()
-            .map(|m| format!("sasl {}", m.to_ascii_lowercase())),
-    );
+            .find(|m| m.name().eq_ignore_ascii_case(name))
+        {
+            Some(&m) => v.push(Mechanism::Sasl(m).name().to_string()),
+            None => v.push(format!(
+                "{} (unsupported)",
+                pop3::proto::sanitize(name, MAX_MECHANISM_SHOWN)
+            )),
+        }
+    }
     v
 }
 
-/// Pick the mechanism for `acct` according to the policy above.
+/// What `auto` would take on this connection, if anything.
+pub fn auto_choice(
+    greeting: &Greeting,
+    caps: &Capabilities,
+    tls: bool,
+    allow_plaintext: bool,
+) -> Option<Mechanism> {
+    let cleartext_ok = tls || allow_plaintext;
+    AUTO_ORDER
+        .into_iter()
+        .find(|m| m.is_offered(greeting, caps) && (cleartext_ok || m.auto_without_tls()))
+}
+
+/// Pick the mechanism for `acct` according to the policy above. Nothing
+/// has been sent when this fails.
 pub fn choose(
     acct: &Account,
     greeting: &Greeting,
@@ -118,45 +285,492 @@ pub fn choose(
     tls: bool,
 ) -> Result<Mechanism, Error> {
     let cleartext_ok = tls || acct.allow_plaintext;
-    let has_apop = greeting.apop_timestamp.is_some();
-    match acct.auth {
-        AuthMethod::User if !cleartext_ok => Err(Error::Insecure {
-            mechanism: "USER/PASS",
-        }),
-        AuthMethod::User => Ok(Mechanism::User),
-        AuthMethod::Apop if has_apop => Ok(Mechanism::Apop),
-        AuthMethod::Apop => Err(Error::NotOffered {
-            wanted: "APOP",
+    let Some(wanted) = Mechanism::configured(acct.auth) else {
+        if let Some(m) = auto_choice(greeting, caps, tls, acct.allow_plaintext) {
+            return Ok(m);
+        }
+        let usable: Vec<&str> = AUTO_ORDER
+            .iter()
+            .filter(|m| m.is_offered(greeting, caps))
+            .map(|m| m.name())
+            .collect();
+        if usable.is_empty() {
+            return Err(Error::NotOffered {
+                wanted: "any automatically chosen",
+                offered: offered(greeting, caps),
+            });
+        }
+        return Err(Error::Insecure {
+            mechanism: usable.join("/"),
+        });
+    };
+    if !wanted.is_offered(greeting, caps) {
+        return Err(Error::NotOffered {
+            wanted: wanted.name(),
             offered: offered(greeting, caps),
-        }),
-        AuthMethod::Auto if has_apop && cleartext_ok => Ok(Mechanism::Apop),
-        AuthMethod::Auto if !cleartext_ok => Err(Error::Insecure {
-            mechanism: "USER/PASS",
-        }),
-        AuthMethod::Auto => Ok(Mechanism::User),
+        });
     }
+    // EXTERNAL without TLS has no certificate to stand on; config refuses
+    // `tls = none` with it, so this only guards against a future path.
+    let needs_tls = wanted == Mechanism::Sasl(Mech::External) && !tls;
+    if needs_tls || (wanted.sends_secret() && !cleartext_ok) {
+        return Err(Error::Insecure {
+            mechanism: wanted.name().to_string(),
+        });
+    }
+    Ok(wanted)
 }
 
-/// Log in on `client` with `mech`.
+/// Log in on `client` with `mech` as `acct.user`. On failure the client is
+/// sent QUIT (no deletion can be pending) and only the error comes back.
 pub fn login<S: Read + Write>(
     client: Client<S>,
     mech: Mechanism,
-    user: &str,
+    acct: &Account,
     password: &Password,
     greeting: &Greeting,
-) -> Result<Session<S>, (Error, Client<S>)> {
-    let r = match (mech, &greeting.apop_timestamp) {
-        (Mechanism::Apop, Some(ts)) => client.apop(user, password, ts),
-        (Mechanism::Apop, None) => {
-            return Err((
-                Error::NotOffered {
-                    wanted: "APOP",
-                    offered: vec![],
-                },
-                client,
-            ))
-        }
-        (Mechanism::User, _) => client.user_pass(user, password),
+) -> Result<Session<S>, Error> {
+    log::debug!("{}: logging in with {}", acct.name, mech.name());
+    let refused = |source| Error::Refused {
+        mechanism: mech.name(),
+        source,
+        detail: None,
     };
-    r.map_err(|(e, c)| (Error::Pop3(e), c))
+    let result = match (mech, &greeting.apop_timestamp) {
+        (Mechanism::Apop, Some(ts)) => client.apop(&acct.user, password, ts),
+        (Mechanism::Apop, None) => {
+            let _ = client.quit();
+            return Err(Error::NotOffered {
+                wanted: "apop",
+                offered: vec![],
+            });
+        }
+        (Mechanism::User, _) => client.user_pass(&acct.user, password),
+        (Mechanism::Sasl(m), _) => return sasl_login(client, m, mech.name(), acct, password),
+    };
+    result.map_err(|(e, client)| {
+        let _ = client.quit();
+        refused(e)
+    })
+}
+
+/// Drives one SASL exchange over `AUTH`.
+///
+/// The initial response goes on the `AUTH` line (RFC 5034 §4) when the
+/// mechanism allows it and the line fits in 255 octets; otherwise `AUTH
+/// MECH` alone, and the initial response answers the server's empty
+/// challenge. Challenges are decoded, answered by the mechanism and
+/// encoded; a mechanism error cancels the exchange with `*` and is what
+/// gets reported, rather than the server's `-ERR` to the cancellation.
+fn sasl_login<S: Read + Write>(
+    client: Client<S>,
+    m: Mech,
+    name: &'static str,
+    acct: &Account,
+    password: &Password,
+) -> Result<Session<S>, Error> {
+    let mech_err = |source| Error::Mechanism {
+        mechanism: name,
+        source,
+    };
+    let creds = sasl::Credentials {
+        user: &acct.user,
+        secret: password.expose(),
+        host: &acct.host,
+        port: acct.port,
+    };
+    let started = sasl::start(m, &creds).and_then(|mut ex| Ok((ex.initial()?, ex)));
+    let (first, mut ex): (Option<Vec<u8>>, Box<dyn Exchange>) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = client.quit();
+            return Err(mech_err(e));
+        }
+    };
+    // RFC 5034 §4: an empty initial response is sent as "=".
+    let encoded = first.as_ref().map(|b| {
+        if b.is_empty() {
+            "=".to_string()
+        } else {
+            crypto::b64_encode(b)
+        }
+    });
+    let fits = |ir: &str| {
+        Command::Auth {
+            mechanism: m.name(),
+            initial: Some(ir),
+        }
+        .to_bytes()
+        .is_ok()
+    };
+    let (on_auth_line, mut pending) = match (encoded, first) {
+        (Some(ir), _) if m.initial_response_on_auth_line() && fits(&ir) => (Some(ir), None),
+        (_, first) => (None, first),
+    };
+
+    let mut failure: Option<sasl::Error> = None;
+    let result = client.auth(m.name(), on_auth_line.as_deref(), |challenge| {
+        if let Some(first) = pending.take() {
+            // The server's (empty) challenge asks for the initial response.
+            return Some(crypto::b64_encode(&first));
+        }
+        let answer = crypto::b64_decode(challenge).and_then(|c| ex.respond(&c));
+        match answer {
+            Ok(a) => Some(crypto::b64_encode(&a)),
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        }
+    });
+    match result {
+        Ok(session) => match ex.finish() {
+            Ok(()) => Ok(session),
+            Err(e) => {
+                // Logged in, but the server never proved itself: leave
+                // without touching the mailbox (QUIT with nothing deleted).
+                let _ = session.quit();
+                Err(mech_err(e))
+            }
+        },
+        Err((e, client)) => {
+            let _ = client.quit();
+            Err(match failure {
+                Some(f) => mech_err(f),
+                None => Error::Refused {
+                    mechanism: name,
+                    source: e,
+                    detail: ex.server_explanation(),
+                },
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pop3::mock::MockStream;
+    use crate::pop3::proto::parse_capa;
+
+    const GREETING: &str = "+OK ready <1.2@host>\r\n";
+
+    fn greeting(apop: bool) -> Greeting {
+        Greeting {
+            text: "ready".into(),
+            apop_timestamp: apop.then(|| "<1.2@host>".into()),
+        }
+    }
+
+    fn caps(lines: &[&str]) -> Capabilities {
+        parse_capa(lines)
+    }
+
+    fn account(auth: AuthMethod, allow_plaintext: bool) -> Account {
+        let mut a = crate::config::test_account("pop.example.com", 995);
+        a.auth = auth;
+        a.allow_plaintext = allow_plaintext;
+        a
+    }
+
+    const DOVECOT: &[&str] = &[
+        "USER",
+        "SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 GSSAPI",
+    ];
+
+    #[test]
+    fn auto_takes_the_strongest_allowed() {
+        let g = greeting(true);
+        let pick = |lines: &[&str], tls, plain| {
+            choose(&account(AuthMethod::Auto, plain), &g, &caps(lines), tls).map(Mechanism::name)
+        };
+        assert_eq!(pick(DOVECOT, true, false).unwrap(), "scram-sha-256");
+        assert_eq!(pick(DOVECOT, false, false).unwrap(), "scram-sha-256");
+        assert_eq!(
+            pick(&["SASL SCRAM-SHA-1 PLAIN"], false, false).unwrap(),
+            "scram-sha-1"
+        );
+        assert_eq!(
+            pick(&["SASL CRAM-MD5 PLAIN"], true, false).unwrap(),
+            "cram-md5"
+        );
+        assert_eq!(
+            pick(&["USER", "SASL PLAIN LOGIN"], true, false).unwrap(),
+            "apop"
+        );
+        assert_eq!(
+            pick(&["USER", "SASL PLAIN LOGIN"], false, true).unwrap(),
+            "apop"
+        );
+        let no_apop = Greeting {
+            apop_timestamp: None,
+            ..g.clone()
+        };
+        let pick2 = |lines: &[&str], tls| {
+            choose(
+                &account(AuthMethod::Auto, false),
+                &no_apop,
+                &caps(lines),
+                tls,
+            )
+            .map(Mechanism::name)
+        };
+        assert_eq!(pick2(&["USER", "SASL LOGIN PLAIN"], true).unwrap(), "plain");
+        assert_eq!(pick2(&["USER", "SASL LOGIN"], true).unwrap(), "login");
+        assert_eq!(pick2(&["USER"], true).unwrap(), "user");
+        assert_eq!(
+            pick2(&[], true).unwrap(),
+            "user",
+            "no CAPA at all: USER/PASS"
+        );
+        // Never chosen by auto, even when they are all there is.
+        let e = pick2(&["SASL XOAUTH2 OAUTHBEARER EXTERNAL NTLM"], true).unwrap_err();
+        assert!(matches!(e, Error::NotOffered { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "the server does not offer any automatically chosen login; it offers: \
+             xoauth2, oauthbearer, external, ntlm"
+        );
+    }
+
+    #[test]
+    fn auto_without_tls_refuses_what_exposes_the_password() {
+        let e = choose(
+            &account(AuthMethod::Auto, false),
+            &greeting(true),
+            &caps(&["USER", "SASL CRAM-MD5 PLAIN LOGIN"]),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(
+            e.to_string(),
+            "refusing cram-md5/apop/plain/login/user login without TLS: the password (or a \
+             digest that cracks offline) would cross the network in the clear (use tls = \
+             implicit or starttls, or set allow_plaintext = yes)"
+        );
+    }
+
+    #[test]
+    fn explicit_choices() {
+        let g = greeting(false);
+        let c = caps(DOVECOT);
+        let pick = |auth, tls, plain| choose(&account(auth, plain), &g, &c, tls);
+        for (auth, name) in [
+            (AuthMethod::Plain, "plain"),
+            (AuthMethod::Login, "login"),
+            (AuthMethod::User, "user"),
+        ] {
+            assert_eq!(pick(auth, true, false).unwrap().name(), name);
+            assert_eq!(pick(auth, false, true).unwrap().name(), name);
+            let e = pick(auth, false, false).unwrap_err();
+            assert!(matches!(e, Error::Insecure { .. }), "{e}");
+        }
+        // Proof-based mechanisms asked for explicitly work without TLS.
+        assert_eq!(
+            pick(AuthMethod::CramMd5, false, false).unwrap().name(),
+            "cram-md5"
+        );
+        assert_eq!(
+            pick(AuthMethod::ScramSha1, false, false).unwrap().name(),
+            "scram-sha-1"
+        );
+        let e = pick(AuthMethod::Ntlm, true, false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the server does not offer ntlm login; it offers: user, plain, login, cram-md5, \
+             scram-sha-1, scram-sha-256, GSSAPI (unsupported)"
+        );
+        assert!(e.is_permanent());
+        let e = pick(AuthMethod::Apop, true, false).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("the server does not offer apop login"));
+        let oauth = caps(&["SASL XOAUTH2 OAUTHBEARER EXTERNAL"]);
+        let pick = |auth, tls| choose(&account(auth, false), &g, &oauth, tls);
+        assert_eq!(pick(AuthMethod::XOAuth2, true).unwrap().name(), "xoauth2");
+        assert!(matches!(
+            pick(AuthMethod::OAuthBearer, false),
+            Err(Error::Insecure { .. })
+        ));
+        assert_eq!(pick(AuthMethod::External, true).unwrap().name(), "external");
+        assert!(matches!(
+            pick(AuthMethod::External, false),
+            Err(Error::Insecure { .. })
+        ));
+        // USER needs CAPA USER (or no CAPA): Dovecot hides it when it would refuse it.
+        let e = choose(
+            &account(AuthMethod::User, true),
+            &g,
+            &caps(&["SASL PLAIN"]),
+            true,
+        );
+        assert!(matches!(e, Err(Error::NotOffered { wanted: "user", .. })));
+    }
+
+    /// Runs `login` against a scripted server; returns the outcome and what was sent.
+    fn run(mech: Mechanism, user: &str, secret: &str, script: &str) -> (Result<(), Error>, String) {
+        let stream = MockStream::new(format!("{GREETING}{script}"));
+        let log = stream.written();
+        let (client, greeting) = Client::connect(stream).unwrap();
+        let mut acct = account(AuthMethod::Auto, true);
+        acct.user = user.into();
+        let r = login(
+            client,
+            mech,
+            &acct,
+            &Password::new(secret.into()),
+            &greeting,
+        )
+        .map(drop);
+        let sent = String::from_utf8(log.borrow().bytes.clone()).unwrap();
+        (r, sent)
+    }
+
+    fn b64(s: &str) -> String {
+        crypto::b64_encode(s.as_bytes())
+    }
+
+    #[test]
+    fn plain_uses_the_initial_response_when_it_fits() {
+        let (r, sent) = run(Mechanism::Sasl(Mech::Plain), "tim", "tanstaaf", "+OK\r\n");
+        r.unwrap();
+        assert_eq!(sent, format!("AUTH PLAIN {}\r\n", b64("\0tim\0tanstaaf")));
+        // Too long for the 255-octet AUTH line: empty challenge, then the response.
+        let long = "p".repeat(300);
+        let (r, sent) = run(Mechanism::Sasl(Mech::Plain), "tim", &long, "+ \r\n+OK\r\n");
+        r.unwrap();
+        assert_eq!(
+            sent,
+            format!("AUTH PLAIN\r\n{}\r\n", b64(&format!("\0tim\0{long}")))
+        );
+    }
+
+    #[test]
+    fn xoauth2_always_waits_for_the_servers_go_ahead() {
+        let token = "ya29.short";
+        let (r, sent) = run(
+            Mechanism::Sasl(Mech::XOAuth2),
+            "me@example.com",
+            token,
+            "+\r\n+OK\r\n",
+        );
+        r.unwrap();
+        let msg = format!("user=me@example.com\x01auth=Bearer {token}\x01\x01");
+        assert_eq!(sent, format!("AUTH XOAUTH2\r\n{}\r\n", b64(&msg)));
+        // A failure status comes as a challenge, answered empty, then -ERR.
+        let json = b64(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#);
+        let (r, sent) = run(
+            Mechanism::Sasl(Mech::XOAuth2),
+            "me@example.com",
+            token,
+            &format!("+\r\n+ {json}\r\n-ERR [AUTH] Invalid credentials.\r\n+OK bye\r\n"),
+        );
+        let e = r.unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(
+            e.to_string(),
+            "login failed with xoauth2: server refused AUTH [AUTH]: Invalid credentials. \
+             (server said: status 400, scope https://mail.google.com/); is the access token \
+             current and for this user and scope?"
+        );
+        assert!(sent.ends_with("\r\n\r\nQUIT\r\n"), "{sent:?}");
+    }
+
+    #[test]
+    fn oauthbearer_answers_a_failure_with_control_a() {
+        let json = b64(r#"{"status":"invalid_token"}"#);
+        let (r, sent) = run(
+            Mechanism::Sasl(Mech::OAuthBearer),
+            "u",
+            "tok",
+            &format!("+ {json}\r\n-ERR [AUTH] no\r\n+OK\r\n"),
+        );
+        assert!(r.unwrap_err().to_string().contains("status invalid_token"));
+        let lines: Vec<&str> = sent.split("\r\n").collect();
+        assert!(lines[0].starts_with("AUTH OAUTHBEARER "), "{sent}");
+        assert_eq!(lines[1], "AQ==");
+    }
+
+    #[test]
+    fn scram_session_is_refused_without_the_server_signature() {
+        // The server says +OK right after the client-first message: it never
+        // proved that it knows the password. The session is left at once.
+        let (r, sent) = run(
+            Mechanism::Sasl(Mech::ScramSha256),
+            "user",
+            "pencil",
+            "+OK\r\n+OK bye\r\n",
+        );
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Mechanism {
+                    source: sasl::Error::Incomplete,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.is_permanent());
+        assert!(
+            sent.starts_with("AUTH SCRAM-SHA-256 ") && sent.ends_with("\r\nQUIT\r\n"),
+            "{sent}"
+        );
+        // A server nonce that does not extend ours: cancelled before any proof is sent.
+        let server_first = b64("r=not-ours,s=QSXCR+Q6sek8bf92,i=4096");
+        let (r, sent) = run(
+            Mechanism::Sasl(Mech::ScramSha1),
+            "user",
+            "pencil",
+            &format!("+ {server_first}\r\n-ERR cancelled\r\n+OK\r\n"),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(Error::Mechanism {
+                    source: sasl::Error::NonceMismatch,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(sent.lines().nth(1), Some("*"), "{sent}");
+        assert!(!sent.contains("p="), "no proof sent");
+    }
+
+    #[test]
+    fn external_sends_the_user_as_authorization_identity() {
+        let (r, sent) = run(Mechanism::Sasl(Mech::External), "certuser", "", "+OK\r\n");
+        r.unwrap();
+        assert_eq!(sent, format!("AUTH EXTERNAL {}\r\n", b64("certuser")));
+    }
+
+    #[test]
+    fn refusals_keep_their_codes_and_quit() {
+        let (r, sent) = run(
+            Mechanism::User,
+            "u",
+            "pw",
+            "+OK\r\n-ERR [AUTH] bad\r\n+OK bye\r\n",
+        );
+        let e = r.unwrap_err();
+        assert!(e.is_permanent() && !e.is_transient());
+        assert_eq!(sent, "USER u\r\nPASS pw\r\nQUIT\r\n");
+        for code in ["IN-USE", "LOGIN-DELAY", "SYS/TEMP"] {
+            let (r, _) = run(
+                Mechanism::Sasl(Mech::Plain),
+                "u",
+                "pw",
+                &format!("-ERR [{code}] later\r\n+OK\r\n"),
+            );
+            let e = r.unwrap_err();
+            assert!(e.is_transient() && !e.is_permanent(), "{code}: {e}");
+        }
+        let (r, _) = run(Mechanism::Sasl(Mech::Plain), "u", "pw\0x", "");
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Mechanism { .. }));
+        assert!(!e.to_string().contains("pw"), "{e}");
+    }
 }

@@ -51,7 +51,7 @@ pub enum TlsMode {
     None,
 }
 
-/// `auth = ...`.
+/// `auth = ...`: `auto` or one login mechanism (see [`crate::auth`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     /// Strongest the server offers that policy allows.
@@ -60,11 +60,57 @@ pub enum AuthMethod {
     User,
     /// APOP (RFC 1939 section 7).
     Apop,
+    /// SASL PLAIN (RFC 4616).
+    Plain,
+    /// SASL LOGIN.
+    Login,
+    /// SASL CRAM-MD5 (RFC 2195).
+    CramMd5,
+    /// SASL SCRAM-SHA-1 (RFC 5802).
+    ScramSha1,
+    /// SASL SCRAM-SHA-256 (RFC 7677).
+    ScramSha256,
+    /// SASL NTLM (NTLMv2; BizTalk's "SPA").
+    Ntlm,
+    /// SASL XOAUTH2, with an access token as the secret.
+    XOAuth2,
+    /// SASL OAUTHBEARER (RFC 7628), with an access token as the secret.
+    OAuthBearer,
+    /// SASL EXTERNAL with the TLS client certificate (extension to spec §2).
+    External,
+}
+
+impl AuthMethod {
+    /// Every value with its name in the `auth` key.
+    pub const ALL: [(&'static str, AuthMethod); 12] = [
+        ("auto", AuthMethod::Auto),
+        ("user", AuthMethod::User),
+        ("apop", AuthMethod::Apop),
+        ("plain", AuthMethod::Plain),
+        ("login", AuthMethod::Login),
+        ("cram-md5", AuthMethod::CramMd5),
+        ("scram-sha-1", AuthMethod::ScramSha1),
+        ("scram-sha-256", AuthMethod::ScramSha256),
+        ("ntlm", AuthMethod::Ntlm),
+        ("xoauth2", AuthMethod::XOAuth2),
+        ("oauthbearer", AuthMethod::OAuthBearer),
+        ("external", AuthMethod::External),
+    ];
+
+    /// The name as written in the `auth` key.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("auto", |(n, _)| n)
+    }
 }
 
 /// Where the password comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum SecretSource {
+    /// No secret: `auth = external`, where the TLS client certificate is the credential.
+    None,
     /// `password = ...` inline.
     Inline(Password),
     /// `password_file = PATH`: first line of the file, read fresh on each use.
@@ -76,6 +122,7 @@ pub enum SecretSource {
 impl fmt::Debug for SecretSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            SecretSource::None => f.write_str("None"),
             SecretSource::Inline(_) => f.write_str("Inline(<redacted>)"),
             SecretSource::File(p) => f.debug_tuple("File").field(p).finish(),
             SecretSource::Command(argv) => f.debug_tuple("Command").field(argv).finish(),
@@ -876,29 +923,7 @@ fn parse_value(key: &str, v: &str, base: &Path) -> Result<Val, String> {
         }
         "password_file" => Val::Secret(SecretSource::File(path())),
         "password_command" => Val::Secret(SecretSource::Command(secret::split_command(v)?)),
-        "auth" => {
-            const LATER: &[&str] = &[
-                "plain",
-                "login",
-                "cram-md5",
-                "scram-sha-1",
-                "scram-sha-256",
-                "ntlm",
-                "xoauth2",
-                "oauthbearer",
-            ];
-            if LATER.iter().any(|m| m.eq_ignore_ascii_case(v)) {
-                return Err("not supported yet (use auto, user or apop)".into());
-            }
-            Val::Auth(keyword(
-                v,
-                &[
-                    ("auto", AuthMethod::Auto),
-                    ("user", AuthMethod::User),
-                    ("apop", AuthMethod::Apop),
-                ],
-            )?)
-        }
+        "auth" => Val::Auth(keyword(v, &AuthMethod::ALL)?),
         "allow_plaintext" | "mime" => Val::Bool(boolean(v)?),
         "poll_interval" | "timeout" | "max_backoff" => {
             let d = duration(v)?;
@@ -971,6 +996,8 @@ fn account(
             val: Val::Secret(s),
             ..
         }) => s.clone(),
+        // The certificate is the credential; a password given anyway is never used.
+        _ if pick!(m, "auth", Val::Auth) == Some(AuthMethod::External) => SecretSource::None,
         _ => {
             let message = "one of password, password_file or password_command is required".into();
             return Err(err(section.line, "password", message));
@@ -995,12 +1022,32 @@ fn account(
     }
     let auth = pick!(m, "auth", Val::Auth).unwrap_or(AuthMethod::Auto);
     let allow_plaintext = pick!(m, "allow_plaintext", Val::Bool).unwrap_or(false);
-    if tls == TlsMode::None && auth == AuthMethod::User && !allow_plaintext {
+    let sends_secret = crate::auth::Mechanism::configured(auth).is_some_and(|m| m.sends_secret());
+    if tls == TlsMode::None && sends_secret && !allow_plaintext {
         let line = m.line("auth").unwrap_or(section.line);
-        let message = "auth = user with tls = none sends the password in clear text; \
-                       set allow_plaintext = yes to allow that"
-            .into();
+        let message = format!(
+            "auth = {} with tls = none sends the {} in clear text; \
+             set allow_plaintext = yes to allow that",
+            auth.name(),
+            if matches!(auth, AuthMethod::XOAuth2 | AuthMethod::OAuthBearer) {
+                "access token"
+            } else {
+                "password"
+            }
+        );
         return Err(err(line, "auth", message));
+    }
+    if auth == AuthMethod::External {
+        let line = m.line("auth").unwrap_or(section.line);
+        if tls == TlsMode::None {
+            let message =
+                "auth = external needs TLS: the client certificate is the credential".into();
+            return Err(err(line, "auth", message));
+        }
+        if tls_client_cert.is_none() {
+            let message = "auth = external needs tls_client_cert and tls_client_key".into();
+            return Err(err(line, "auth", message));
+        }
     }
     // `spool` in [global] is the root, not a default shared by every account.
     let spool = match own.iter().find(|t| t.key == "spool") {
@@ -1298,9 +1345,12 @@ mod tests {
                 "64 hexadecimal",
             ),
             ("tls_fingerprint = ", "tls_fingerprint", "has no value"),
-            ("auth = plain", "auth", "not supported yet"),
-            ("auth = SCRAM-SHA-256", "auth", "not supported yet"),
-            ("auth = kerberos", "auth", "auto, user, apop"),
+            (
+                "auth = kerberos",
+                "auth",
+                "auto, user, apop, plain, login, cram-md5",
+            ),
+            ("auth = gssapi", "auth", "oauthbearer, external"),
             ("allow_plaintext = maybe", "allow_plaintext", "yes or no"),
             ("mime = 2", "mime", "yes or no"),
             ("poll_interval = 0", "poll_interval", "greater than zero"),
@@ -1597,6 +1647,63 @@ mod tests {
             acct("tls = none\nauth = user\nallow_plaintext = 1\n").auth,
             AuthMethod::User
         );
+        for (auth, what) in [
+            ("plain", "password"),
+            ("LOGIN", "password"),
+            ("xoauth2", "access token"),
+            ("oauthbearer", "access token"),
+        ] {
+            check(
+                &format!("{MIN}tls = none\nauth = {auth}\n"),
+                6,
+                Some("auth"),
+                &format!("sends the {what} in clear text"),
+            );
+        }
+        // Proofs rather than secrets may cross a connection without TLS.
+        for auth in [
+            "apop",
+            "cram-md5",
+            "scram-sha-1",
+            "scram-sha-256",
+            "ntlm",
+            "auto",
+        ] {
+            assert_eq!(
+                acct(&format!("tls = none\nauth = {auth}\n")).auth.name(),
+                auth
+            );
+        }
+        // EXTERNAL: no password needed, but TLS and a client certificate are.
+        let ext = "[account a]\nhost = h\nuser = u\nauth = external\n";
+        let a = cfg(&format!(
+            "{ext}tls_client_cert = c.pem\ntls_client_key = k.pem\n"
+        ))
+        .accounts
+        .remove(0);
+        assert_eq!(
+            (a.auth, &a.secret),
+            (AuthMethod::External, &SecretSource::None)
+        );
+        check(ext, 4, Some("auth"), "needs tls_client_cert");
+        check(
+            &format!("{ext}tls = none\ntls_client_cert = c\ntls_client_key = k\n"),
+            4,
+            Some("auth"),
+            "needs TLS",
+        );
+        check(
+            "[account a]\nhost = h\nuser = u\nauth = scram-sha-256\n",
+            1,
+            Some("password"),
+            "one of password",
+        );
+        for (name, m) in AuthMethod::ALL {
+            assert_eq!(m.name(), name);
+            let certs = "tls_client_cert = c\ntls_client_key = k\n";
+            let text = format!("auth = {}\n{certs}", name.to_uppercase());
+            assert_eq!(acct(&text).auth, m, "{name}");
+        }
         // Pairs may be split between [global] and the account.
         let c = cfg(&format!(
             "[global]\ntls_client_key = k\n{MIN}tls_client_cert = c\n"

@@ -73,6 +73,9 @@ struct Slot {
     due: Instant,
     memo: Memo,
     status: Status,
+    /// The failures since the last success include a permanent one
+    /// (credentials refused): back off at once and log it only once.
+    permanent: bool,
 }
 
 /// How a poll went, for the caller of [`poll_and_record`].
@@ -114,6 +117,7 @@ fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut S
             }
             st.consecutive_failures = 0;
             st.failed = false;
+            slot.permanent = false;
             if o.delivered + o.quarantined + o.deleted > 0 || o.interrupted {
                 log::info!(
                     "{}: {} delivered, {} quarantined, {} deleted on the server{}",
@@ -135,6 +139,27 @@ fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut S
         Err(poll::Error::Interrupted) => {
             log::info!("{}: {}", acct.name, poll::Error::Interrupted);
             Result::Ok
+        }
+        Err(e) if e.is_permanent() => {
+            // Credentials refused (or no acceptable mechanism): polling again
+            // in a minute would only hammer the server and can get the
+            // account locked. Back off at once; say it once per streak.
+            st.consecutive_failures += 1;
+            st.last_error = Some(e.to_string());
+            st.failed = true;
+            if !slot.permanent {
+                log::error!(
+                    "{}: {} (account failed: this needs a person; the service backs off up \
+                     to {}s between tries, and SIGUSR1 retries at once after a fix)",
+                    acct.name,
+                    e,
+                    acct.max_backoff.as_secs()
+                );
+            } else {
+                log::debug!("{}: still failing: {}", acct.name, e);
+            }
+            slot.permanent = true;
+            Result::Failed { local_dir: false }
         }
         Err(e) => {
             st.consecutive_failures += 1;
@@ -170,8 +195,15 @@ fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut S
 }
 
 /// Time until the account's next poll: its interval, or after
-/// `error_threshold` failures an exponential backoff capped at `max_backoff`.
-pub fn next_interval(acct: &Account, failures: u32) -> Duration {
+/// `error_threshold` failures (at once after a permanent one) an exponential
+/// backoff capped at `max_backoff`.
+pub fn next_interval(acct: &Account, failures: u32, permanent: bool) -> Duration {
+    // A permanent failure starts the backoff at its first step.
+    let failures = if permanent {
+        failures.saturating_add(acct.error_threshold.saturating_sub(1))
+    } else {
+        failures
+    };
     if failures < acct.error_threshold {
         return acct.poll_interval;
     }
@@ -205,6 +237,7 @@ fn slot_for(cfg: &Config, name: &str) -> Slot {
         due: Instant::now(),
         memo: Memo::default(),
         status: Status::load(&cfg.state_dir, name),
+        permanent: false,
     }
 }
 
@@ -271,7 +304,8 @@ pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals)
                 .get_mut(&acct.name)
                 .expect("slot exists for every selected account");
             poll_and_record(acct, &cfg, &signals.stop, slot);
-            slot.due = Instant::now() + next_interval(acct, slot.status.consecutive_failures);
+            slot.due = Instant::now()
+                + next_interval(acct, slot.status.consecutive_failures, slot.permanent);
             write_prom(&cfg, &slots);
         }
         let next = slots.values().map(|s| s.due).min();
@@ -313,10 +347,23 @@ mod tests {
         a.poll_interval = Duration::from_secs(60);
         a.error_threshold = 3;
         a.max_backoff = Duration::from_secs(3600);
-        assert_eq!(next_interval(&a, 0), Duration::from_secs(60));
-        assert_eq!(next_interval(&a, 2), Duration::from_secs(60));
-        assert_eq!(next_interval(&a, 3), Duration::from_secs(120));
-        assert_eq!(next_interval(&a, 4), Duration::from_secs(240));
-        assert_eq!(next_interval(&a, 40), Duration::from_secs(3600));
+        assert_eq!(next_interval(&a, 0, false), Duration::from_secs(60));
+        assert_eq!(next_interval(&a, 2, false), Duration::from_secs(60));
+        assert_eq!(next_interval(&a, 3, false), Duration::from_secs(120));
+        assert_eq!(next_interval(&a, 4, false), Duration::from_secs(240));
+        assert_eq!(next_interval(&a, 40, false), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn permanent_failure_backs_off_at_once() {
+        let mut a = config::test_account("h", 1);
+        a.poll_interval = Duration::from_secs(60);
+        a.error_threshold = 10;
+        a.max_backoff = Duration::from_secs(3600);
+        assert_eq!(next_interval(&a, 1, true), Duration::from_secs(120));
+        assert_eq!(next_interval(&a, 2, true), Duration::from_secs(240));
+        assert_eq!(next_interval(&a, 3, true), Duration::from_secs(480));
+        assert_eq!(next_interval(&a, 9, true), Duration::from_secs(3600));
+        assert_eq!(next_interval(&a, 1, false), Duration::from_secs(60));
     }
 }

@@ -26,6 +26,7 @@ pub mod mime;
 pub mod poll;
 pub mod pop3;
 pub mod probe;
+pub mod sasl;
 pub mod secret;
 pub mod spool;
 pub mod status;

@@ -153,6 +153,13 @@ impl Error {
         }
     }
 
+    /// Whether only a person can fix it (credentials refused, no acceptable
+    /// mechanism, a server that failed to prove itself): the daemon backs
+    /// off at once instead of trying again every `poll_interval`.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::Auth(e) if e.is_permanent())
+    }
+
     /// Whether the failure is the local spool or state directory being
     /// unusable (exit 73), rather than the network or the server.
     pub fn is_local_dir(&self) -> bool {
@@ -200,8 +207,19 @@ pub struct Opened {
     pub mechanism: auth::Mechanism,
 }
 
-/// Connect, secure and log in, following the account's policy.
-pub fn open(acct: &Account, password: &crate::config::Password) -> Result<Opened, Error> {
+/// A connection secured as the account says, before login.
+pub struct Connected {
+    /// AUTHORIZATION state.
+    pub client: Client<Stream>,
+    /// The greeting.
+    pub greeting: Greeting,
+    /// CAPA (after STLS, if any).
+    pub caps: Capabilities,
+}
+
+/// Connect and secure the connection as the account says; nothing of the
+/// login has been sent yet.
+pub fn connect(acct: &Account) -> Result<Connected, Error> {
     let tls_cfg = match acct.tls {
         TlsMode::None => None,
         _ => Some(tls::Tls::new(acct).map_err(Error::Tls)?),
@@ -211,7 +229,7 @@ pub fn open(acct: &Account, password: &crate::config::Password) -> Result<Opened
     let stream = match (&tls_cfg, acct.tls) {
         (Some(t), TlsMode::Implicit) => t
             .handshake(&acct.host, acct.port, tcp)
-            .map_err(Error::Tls)?,
+            .map_err(|e| explain_tls(acct, e))?,
         _ => Stream::Plain(tcp),
     };
     let deadline = Some(acct.timeout * 2);
@@ -230,7 +248,7 @@ pub fn open(acct: &Account, password: &crate::config::Password) -> Result<Opened
         };
         let secured = t
             .handshake(&acct.host, acct.port, tcp)
-            .map_err(Error::Tls)?;
+            .map_err(|e| explain_tls(acct, e))?;
         // RFC 2595 section 4: forget the capabilities learned before TLS.
         // The greeting's APOP timestamp is kept: a forged one gains an
         // attacker nothing, since the digest then travels inside TLS.
@@ -238,6 +256,41 @@ pub fn open(acct: &Account, password: &crate::config::Password) -> Result<Opened
         client.set_response_deadline(deadline);
         caps = client.capa().map_err(Error::Pop3)?;
     }
+    Ok(Connected {
+        client,
+        greeting,
+        caps,
+    })
+}
+
+/// A certificate that did not verify: fetch it over a second, unverified
+/// connection that carries nothing else, so the error can say what it is
+/// and what to pin or trust. The failed session is never continued.
+fn explain_tls(acct: &Account, e: tls::Error) -> Error {
+    if !e.is_verification_failure() {
+        return Error::Tls(e);
+    }
+    let cert = tls::inspect(acct, &|tcp| stls_only(acct, tcp)).and_then(|side| side.cert);
+    Error::Tls(e.with_presented(cert))
+}
+
+/// The plain-text prelude of a side connection: for STLS, greeting and
+/// `STLS`; nothing at all for implicit TLS.
+pub fn stls_only(acct: &Account, tcp: std::net::TcpStream) -> Option<std::net::TcpStream> {
+    if acct.tls != TlsMode::StartTls {
+        return Some(tcp);
+    }
+    let (client, _) = Client::connect(tcp).ok()?;
+    client.stls().ok()
+}
+
+/// Connect, secure and log in, following the account's policy.
+pub fn open(acct: &Account, password: &crate::config::Password) -> Result<Opened, Error> {
+    let Connected {
+        client,
+        greeting,
+        caps,
+    } = connect(acct)?;
     let tls_active = client.get_ref().is_tls();
     let mechanism = match auth::choose(acct, &greeting, &caps, tls_active) {
         Ok(m) => m,
@@ -246,13 +299,7 @@ pub fn open(acct: &Account, password: &crate::config::Password) -> Result<Opened
             return Err(Error::Auth(e));
         }
     };
-    let session = match auth::login(client, mechanism, &acct.user, password, &greeting) {
-        Ok(s) => s,
-        Err((e, client)) => {
-            let _ = client.quit();
-            return Err(Error::Auth(e));
-        }
-    };
+    let session = auth::login(client, mechanism, acct, password, &greeting).map_err(Error::Auth)?;
     Ok(Opened {
         session,
         caps,

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use crate::config::{Account, Config, Delete, SecretSource, TlsMode};
-use crate::poll::{self, Opened};
+use crate::auth;
+use crate::config::{Account, AuthMethod, Config, Delete, SecretSource, TlsMode};
+use crate::poll::{self, Connected};
 use crate::pop3::proto::sanitize;
 use crate::secret;
-use crate::tls::{self, Stream};
+use crate::tls;
 
 /// `password_command` gets this long under `--check` and `--probe`, as in a poll.
 fn secret_timeout(acct: &Account) -> Duration {
@@ -22,6 +23,7 @@ fn selected<'a>(cfg: &'a Config, only: &'a [String]) -> impl Iterator<Item = &'a
 
 fn secret_text(s: &SecretSource) -> String {
     match s {
+        SecretSource::None => "no password (the TLS client certificate logs in)".into(),
         SecretSource::Inline(_) => "inline password (hidden)".into(),
         SecretSource::File(p) => format!("password_file {}", p.display()),
         SecretSource::Command(argv) => format!(
@@ -49,9 +51,9 @@ pub fn check(cfg: &Config, only: &[String]) -> u8 {
         println!("[account {}]", a.name);
         println!("  server   {}:{} tls={}", a.host, a.port, tls_text(a.tls));
         println!(
-            "  login    user {:?}, auth {:?}, {}",
+            "  login    user {:?}, auth {}, {}",
             a.user,
-            a.auth,
+            a.auth.name(),
             secret_text(&a.secret)
         );
         let delete = match a.delete {
@@ -112,37 +114,111 @@ pub fn probe(cfg: &Config, only: &[String]) -> u8 {
 }
 
 fn probe_one(a: &Account) -> Result<(), poll::Error> {
-    let password = secret::resolve(&a.secret, secret_timeout(a)).map_err(poll::Error::Secret)?;
-    let Opened {
-        mut session,
-        caps,
+    let Connected {
+        client,
         greeting,
-        mechanism,
-    } = match poll::open(a, &password) {
-        Ok(o) => o,
+        caps,
+    } = match poll::connect(a) {
+        Ok(c) => c,
         Err(e) => {
-            println!("  login    FAILED");
+            println!("  connect  FAILED");
             return Err(e);
         }
     };
     // Server text is untrusted: no control characters reach the terminal.
     println!("  greeting {}", sanitize(&greeting.text, 300));
-    println!("  capa     {}", sanitize(&caps.raw.join(" | "), 1000));
-    if let Some(cert) = session.get_ref().peer_certificate() {
-        println!("  subject  {}", tls::name_text(cert.subject_name()));
-        println!("  issuer   {}", tls::name_text(cert.issuer_name()));
-        println!("  valid    {} .. {}", cert.not_before(), cert.not_after());
-        println!("  sha256   {}", tls::hex_colon(&tls::fingerprint(&cert)));
-    }
-    let via = if matches!(session.get_ref(), Stream::Tls(_)) {
-        "TLS"
+    let tls_active = client.get_ref().is_tls();
+    if tls_active {
+        let main = client
+            .get_ref()
+            .peer_certificate()
+            .map(|c| tls::CertInfo::of(&c));
+        if let Some(cert) = &main {
+            print_cert(cert);
+        }
+        // native-tls does not say which version and cipher it negotiated:
+        // a second handshake (nothing sent over it) tells.
+        match tls::inspect(a, &|tcp| poll::stls_only(a, tcp)) {
+            Some(side) => {
+                println!("  tls      {}, {}", side.version, side.cipher);
+                let other = side.cert.map(|c| c.sha256) != main.map(|c| c.sha256);
+                if other {
+                    println!(
+                        "           (seen on a second connection, which met another certificate)"
+                    );
+                }
+            }
+            None => println!("  tls      version and cipher unknown (a second connection failed)"),
+        }
     } else {
-        "plain TCP"
+        println!("  tls      none: plain TCP");
+    }
+    println!("  capa     {}", sanitize(&caps.raw.join(" | "), 1000));
+    let offered = auth::offered(&greeting, &caps);
+    println!(
+        "  offers   {}",
+        if offered.is_empty() {
+            "no login mechanism".to_string()
+        } else {
+            offered.join(", ")
+        }
+    );
+    match auth::auto_choice(&greeting, &caps, tls_active, a.allow_plaintext) {
+        Some(m) => println!("  auto     would pick {}", m.name()),
+        None => println!("  auto     would pick nothing (none offered is allowed here)"),
+    }
+    if a.auth != AuthMethod::Auto {
+        println!("  auth     {} (configured)", a.auth.name());
+    }
+    let fail = |what: &str| println!("  login    {what}");
+    let password = match secret::resolve(&a.secret, secret_timeout(a)) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = client.quit();
+            fail("not tried: no password");
+            return Err(poll::Error::Secret(e));
+        }
     };
+    let mechanism = match auth::choose(a, &greeting, &caps, tls_active) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = client.quit();
+            fail("not tried");
+            return Err(poll::Error::Auth(e));
+        }
+    };
+    let session = auth::login(client, mechanism, a, &password, &greeting);
+    drop(password);
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&format!("FAILED with {}", mechanism.name()));
+            return Err(poll::Error::Auth(e));
+        }
+    };
+    let via = if tls_active { "TLS" } else { "plain TCP" };
     println!("  login    ok with {} over {via}", mechanism.name());
     let (count, size) = session.stat().map_err(poll::Error::Pop3)?;
     println!("  mailbox  {count} message(s), {size} bytes");
     // QUIT without any DELE: nothing changes on the server.
     session.quit().map_err(poll::Error::Pop3)?;
     Ok(())
+}
+
+fn print_cert(cert: &tls::CertInfo) {
+    println!("  subject  {}", cert.subject);
+    println!("  issuer   {}", cert.issuer);
+    let state = match (cert.expired, cert.not_yet_valid) {
+        (true, _) => " (EXPIRED)",
+        (_, true) => " (NOT YET VALID)",
+        _ => "",
+    };
+    println!(
+        "  valid    {} .. {}{state}",
+        cert.not_before, cert.not_after
+    );
+    if !cert.names.is_empty() {
+        println!("  names    {}", cert.names_text());
+    }
+    println!("  sha256   {}", cert.sha256);
 }

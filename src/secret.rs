@@ -11,8 +11,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,9 @@ const STDERR_KEPT: usize = 512;
 const POLL_EVERY: Duration = Duration::from_millis(10);
 /// Read size for the command's pipes.
 const CHUNK: usize = 8192;
+/// After killing a command that timed out, how long its last stderr bytes
+/// get to reach our reader thread before we show what arrived.
+const STDERR_GRACE: Duration = Duration::from_millis(50);
 
 /// Why no password could be had.
 #[derive(Debug)]
@@ -52,6 +55,9 @@ pub enum Error {
         program: String,
         /// The limit.
         timeout: Duration,
+        /// The start of what it said on stderr before it was killed (a
+        /// token helper waiting for an interactive login says so there).
+        stderr: String,
     },
     /// The command exited unsuccessfully; `stderr` is the start of what it said there.
     Failed {
@@ -80,11 +86,19 @@ impl fmt::Display for Error {
             Error::Command { program, source } => {
                 write!(f, "cannot run password command '{program}': {source}")
             }
-            Error::Timeout { program, timeout } => {
+            Error::Timeout {
+                program,
+                timeout,
+                stderr,
+            } => {
                 write!(
                     f,
                     "password command '{program}' did not finish within {timeout:?}; killed"
-                )
+                )?;
+                if !stderr.is_empty() {
+                    write!(f, "; it said: {stderr}")?;
+                }
+                Ok(())
             }
             Error::Failed {
                 program,
@@ -114,6 +128,8 @@ impl std::error::Error for Error {
 /// The password `src` stands for; a command gets `timeout` to print it.
 pub fn resolve(src: &SecretSource, timeout: Duration) -> Result<Password, Error> {
     match src {
+        // `auth = external`: the certificate is the credential.
+        SecretSource::None => Ok(Password::new(String::new())),
         SecretSource::Inline(password) => Ok(password.clone()),
         SecretSource::File(path) => {
             let mut bytes = Vec::new();
@@ -187,9 +203,10 @@ fn run(argv: &[String], timeout: Duration) -> Result<Password, Error> {
         program: program.clone(),
         source,
     };
-    let timed_out = || Error::Timeout {
+    let timed_out = |stderr: String| Error::Timeout {
         program: program.clone(),
         timeout,
+        stderr,
     };
     // No deadline only for a timeout too large to add, which no caller means.
     let deadline = Instant::now().checked_add(timeout);
@@ -215,7 +232,10 @@ fn run(argv: &[String], timeout: Duration) -> Result<Password, Error> {
         }
     };
     let Some(status) = status else {
-        return Err(timed_out());
+        // Killed: its stderr pipe closes, unless something it started holds it.
+        // Whatever it said so far: its stderr may stay open in a grandchild.
+        thread::sleep(STDERR_GRACE);
+        return Err(timed_out(tidy(&so_far(&stderr))));
     };
 
     if !status.success() {
@@ -230,7 +250,7 @@ fn run(argv: &[String], timeout: Duration) -> Result<Password, Error> {
     }
     // The command has exited; if stdout is still open, something it started holds it.
     let out = collect(&stdout, deadline)
-        .ok_or_else(timed_out)?
+        .ok_or_else(|| timed_out(String::new()))?
         .map_err(io_error)?;
     first_line(&out, || format!("output of password command '{program}'"))
 }
@@ -255,45 +275,67 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-type Captured = Receiver<io::Result<Vec<u8>>>;
+/// A pipe being read on its own thread: `done` reports the end (or an
+/// error); `kept` fills as bytes arrive, so a timeout can still show what
+/// a command said so far.
+struct Captured {
+    done: Receiver<io::Result<()>>,
+    kept: Arc<Mutex<Vec<u8>>>,
+}
 
 /// Read `pipe` to its end on a thread of its own, keeping the first `keep`
 /// bytes and discarding the rest so the child never blocks on a full pipe.
 fn capture<R: Read + Send + 'static>(pipe: Option<R>, keep: usize) -> io::Result<Captured> {
-    let (tx, rx) = mpsc::channel();
+    let (tx, done) = mpsc::channel();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&kept);
     thread::Builder::new()
         .name("secret-pipe".into())
         .spawn(move || {
-            let result = pipe.map_or(Ok(Vec::new()), |p| drain(p, keep));
+            let result = pipe.map_or(Ok(()), |p| drain(p, keep, &sink));
             // The receiver is gone only if resolve already gave up.
             let _ = tx.send(result);
         })?;
-    Ok(rx)
+    Ok(Captured { done, kept })
 }
 
-fn drain(mut pipe: impl Read, keep: usize) -> io::Result<Vec<u8>> {
-    let mut kept = Vec::new();
+fn drain(mut pipe: impl Read, keep: usize, kept: &Mutex<Vec<u8>>) -> io::Result<()> {
     let mut buf = [0u8; CHUNK];
     loop {
         let n = match pipe.read(&mut buf) {
-            Ok(0) => return Ok(kept),
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
+        };
+        // A poisoned lock means the reading side panicked: stop quietly.
+        let Ok(mut kept) = kept.lock() else {
+            return Ok(());
         };
         let room = keep.saturating_sub(kept.len());
         kept.extend_from_slice(&buf[..n.min(room)]);
     }
 }
 
-/// What a reader thread produced, or `None` if the pipe stayed open past the deadline.
-fn collect(rx: &Captured, deadline: Option<Instant>) -> Option<io::Result<Vec<u8>>> {
-    match deadline {
-        Some(d) => rx
+/// What a reader thread kept, once the pipe ended; `None` if it stayed open
+/// past the deadline.
+fn collect(c: &Captured, deadline: Option<Instant>) -> Option<io::Result<Vec<u8>>> {
+    let ended = match deadline {
+        Some(d) => c
+            .done
             .recv_timeout(d.saturating_duration_since(Instant::now()))
-            .ok(),
-        None => rx.recv().ok(),
-    }
+            .ok()?,
+        None => c.done.recv().ok()?,
+    };
+    Some(ended.map(|()| so_far(c)))
+}
+
+/// What the pipe delivered so far, taken out of the shared buffer.
+fn so_far(c: &Captured) -> Vec<u8> {
+    c.kept
+        .lock()
+        .map(|mut k| std::mem::take(&mut *k))
+        .unwrap_or_default()
 }
 
 /// Stderr as one printable log line, cut at [`STDERR_KEPT`] bytes.
@@ -470,6 +512,18 @@ mod tests {
             start.elapsed()
         );
         assert!(e.to_string().contains("did not finish within 200ms"), "{e}");
+        // What it said before being killed is kept: a token helper waiting
+        // for an interactive login says so on stderr.
+        let e = resolve(
+            &sh("echo 'open https://example.com/device and enter ABCD' >&2; sleep 5"),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("killed; it said: open https://example.com/device and enter ABCD"),
+            "{e}"
+        );
         // Exited, but a background child keeps stdout open past the deadline.
         let start = Instant::now();
         let e = resolve(&sh("sleep 5 & echo pw"), Duration::from_millis(200)).unwrap_err();

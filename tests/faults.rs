@@ -255,7 +255,7 @@ fn response_codes_tell_temporary_from_permanent() {
         ),
         ("-ERR [LOGIN-DELAY] wait 5 minutes", "temporary, will retry"),
         ("-ERR [SYS/TEMP] try later", "temporary, will retry"),
-        ("-ERR [AUTH] invalid credentials", "needs attention"),
+        ("-ERR [AUTH] invalid credentials", "needs a person"),
     ] {
         let srv = FakeServer::start(
             messages(2),
@@ -531,7 +531,7 @@ fn starttls_not_offered_sends_no_credentials() {
         "{}",
         stderr(&out)
     );
-    let cmds = srv.commands();
+    let cmds = srv.received();
     assert!(
         !cmds
             .iter()

@@ -27,7 +27,7 @@
 
 pub mod command;
 #[cfg(test)]
-mod mock;
+pub(crate) mod mock;
 pub mod proto;
 
 use std::fmt;

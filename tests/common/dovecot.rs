@@ -87,16 +87,22 @@ impl Dovecot {
     /// Starts a fresh server in a new directory; panics (with the script's
     /// stderr and the log tail) if it does not come up.
     pub fn start() -> Dovecot {
-        Self::start_inner(false)
+        Self::start_inner(false, None)
     }
 
     /// Like [`Dovecot::start`], with the mail on a tmpfs: for benchmarks,
     /// where deleting many messages on a disk costs Dovecot up to a second.
     pub fn start_tmpfs() -> Dovecot {
-        Self::start_inner(true)
+        Self::start_inner(true, None)
     }
 
-    fn start_inner(tmpfs: bool) -> Dovecot {
+    /// Like [`Dovecot::start`], offering only `mechanisms` (Dovecot's
+    /// `auth_mechanisms`, e.g. `"plain login"`; APOP only if `apop` is listed).
+    pub fn start_with_mechanisms(mechanisms: &str) -> Dovecot {
+        Self::start_inner(false, Some(mechanisms))
+    }
+
+    fn start_inner(tmpfs: bool, mechanisms: Option<&str>) -> Dovecot {
         let dir = loop {
             let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
             let dir = std::env::temp_dir().join(format!("popspool-dovecot-{}-{n}", process::id()));
@@ -111,6 +117,9 @@ impl Dovecot {
         cmd.arg("start").arg(&dir);
         if tmpfs {
             cmd.arg("--tmpfs");
+        }
+        if let Some(m) = mechanisms {
+            cmd.arg("--mechanisms").arg(m);
         }
         // If this test process dies without running destructors, the
         // script's watchdog stops the server and removes the directory.
@@ -142,7 +151,8 @@ impl Dovecot {
     }
 
     /// Adds a user who can log in at once with any mechanism (USER/PASS,
-    /// APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256). Names may
+    /// APOP, PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256; EXTERNAL
+    /// for `certuser` with [`Self::client_cert`]). Names may
     /// use `A-Z a-z 0-9 . _ @ -`; passwords anything but `:`, CR and LF.
     pub fn add_user(&self, user: &str, password: &str) {
         let mut cmd = script_cmd();
@@ -218,6 +228,20 @@ impl Dovecot {
     /// PEM of an unrelated CA: verification against it must fail.
     pub fn wrong_ca_file(&self) -> PathBuf {
         self.dir.join("wrong-ca.pem")
+    }
+
+    /// PEM client certificate and key with CN `certuser`, signed by the
+    /// test CA: Dovecot logs it in as `certuser` with SASL EXTERNAL.
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("client.pem"), self.dir.join("client.key"))
+    }
+
+    /// A client certificate for `certuser` signed by the wrong CA.
+    pub fn wrong_client_cert(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join("wrong-client.pem"),
+            self.dir.join("wrong-client.key"),
+        )
     }
 
     /// SHA-256 of the server certificate (DER), lowercase hex, no colons.

@@ -39,6 +39,26 @@ pub struct Faults {
     pub pipelining: bool,
     /// Answer RETR with an endless body (never the terminator).
     pub endless_retr: bool,
+    /// Offer SASL and answer AUTH (otherwise AUTH is an unknown command).
+    pub sasl: Option<Sasl>,
+}
+
+/// How the fake answers `AUTH`. The user is always `u`.
+#[derive(Debug, Clone, Default)]
+pub struct Sasl {
+    /// Listed in CAPA `SASL`; AUTH with another is refused.
+    pub mechanisms: Vec<&'static str>,
+    /// Bearer tokens XOAUTH2 and OAUTHBEARER accept.
+    pub tokens: Vec<String>,
+    /// The password NTLM checks against (computed with the openssl CLI,
+    /// independently of popspool's own MD4 and HMAC).
+    pub ntlm_password: Option<String>,
+    /// Microsoft 365: `AUTH XOAUTH2 <initial response>` is refused; only
+    /// `AUTH XOAUTH2`, `+`, then the token, works.
+    pub no_initial_response: bool,
+    /// Gmail: a refused token gets a JSON status challenge first, which
+    /// the client must answer before the `-ERR`.
+    pub json_failure: bool,
 }
 
 /// (UIDL, message) pairs in mailbox order.
@@ -48,7 +68,7 @@ pub struct FakeServer {
     pub port: u16,
     mailbox: Arc<Mutex<Mailbox>>,
     connections: Arc<Mutex<usize>>,
-    commands: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -64,14 +84,14 @@ impl FakeServer {
             .collect();
         let mailbox = Arc::new(Mutex::new(mailbox));
         let connections = Arc::new(Mutex::new(0));
-        let commands = Arc::new(Mutex::new(Vec::new()));
+        let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (mb, conns, st) = (
+        let (mb, conns, rec, st) = (
             Arc::clone(&mailbox),
             Arc::clone(&connections),
+            Arc::clone(&received),
             Arc::clone(&stop),
         );
-        let cmds = Arc::clone(&commands);
         listener.set_nonblocking(true).unwrap();
         thread::spawn(move || loop {
             if st.load(Ordering::Relaxed) {
@@ -85,7 +105,7 @@ impl FakeServer {
                         *c += 1;
                         *c - 1
                     };
-                    let _ = serve(s, &mb, &faults, idx, &cmds);
+                    let _ = serve(s, &mb, &faults, idx, &rec);
                 }
                 Err(_) => thread::sleep(Duration::from_millis(5)),
             }
@@ -94,7 +114,7 @@ impl FakeServer {
             port,
             mailbox,
             connections,
-            commands,
+            received,
             stop,
         }
     }
@@ -116,13 +136,13 @@ impl FakeServer {
         self.mailbox.lock().unwrap().len()
     }
 
-    /// Every command line received, in order.
-    pub fn commands(&self) -> Vec<String> {
-        self.commands.lock().unwrap().clone()
-    }
-
     pub fn connections(&self) -> usize {
         *self.connections.lock().unwrap()
+    }
+
+    /// Every line clients sent, without line ends, in order.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
     }
 
     /// A popspool account section for this server.
@@ -168,7 +188,7 @@ fn serve(
     mailbox: &Mutex<Mailbox>,
     f: &Faults,
     idx: usize,
-    seen: &Mutex<Vec<String>>,
+    received: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut w = s.try_clone()?;
@@ -182,7 +202,7 @@ fn serve(
             return Ok(());
         }
         let cmd = line.trim_end().to_string();
-        seen.lock().unwrap().push(cmd.clone());
+        received.lock().unwrap().push(cmd.clone());
         let mut parts = cmd.splitn(2, ' ');
         let verb = parts.next().unwrap_or("").to_ascii_uppercase();
         let arg = parts.next().unwrap_or("");
@@ -207,6 +227,9 @@ fn serve(
                 }
                 if f.pipelining {
                     c.push_str("PIPELINING\r\n");
+                }
+                if let Some(sasl) = &f.sasl {
+                    c.push_str(&format!("SASL {}\r\n", sasl.mechanisms.join(" ")));
                 }
                 c.push_str(".\r\n");
                 c.into_bytes()
@@ -299,6 +322,19 @@ fn serve(
                 b"+OK\r\n".to_vec()
             }
             "NOOP" => b"+OK\r\n".to_vec(),
+            "AUTH" if f.sasl.is_some() => {
+                let sasl = f.sasl.as_ref().unwrap();
+                match auth(&mut r, &mut w, arg, sasl, received)? {
+                    Some(true) => b"+OK logged in\r\n".to_vec(),
+                    Some(false) if sasl.no_initial_response => {
+                        // Microsoft 365's wording, without a response code.
+                        b"-ERR Authentication failure: unknown user name or bad password.\r\n"
+                            .to_vec()
+                    }
+                    Some(false) => b"-ERR [AUTH] Authentication failed.\r\n".to_vec(),
+                    None => b"-ERR protocol violation\r\n".to_vec(),
+                }
+            }
             "QUIT" => {
                 if f.quit_drop == Some(idx) {
                     return Ok(());
@@ -320,4 +356,216 @@ fn serve(
         };
         w.write_all(&reply)?;
     }
+}
+
+/// One AUTH exchange: `Some(true)` logged in, `Some(false)` credentials
+/// refused, `None` the client broke the protocol.
+fn auth(
+    r: &mut BufReader<TcpStream>,
+    w: &mut TcpStream,
+    arg: &str,
+    sasl: &Sasl,
+    received: &Mutex<Vec<String>>,
+) -> std::io::Result<Option<bool>> {
+    let mut words = arg.split(' ');
+    let mech = words.next().unwrap_or("").to_ascii_uppercase();
+    let initial = words.next();
+    if !sasl.mechanisms.iter().any(|m| *m == mech) {
+        return Ok(Some(false));
+    }
+    let mut next = |w: &mut TcpStream, challenge: &[u8]| -> std::io::Result<Option<Vec<u8>>> {
+        w.write_all(format!("+ {}\r\n", b64_encode(challenge)).as_bytes())?;
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end().to_string();
+        received.lock().unwrap().push(line.clone());
+        if line == "*" {
+            return Ok(None);
+        }
+        Ok(b64_decode(&line))
+    };
+    let first = match initial {
+        Some(_) if mech == "XOAUTH2" && sasl.no_initial_response => {
+            // What Microsoft 365 answers to the one-line form.
+            return Ok(Some(false));
+        }
+        Some("=") => Some(Vec::new()),
+        Some(ir) => b64_decode(ir),
+        None if mech == "CRAM-MD5" || mech == "LOGIN" => None,
+        None => match next(w, b"")? {
+            Some(v) => Some(v),
+            None => return Ok(Some(false)),
+        },
+    };
+    match mech.as_str() {
+        "XOAUTH2" | "OAUTHBEARER" => {
+            let msg = String::from_utf8(first.unwrap_or_default()).unwrap_or_default();
+            let token = msg
+                .split('\x01')
+                .find_map(|kv| kv.strip_prefix("auth=Bearer "))
+                .unwrap_or("");
+            let user_ok = if mech == "XOAUTH2" {
+                msg.starts_with("user=u\x01")
+            } else {
+                msg.starts_with("n,a=u,\x01") && msg.contains("\x01host=127.0.0.1\x01port=")
+            };
+            if user_ok && sasl.tokens.iter().any(|t| t == token) {
+                return Ok(Some(true));
+            }
+            if sasl.json_failure || mech == "OAUTHBEARER" {
+                let json =
+                    br#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#;
+                let answer = next(w, json)?;
+                let expected: &[u8] = if mech == "XOAUTH2" { b"" } else { b"\x01" };
+                if answer.as_deref() != Some(expected) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(false))
+        }
+        "NTLM" => {
+            let Some(negotiate) = first else {
+                return Ok(Some(false));
+            };
+            if !negotiate.starts_with(b"NTLMSSP\0\x01\0\0\0") {
+                return Ok(Some(false));
+            }
+            let Some(authenticate) = next(w, &ntlm_challenge())? else {
+                return Ok(Some(false));
+            };
+            let password = sasl.ntlm_password.as_deref().unwrap_or("");
+            Ok(Some(ntlm_verify(&authenticate, password)))
+        }
+        "PLAIN" => Ok(Some(first.as_deref() == Some(b"\0u\0pw"))),
+        _ => Ok(Some(false)),
+    }
+}
+
+/// MS-NLMP §4.2.4.3's CHALLENGE_MESSAGE (server challenge 0123456789abcdef,
+/// target information for "Domain"/"Server").
+fn ntlm_challenge() -> Vec<u8> {
+    hex_decode(
+        "4e544c4d53535000020000000c000c003800000033828ae20123456789abcdef\
+         00000000000000002400240044000000060070170000000f5300650072007600\
+         6500720002000c0044006f006d00610069006e0001000c005300650072007600\
+         6500720000000000",
+    )
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn utf16le(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// `openssl dgst` over `data`: MD4 (legacy provider) or HMAC-MD5 with `key`.
+fn openssl_digest(data: &[u8], hmac_key: Option<&[u8]>) -> Vec<u8> {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("openssl");
+    match hmac_key {
+        None => cmd.args([
+            "dgst",
+            "-md4",
+            "-provider",
+            "legacy",
+            "-provider",
+            "default",
+            "-r",
+        ]),
+        Some(k) => cmd
+            .args(["dgst", "-md5", "-mac", "HMAC", "-macopt"])
+            .arg(format!("hexkey:{}", hex_encode(k)))
+            .arg("-r"),
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    hex_decode(text.split_whitespace().next().unwrap_or(""))
+}
+
+/// Checks an NTLMv2 AUTHENTICATE message against `password`, the way a
+/// server does (MS-NLMP §3.3.2), with the openssl CLI's MD4 and HMAC-MD5.
+fn ntlm_verify(msg: &[u8], password: &str) -> bool {
+    let field = |at: usize| -> Option<&[u8]> {
+        let len = u16::from_le_bytes(msg.get(at..at + 2)?.try_into().ok()?) as usize;
+        let off = u32::from_le_bytes(msg.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+        msg.get(off..off + len)
+    };
+    if !msg.starts_with(b"NTLMSSP\0\x03\0\0\0") {
+        return false;
+    }
+    let (Some(nt), Some(domain), Some(user)) = (field(20), field(28), field(36)) else {
+        return false;
+    };
+    if nt.len() <= 24 || nt[16..18] != [1, 1] {
+        return false; // not an NTLMv2 response
+    }
+    let user = String::from_utf16_lossy(
+        &user
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect::<Vec<_>>(),
+    );
+    let nt_hash = openssl_digest(&utf16le(password), None);
+    let mut identity = utf16le(&user.to_uppercase());
+    identity.extend_from_slice(domain);
+    let key = openssl_digest(&identity, Some(&nt_hash));
+    let mut data = hex_decode("0123456789abcdef");
+    data.extend_from_slice(&nt[16..]);
+    user == "u" && openssl_digest(&data, Some(&key)) == nt[..16]
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = B64.iter().position(|&x| x == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }

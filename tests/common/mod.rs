@@ -7,3 +7,4 @@ pub mod fake;
 pub mod mail;
 pub mod popspool;
 pub mod proxy;
+pub mod relay;
