@@ -16,9 +16,12 @@
 # and `dpkg --root` on an empty root cannot satisfy Depends or run the
 # scripts (they chroot into the root, which has no shell).
 #
-# Nothing starts a service: no systemd runs as PID 1 here, so the scripts
-# take their "systemd not running" paths (enable, but no start, stop or
-# daemon-reload), as during an image build.
+# No systemd runs as PID 1 here, so the maintainer scripts take their
+# "systemd not running" paths (enable, but no start, stop or daemon-reload),
+# as during an image build. The service itself is then tried under a real
+# systemd: systemd-nspawn boots a third overlay root with the .deb installed
+# (this machine's own systemd as the container's PID 1) and the test checks
+# that popspool.service comes up in its sandbox and talks sd_notify.
 set -euo pipefail
 
 # The versions the packaging metadata was written and tested against.
@@ -66,6 +69,7 @@ install_tools() {
 	command -v rpm >/dev/null || missing+=(rpm)
 	command -v systemd-analyze >/dev/null || missing+=(systemd)
 	command -v unshare >/dev/null || missing+=(util-linux)
+	command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 	if ((${#missing[@]})); then
 		[[ $(id -u) == 0 ]] || die "run as root to install ${missing[*]}"
 		say "installing ${missing[*]}"
@@ -295,6 +299,77 @@ rpm_install_tests() {
 	absent /etc/systemd/system/multi-user.target.wants/popspool.service
 }
 
+# The .deb installed in a root that boots: systemd-nspawn runs this
+# machine's own systemd as a container's PID 1, which starts popspool.service
+# with its sandbox, its credential and a watchdog. The account's port is
+# closed, so nothing leaves the machine; the point is the unit itself.
+boot_tests() {
+	local deb=$1 base=$scratch/boot out
+	container_pid=
+	mkdir -p "$base/upper" "$base/work" "$base/root"
+	mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
+	R=$base/root
+	mount -t proc proc "$R/proc"
+	mount --rbind /dev "$R/dev"
+	mount -t tmpfs tmpfs "$R/run"
+	mount -t tmpfs tmpfs "$R/tmp"
+	cp "$deb" "$R/tmp/popspool.deb"
+	in_root dpkg -i /tmp/popspool.deb </dev/null >/dev/null
+	umount "$R/tmp" "$R/run"
+	umount -R "$R/dev"
+	umount "$R/proc"
+	# Only popspool among this machine's enabled services.
+	find "$R/etc/systemd/system/multi-user.target.wants" -mindepth 1 ! -name popspool.service -delete
+	printf '[global]\npoll_interval = 1h\n\n[account lab]\nhost = 127.0.0.1\nport = 9\nuser = lab\npassword_file = ${CREDENTIALS_DIRECTORY}/lab.password\n' \
+		>"$R/etc/popspool/popspool.ini"
+	install -m 0600 /dev/null "$R/etc/popspool/lab.password"
+	echo "lab-credential" >"$R/etc/popspool/lab.password"
+	mkdir -p "$R/etc/systemd/system/popspool.service.d"
+	printf '[Service]\nLoadCredential=lab.password:/etc/popspool/lab.password\nWatchdogSec=4s\n' \
+		>"$R/etc/systemd/system/popspool.service.d/test.conf"
+
+	say "boot: systemd-nspawn starts popspool.service"
+	systemd-nspawn -D "$R" --boot --register=no --keep-unit --link-journal=no \
+		--machine="popspool-test-$$" --console=pipe </dev/null >"$base/nspawn.log" 2>&1 &
+	local nspawn=$! deadline=$((SECONDS + 60))
+	# Whatever happens below, the container does not outlive the test:
+	# killing its PID 1 ends every process in it, and then nspawn.
+	trap 'kill -KILL ${container_pid:-'"$nspawn"'} 2>/dev/null || true; wait '"$nspawn"' 2>/dev/null || true' EXIT
+	# The container's PID 1 is nspawn's child.
+	while [[ -z $container_pid ]]; do
+		((SECONDS < deadline)) || die "no container init: $(cat "$base/nspawn.log")"
+		container_pid=$(pgrep -P "$nspawn" -x systemd || true)
+		sleep 0.2
+	done
+	container() { nsenter -t "$container_pid" -a "$@"; }
+	# Active means READY=1 arrived (Type=notify); the status line means a poll ran.
+	until [[ $(container systemctl show popspool -p StatusText --value 2>/dev/null) == *"last poll"* ]]; do
+		((SECONDS < deadline)) || die "popspool.service did not get going: $(container systemctl status popspool --no-pager 2>&1)"
+		sleep 0.5
+	done
+	[[ $(container systemctl is-active popspool) == active ]] || die "popspool.service is not active"
+	out=$(container systemctl show popspool -p StatusText --value)
+	contains "$out" "1 account(s) (1 failing), last poll" "STATUS= line"
+	contains "$out" "lab failed: cannot connect to 127.0.0.1:9 (last tried 127.0.0.1:9): Connection refused" "STATUS= line"
+	container systemctl reload popspool
+	# Longer than WatchdogSec: only the pings keep it alive.
+	sleep 6
+	[[ $(container systemctl show popspool -p NRestarts --value) == 0 ]] ||
+		die "popspool.service was restarted (watchdog?): $(container journalctl -u popspool --no-pager 2>&1)"
+	out=$(container journalctl -u popspool --no-pager)
+	contains "$out" "SIGHUP: configuration reloaded" "journal after systemctl reload"
+	# The credential was read: the poll failed at the connection, not the password.
+	lacks "$out" "password file" "journal"
+	container systemctl stop popspool
+	[[ $(container systemctl show popspool -p Result --value) == success ]] || die "stop: $(container systemctl status popspool --no-pager 2>&1)"
+	container systemctl poweroff || true
+	while kill -0 "$nspawn" 2>/dev/null; do
+		((SECONDS < deadline + 30)) || die "the container did not power off"
+		sleep 0.2
+	done
+	say "boot: ready, status, watchdog, reload, credential and stop work under systemd"
+}
+
 # --- main -------------------------------------------------------------------
 
 if [[ ${1:-} == --tools ]]; then
@@ -306,6 +381,7 @@ if [[ ${1:-} == --in-namespace ]]; then
 	scratch=$2 version=$3
 	deb_install_tests "$4" "$5"
 	rpm_install_tests "$6"
+	boot_tests "$4"
 	exit 0
 fi
 
