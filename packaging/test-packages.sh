@@ -67,6 +67,8 @@ install_tools() {
 	fi
 	local missing=()
 	command -v rpm >/dev/null || missing+=(rpm)
+	# cargo-deb's $auto Depends (libc6, libssl3) come from dpkg-shlibdeps.
+	command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
 	command -v systemd-analyze >/dev/null || missing+=(systemd)
 	command -v unshare >/dev/null || missing+=(util-linux)
 	command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
