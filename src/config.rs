@@ -309,11 +309,11 @@ const MAX_ACCOUNT_NAME: usize = 64;
 const MAX_SHOWN_VALUE: usize = 60;
 
 /// Keys only `[global]` may hold.
-const GLOBAL_KEYS: &[&str] = &["spool", "state_dir", "log_level"];
+pub const GLOBAL_KEYS: &[&str] = &["spool", "state_dir", "log_level"];
 /// Keys of an account. Each may also sit in `[global]` as the default for
 /// every account, except `spool`: there it is the root under which each
 /// account gets its own directory.
-const ACCOUNT_KEYS: &[&str] = &[
+pub const ACCOUNT_KEYS: &[&str] = &[
     "host",
     "port",
     "tls",
@@ -342,7 +342,7 @@ const ACCOUNT_KEYS: &[&str] = &[
 ];
 /// Account keys of features still to come (S/MIME, MDN). The spec wants them
 /// refused by name rather than ignored.
-const LATER_KEYS: &[&str] = &[
+pub const LATER_KEYS: &[&str] = &[
     "smime_cert",
     "smime_key",
     "smime_pkcs12",
@@ -921,7 +921,11 @@ fn parse_value(key: &str, v: &str, base: &Path) -> Result<Val, String> {
             }
             Val::Secret(SecretSource::Inline(Password::new(v.to_owned())))
         }
-        "password_file" => Val::Secret(SecretSource::File(path())),
+        "password_file" => Val::Secret(SecretSource::File(password_file(
+            v,
+            base,
+            std::env::var_os(CREDENTIALS_DIRECTORY).as_deref(),
+        )?)),
         "password_command" => Val::Secret(SecretSource::Command(secret::split_command(v)?)),
         "auth" => Val::Auth(keyword(v, &AuthMethod::ALL)?),
         "allow_plaintext" | "mime" => Val::Bool(boolean(v)?),
@@ -961,6 +965,37 @@ fn parse_value(key: &str, v: &str, base: &Path) -> Result<Val, String> {
         "source_ip" => Val::Ip(v.parse().map_err(|_| "must be an IPv4 or IPv6 address")?),
         _ => return Err("unknown key".into()),
     })
+}
+
+/// The variable systemd sets for a service with `LoadCredential=`: the
+/// directory holding the credentials, readable by the service alone.
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// The path a `password_file` value names. A value starting with
+/// `${CREDENTIALS_DIRECTORY}/` (or `$CREDENTIALS_DIRECTORY/`) is a file in
+/// systemd's credentials directory, `creds`; that prefix is the only
+/// expansion, so any other `$` is part of the file name.
+fn password_file(v: &str, base: &Path, creds: Option<&std::ffi::OsStr>) -> Result<PathBuf, String> {
+    let Some(rest) = ["${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"]
+        .iter()
+        .find_map(|prefix| v.strip_prefix(prefix))
+    else {
+        return Ok(base.join(v));
+    };
+    // Credential names are flat: LoadCredential=NAME:PATH puts NAME in the directory itself.
+    let name = rest
+        .strip_prefix('/')
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .ok_or("must be ${CREDENTIALS_DIRECTORY}/NAME, NAME being a credential's name")?;
+    match creds.map(Path::new) {
+        Some(dir) if dir.is_absolute() => Ok(dir.join(name)),
+        Some(_) => Err("CREDENTIALS_DIRECTORY is not an absolute path".into()),
+        None => Err(
+            "uses ${CREDENTIALS_DIRECTORY}, which is not set: systemd sets it for a service \
+             with LoadCredential=; outside the service set it by hand"
+                .into(),
+        ),
+    }
 }
 
 /// Build one account: its own values, else `[global]`'s, else the defaults.
@@ -1775,6 +1810,55 @@ mod tests {
         }
         let c = cfg(&format!("{m}password = hunter2\n"));
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn password_file_in_the_credentials_directory() {
+        let base = Path::new("/etc/popspool");
+        let creds = Some(std::ffi::OsStr::new("/run/credentials/popspool.service"));
+        let in_creds = Path::new("/run/credentials/popspool.service/sales.password");
+        for v in [
+            "${CREDENTIALS_DIRECTORY}/sales.password",
+            "$CREDENTIALS_DIRECTORY/sales.password",
+        ] {
+            assert_eq!(password_file(v, base, creds).unwrap(), in_creds);
+        }
+        // Nothing else is expanded, with or without the variable set.
+        for creds in [creds, None] {
+            assert_eq!(
+                password_file("pw$HOME/${USER}", base, creds).unwrap(),
+                Path::new("/etc/popspool/pw$HOME/${USER}")
+            );
+            assert_eq!(
+                password_file("/abs/pw", base, creds).unwrap(),
+                Path::new("/abs/pw")
+            );
+        }
+        let unset = password_file("${CREDENTIALS_DIRECTORY}/pw", base, None).unwrap_err();
+        assert!(
+            unset.contains("not set") && unset.contains("LoadCredential="),
+            "{unset}"
+        );
+        let relative = Some(std::ffi::OsStr::new("creds"));
+        let e = password_file("${CREDENTIALS_DIRECTORY}/pw", base, relative).unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+        for bad in [
+            "${CREDENTIALS_DIRECTORY}",
+            "${CREDENTIALS_DIRECTORY}/",
+            "${CREDENTIALS_DIRECTORY}pw",
+            "${CREDENTIALS_DIRECTORY}/../shadow",
+        ] {
+            let e = password_file(bad, base, creds).unwrap_err();
+            assert!(e.contains("${CREDENTIALS_DIRECTORY}/NAME"), "{bad}: {e}");
+        }
+        // In a file, the error names the line and the key.
+        let text = "[account a]\nhost = h\nuser = u\npassword_file = ${CREDENTIALS_DIRECTORY}/\n";
+        check(
+            text,
+            4,
+            Some("password_file"),
+            "${CREDENTIALS_DIRECTORY}/NAME",
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! SIGUSR1 makes every account due now. The signal handlers only set flags
 //! and write a byte to a socket pair, which the scheduler's sleep reads, so
 //! no signal is slept through.
+//!
+//! Under systemd (`Type=notify`) it reports readiness, a status line after
+//! each poll and shutdown, and pings the watchdog before and after each poll
+//! and at least twice per `WatchdogSec=` while idle.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::config::{self, Account, Config};
+use crate::notify::Notifier;
 use crate::poll::{self, Context, Memo};
 use crate::status::{self, Status};
 use crate::timefmt;
@@ -277,7 +282,15 @@ pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals)
         env!("CARGO_PKG_VERSION"),
         slots.len()
     );
+    let systemd = Notifier::from_env();
+    if let Some(n) = &systemd {
+        n.ready();
+        n.status(&format!("{} account(s), no poll yet", slots.len()));
+    }
     loop {
+        if let Some(n) = &systemd {
+            n.watchdog();
+        }
         if signals.stop.load(Ordering::Relaxed) {
             break;
         }
@@ -303,19 +316,68 @@ pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals)
             let slot = slots
                 .get_mut(&acct.name)
                 .expect("slot exists for every selected account");
+            if let Some(n) = &systemd {
+                n.watchdog();
+            }
             poll_and_record(acct, &cfg, &signals.stop, slot);
             slot.due = Instant::now()
                 + next_interval(acct, slot.status.consecutive_failures, slot.permanent);
             write_prom(&cfg, &slots);
+            if let Some(n) = &systemd {
+                n.watchdog();
+                n.status(&status_line(&slots, &acct.name));
+            }
         }
         let next = slots.values().map(|s| s.due).min();
-        let wait = next
+        let mut wait = next
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
+        if let Some(interval) = systemd.as_ref().and_then(Notifier::watchdog_interval) {
+            // Half the interval, as sd_watchdog_enabled(3) advises, so one
+            // late wake-up does not get the service killed.
+            wait = wait.min(interval / 2);
+        }
         signals.sleep(wait);
+    }
+    if let Some(n) = &systemd {
+        n.stopping();
     }
     log::info!("shutting down");
 }
+
+/// `3 account(s) (1 failing), last poll 12:00:01 UTC: sales ok` for
+/// `systemctl status`, after a poll of `polled`.
+fn status_line(slots: &HashMap<String, Slot>, polled: &str) -> String {
+    let failing = slots
+        .values()
+        .filter(|s| s.status.consecutive_failures > 0)
+        .count();
+    let mut line = format!("{} account(s)", slots.len());
+    if failing > 0 {
+        line.push_str(&format!(" ({failing} failing)"));
+    }
+    let Some(st) = slots.get(polled).map(|s| &s.status) else {
+        return line;
+    };
+    if let Some(at) = st.last_poll {
+        // rfc3339 is `YYYY-MM-DDTHH:MM:SSZ`; the time of day is enough here.
+        line.push_str(&format!(
+            ", last poll {} UTC",
+            &timefmt::rfc3339(at)[11..19]
+        ));
+    }
+    match &st.last_error {
+        None => line.push_str(&format!(": {polled} ok")),
+        Some(e) => {
+            let short: String = e.chars().take(STATUS_ERROR_CHARS).collect();
+            line.push_str(&format!(": {polled} failed: {short}"));
+        }
+    }
+    line
+}
+
+/// An error in the status line is cut here; the log has all of it.
+const STATUS_ERROR_CHARS: usize = 120;
 
 fn reload(
     path: &Path,
@@ -365,5 +427,35 @@ mod tests {
         assert_eq!(next_interval(&a, 3, true), Duration::from_secs(480));
         assert_eq!(next_interval(&a, 9, true), Duration::from_secs(3600));
         assert_eq!(next_interval(&a, 1, false), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn status_line_names_the_poll_and_the_failing() {
+        let slot = |name: &str, failures: u32, error: Option<&str>| Slot {
+            due: Instant::now(),
+            memo: Memo::default(),
+            status: Status {
+                account: name.into(),
+                last_poll: Some(1_795_304_466),
+                consecutive_failures: failures,
+                last_error: error.map(String::from),
+                ..Status::default()
+            },
+            permanent: false,
+        };
+        let mut slots = HashMap::new();
+        slots.insert("sales".to_string(), slot("sales", 0, None));
+        slots.insert("hr".to_string(), slot("hr", 2, Some(&"x".repeat(500))));
+        slots.insert("ops".to_string(), slot("ops", 0, None));
+        assert_eq!(
+            status_line(&slots, "sales"),
+            "3 account(s) (1 failing), last poll 23:41:06 UTC: sales ok"
+        );
+        let hr = status_line(&slots, "hr");
+        assert!(
+            hr.starts_with("3 account(s) (1 failing), last poll 23:41:06 UTC: hr failed: xxx"),
+            "{hr}"
+        );
+        assert_eq!(hr.chars().filter(|&c| c == 'x').count(), STATUS_ERROR_CHARS);
     }
 }

@@ -13,7 +13,8 @@
 //! "pending" record in the journal, one rename each into `new/`, fsync of
 //! `new/`, a "delivered" record. Only then are the messages deleted on the
 //! server, and only a `+OK` to `QUIT` lets the journal forget them.
-//! [`status`] records how each poll went for monitoring.
+//! [`status`] records how each poll went for monitoring, and [`notify`]
+//! tells systemd (readiness, status line, watchdog).
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod journal;
 pub mod mime;
+pub mod notify;
 pub mod poll;
 pub mod pop3;
 pub mod probe;

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,18 +47,34 @@ pub struct Spool {
     root: PathBuf,
 }
 
-/// Entries and their files are group-readable so consumers can be added to
-/// the service's group; nobody else sees mail.
-const DIR_MODE: u32 = 0o750;
+/// The spool root and `tmp/`: the service's group may look, not touch.
+const PRIVATE_DIR_MODE: u32 = 0o750;
+/// `new/`, `quarantine/` and every entry: a consumer in the service's group
+/// takes an entry by renaming it away or deleting it, which needs write
+/// access to the directory it leaves and (for a directory moving to another
+/// parent) to the entry itself. Nobody else sees mail.
+const SHARED_DIR_MODE: u32 = 0o770;
+/// Files in an entry: the group reads them; removing them is the entry's
+/// directory's business.
 const FILE_MODE: u32 = 0o640;
 
 impl Spool {
     /// Open (creating if needed) `root` with `tmp/`, `new/` and `quarantine/`.
     pub fn open(root: &Path) -> io::Result<Spool> {
         let mut b = fs::DirBuilder::new();
-        b.recursive(true).mode(DIR_MODE);
-        for sub in ["tmp", "new", "quarantine"] {
-            b.create(root.join(sub))?;
+        b.recursive(true).mode(PRIVATE_DIR_MODE);
+        for (sub, mode) in [
+            ("tmp", PRIVATE_DIR_MODE),
+            ("new", SHARED_DIR_MODE),
+            ("quarantine", SHARED_DIR_MODE),
+        ] {
+            let dir = root.join(sub);
+            if !dir.is_dir() {
+                b.create(&dir)?;
+                // Explicitly, because the umask (0022 under systemd) would
+                // take the group's write bit away.
+                fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
+            }
         }
         Ok(Spool {
             root: root.to_path_buf(),
@@ -83,7 +99,8 @@ impl Spool {
     /// Start a new entry in `tmp/`.
     pub fn begin(&self, id: &str) -> io::Result<Entry> {
         let dir = self.tmp_path(id);
-        fs::DirBuilder::new().mode(DIR_MODE).create(&dir)?;
+        fs::DirBuilder::new().mode(SHARED_DIR_MODE).create(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(SHARED_DIR_MODE))?;
         Ok(Entry {
             dir,
             files: Vec::new(),
@@ -297,6 +314,15 @@ mod tests {
         assert_eq!(sp.tmp_entries().unwrap(), vec![id.clone()]);
         sp.publish(&id, Dest::New).unwrap();
         sp.sync_dir("new").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("new")), 0o770);
+        assert_eq!(mode(&root.join("tmp")), 0o750);
+        assert_eq!(
+            mode(&root.join("new").join(&id)),
+            0o770,
+            "a group member can move it away"
+        );
+        assert_eq!(mode(&root.join("new").join(&id).join("message.eml")), 0o640);
         assert_eq!(
             fs::read(root.join("new").join(&id).join("message.eml")).unwrap(),
             b"hello"

@@ -22,6 +22,7 @@ mod tree;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
@@ -477,6 +478,9 @@ impl Writer<'_> {
         }
         let d = self.dir.join("attachments");
         fs::create_dir(&d)?;
+        // Like the entry around it (see spool.rs): the service's group may
+        // take the entry away, which means deleting what is in here.
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o770))?;
         out.dirs.push("attachments".to_string());
         self.attachments_dir = Some(d.clone());
         Ok(d)
@@ -520,7 +524,12 @@ fn inner_subject(part: &Part<'_>) -> Option<String> {
 }
 
 fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).open(path)
+    // Readable by the service's group (consumers), by nobody else.
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path)
 }
 
 /// Writes decoded attachment bytes while counting and hashing them.

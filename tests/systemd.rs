@@ -1,0 +1,158 @@
+//! What the service does for systemd, with the real binary: sd_notify
+//! messages on NOTIFY_SOCKET (readiness, status, watchdog, stopping), and
+//! `${CREDENTIALS_DIRECTORY}` in `password_file` for `LoadCredential=`.
+//! The variables are set on the child process only.
+
+mod common;
+
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::popspool::{bin, stderr, Setup};
+
+/// An account whose server port is closed: every poll fails at once.
+const CLOSED_PORT_ACCOUNT: &str =
+    "[account lab]\nhost = 127.0.0.1\nport = 9\nuser = u\npassword = p\npoll_interval = 1h\n";
+
+fn recv(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a notification in time");
+    String::from_utf8(buf[..n].to_vec()).unwrap()
+}
+
+#[test]
+fn service_notifies_readiness_status_watchdog_and_stopping() {
+    let s = Setup::new("notify");
+    s.write_config(CLOSED_PORT_ACCOUNT);
+    let path = s.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .env("NOTIFY_SOCKET", &path)
+        // 400 ms: the idle service must ping at least every 200 ms.
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    assert_eq!(recv(&socket), "READY=1");
+    assert_eq!(recv(&socket), "STATUS=1 account(s), no poll yet");
+    // The first poll, bracketed by pings, then its status line.
+    let mut status = String::new();
+    while status.is_empty() {
+        match recv(&socket) {
+            m if m == "WATCHDOG=1" => {}
+            m if m.starts_with("STATUS=") => status = m,
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    assert!(
+        status.starts_with("STATUS=1 account(s) (1 failing), last poll ")
+            && status.contains(" UTC: lab failed: "),
+        "{status}"
+    );
+    // Idle until the next poll in an hour: the watchdog keeps being fed.
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while t0.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(recv(&socket), "WATCHDOG=1");
+        pings += 1;
+    }
+    assert!(pings >= 5, "{pings} pings in 1.5 s");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut last = String::new();
+    while last != "STOPPING=1" {
+        last = recv(&socket);
+        assert!(last == "WATCHDOG=1" || last == "STOPPING=1", "{last}");
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn no_watchdog_pings_when_meant_for_another_process() {
+    let s = Setup::new("notify-pid");
+    s.write_config(CLOSED_PORT_ACCOUNT);
+    let path = s.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        // PID 1 is never the child: the variables were meant for someone else.
+        .env("WATCHDOG_PID", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(recv(&socket), "READY=1");
+    assert_eq!(recv(&socket), "STATUS=1 account(s), no poll yet");
+    assert!(recv(&socket).starts_with("STATUS=1 account(s) (1 failing)"));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let quiet = socket.recv(&mut buf);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        quiet.is_err(),
+        "unexpected {:?}",
+        quiet.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+}
+
+#[test]
+fn password_file_in_the_credentials_directory() {
+    let s = Setup::new("creds");
+    s.write_config(
+        "[account lab]\nhost = 127.0.0.1\nport = 9\nuser = u\n\
+         password_file = ${CREDENTIALS_DIRECTORY}/lab.password\n",
+    );
+    let creds = s.dir.join("credentials");
+    fs::create_dir(&creds).unwrap();
+    fs::write(creds.join("lab.password"), "credential-secret\n").unwrap();
+
+    let out = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .arg("--check")
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", stderr(&out));
+    assert!(stdout.contains("secret   ok"), "{stdout}");
+    assert!(
+        stdout.contains(&creds.join("lab.password").display().to_string()),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("credential-secret"));
+
+    let out = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .arg("--check")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("password_file") && err.contains("CREDENTIALS_DIRECTORY"),
+        "{err}"
+    );
+}
