@@ -683,6 +683,13 @@ mod tests {
     }
 
     #[test]
+    fn full_disk_and_quota_are_recognised() {
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::EDQUOT)));
+        assert!(!is_no_space(&io::Error::from_raw_os_error(libc::EACCES)));
+    }
+
+    #[test]
     fn lock_is_exclusive() {
         let (d, _sp) = dirs("lock");
         let st = d.join("state");
