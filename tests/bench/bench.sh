@@ -89,7 +89,8 @@ if ((quick)); then
 		echo "bench.sh: mpop did not install; quick run with popspool only" >&2
 	fi
 	args=(--runs 1 --scenarios acef --clients "$clients" --msgs 200 --lat-msgs 20
-		--polls 30 --accounts 8 --bad-accounts 2 --f-msgs 3 --f-timeout 2 --tmpfs-size 512m)
+		--polls 30 --accounts 8 --bad-accounts 2 --f-msgs 3 --f-timeout 2 --stall-s 3
+		--tmpfs-size 512m)
 else
 	install_missing mpop fetchmail getmail6 safecat time
 	args=()
