@@ -250,13 +250,19 @@ fn slot_for(cfg: &Config, name: &str) -> Slot {
 pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> u8 {
     let mut slots = HashMap::new();
     let mut code = 0;
-    for acct in selected(cfg, only) {
+    let mut order: Vec<&Account> = selected(cfg, only);
+    for acct in &order {
+        slots.insert(acct.name.clone(), slot_for(cfg, &acct.name));
+    }
+    // As in the service loop: accounts that failed last time go last.
+    order.sort_by_key(|a| slots[&a.name].status.consecutive_failures > 0);
+    for acct in order {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let slot = slots
-            .entry(acct.name.clone())
-            .or_insert_with(|| slot_for(cfg, &acct.name));
+            .get_mut(&acct.name)
+            .expect("slot exists for every selected account");
         match poll_and_record(acct, cfg, stop, slot) {
             Result::Ok => {}
             Result::Failed { local_dir: true } => code = 73,
@@ -308,7 +314,13 @@ pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals)
             .into_iter()
             .filter(|a| slots.get(&a.name).is_some_and(|s| s.due <= now))
             .collect();
-        due.sort_by_key(|a| slots[&a.name].due);
+        // Accounts whose last poll failed go last in a round: a dead or
+        // stalled server then delays only other failing accounts, never the
+        // healthy ones due at the same time.
+        due.sort_by_key(|a| {
+            let slot = &slots[&a.name];
+            (slot.status.consecutive_failures > 0, slot.due)
+        });
         for acct in due {
             if signals.stop.load(Ordering::Relaxed) {
                 break;
@@ -393,6 +405,8 @@ fn reload(
                 slots.entry(n.clone()).or_insert_with(|| slot_for(&new, n));
             }
             log::info!("SIGHUP: configuration reloaded, {} account(s)", slots.len());
+            // The system trust store is read again at the next poll.
+            crate::tls::clear_cache();
             *cfg = new;
         }
         Err(e) => log::error!("SIGHUP: {e}; keeping the previous configuration"),

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,7 +22,7 @@ use crate::auth;
 use crate::config::{Account, Delete, TlsMode};
 use crate::journal::{self, Journal};
 use crate::mime;
-use crate::pop3::{self, Capabilities, Client, Greeting, Session};
+use crate::pop3::{self, Capabilities, Client, Greeting, Retr, Retrieval, Session};
 use crate::secret;
 use crate::spool::{self, Dest, Spool};
 use crate::timefmt;
@@ -41,6 +41,21 @@ const RETR_SLACK_BYTES: u64 = 1 << 20;
 /// deadline trips: 4 KiB/s is a poor GPRS link. Each response also gets the
 /// full `timeout` on top.
 const MIN_RATE_BYTES_PER_SEC: u64 = 4096;
+/// A message up to this size is kept in memory while it streams to
+/// `message.eml`, so decoding does not read it back. Nearly all mail is far
+/// smaller; bigger messages are read back from the page cache, which costs
+/// little next to their download. Only one message is in memory at a time.
+const TEE_MAX_BYTES: usize = 1 << 20;
+/// Free space is checked again once this much has been downloaded since the
+/// last check (and before the first message): a statvfs per small message
+/// costs ~2% of the work, and 1 MiB past the check is nothing next to
+/// `min_free_space` (64 MiB by default).
+const SPACE_CHECK_BYTES: u64 = 1 << 20;
+/// After a shutdown request, how long to keep reading replies already asked
+/// for (pipelined RETRs) so that QUIT can still delete this session's
+/// delivered messages; past it the session is abandoned, and the next poll
+/// deletes them. Well inside systemd's 90 s stop timeout.
+const STOP_DRAIN: Duration = Duration::from_secs(2);
 
 /// What a successful poll did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -322,16 +337,13 @@ fn listing(
     session: &mut Session<Stream>,
     caps: &Capabilities,
 ) -> Result<(Vec<Listed>, bool), Error> {
-    let list = session.list().map_err(Error::Pop3)?;
-    let uidls = if caps.uidl || caps.raw.is_empty() {
-        match session.uidl() {
-            Ok(v) => Some(v),
-            // A -ERR to UIDL means the server has none (RFC 1939: optional).
-            Err(pop3::Error::Server { .. }) => None,
-            Err(e) => return Err(Error::Pop3(e)),
-        }
+    // A -ERR to UIDL means the server has none (RFC 1939: optional).
+    let (list, uidls) = if caps.uidl || caps.raw.is_empty() {
+        session
+            .list_and_uidl(caps.pipelining)
+            .map_err(Error::Pop3)?
     } else {
-        None
+        (session.list().map_err(Error::Pop3)?, None)
     };
     let has_uidl = uidls.is_some();
     // RFC 1939 section 7: a UIDL is 1 to 70 characters in 0x21..=0x7E;
@@ -428,10 +440,11 @@ fn poll_into(
         server: &server,
         batch: Vec::new(),
         batch_bytes: 0,
+        pending: HashSet::new(),
         to_delete: Vec::new(),
         out,
     };
-    let result = run.fetch_all(&mut session, &listed, ctx.stop, memo);
+    let result = run.fetch_all(&mut session, &listed, caps.pipelining, ctx.stop, memo);
     // Whatever happened, entries already complete in tmp/ are published:
     // that is local work and saves downloading them again.
     let committed = run.commit();
@@ -503,6 +516,29 @@ struct Staged {
     bytes: u64,
 }
 
+/// A downloaded message, to be decoded into its entry.
+struct Job {
+    entry: spool::Entry,
+    id: String,
+    fact: journal::Fact,
+    n: u32,
+    uidl: Option<String>,
+    bytes: u64,
+    /// The message, if it was small enough to keep ([`TEE_MAX_BYTES`]).
+    raw: Option<Vec<u8>>,
+}
+
+/// A complete entry, or the failure and the ID of the entry to discard.
+type Done = Result<Staged, Box<(String, Error)>>;
+
+/// What a finished download hands over: size, SHA-256 (the journal keeps
+/// it to recognise content it has delivered) and the message when kept.
+struct Downloaded {
+    bytes: u64,
+    sha: String,
+    raw: Option<Vec<u8>>,
+}
+
 struct Run<'a> {
     acct: &'a Account,
     spool: &'a Spool,
@@ -510,6 +546,8 @@ struct Run<'a> {
     server: &'a str,
     batch: Vec<Staged>,
     batch_bytes: u64,
+    /// Keys and content hashes of the staged messages, not yet committed.
+    pending: HashSet<String>,
     /// (message number, journal key) to DELE once committed.
     to_delete: Vec<(u32, String)>,
     out: &'a mut Outcome,
@@ -520,10 +558,12 @@ impl Run<'_> {
         &mut self,
         session: &mut Session<Stream>,
         listed: &[Listed],
+        pipelining: bool,
         stop: &AtomicBool,
         memo: &mut Memo,
     ) -> Result<(), Error> {
         let now = timefmt::unix_now();
+        let mut wanted = Vec::new();
         for m in listed {
             if let Some(key) = &m.key {
                 match self.journal.delivered(key) {
@@ -562,12 +602,41 @@ impl Run<'_> {
                     continue;
                 }
             }
+            wanted.push(m);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        // RETRs are pipelined when the server allows it (pop3::Retrieval):
+        // the server sends the next messages while this one is decoded and
+        // written. Each message still streams into its own entry, in order.
+        let plan = wanted
+            .iter()
+            .map(|m| Retr {
+                n: m.n,
+                size: m.size,
+                max_bytes: m.size.saturating_mul(2).saturating_add(RETR_SLACK_BYTES),
+                deadline: Some(
+                    self.acct.timeout + Duration::from_secs(m.size / MIN_RATE_BYTES_PER_SEC),
+                ),
+            })
+            .collect();
+        let mut retrieval = session.retrieve(plan, pipelining).map_err(Error::Pop3)?;
+        let mut unchecked = None;
+        for m in wanted {
             if stop.load(Ordering::Relaxed) {
                 self.out.interrupted = true;
                 break;
             }
-            check_space(self.spool, self.acct.min_free_space)?;
-            match self.fetch_one(session, m, stop) {
+            let since = unchecked.map_or(u64::MAX, |b: u64| b.saturating_add(m.size));
+            if since >= SPACE_CHECK_BYTES {
+                check_space(self.spool, self.acct.min_free_space)?;
+                unchecked = Some(0);
+            }
+            unchecked = unchecked.map(|b| b.saturating_add(m.size));
+            match self.fetch_one(&mut retrieval, m, stop) {
+                Ok(Some(job)) => self.take(finish_entry(self.acct, self.server, job))?,
+                Ok(None) => {}
                 // The server refuses this one message (damaged in its store,
                 // or deleted by another session): the rest of the mailbox
                 // must not wait for it. It stays on the server.
@@ -582,28 +651,52 @@ impl Run<'_> {
                         );
                     }
                 }
-                r => r?,
+                Err(e) => return Err(e),
             }
             if self.batch.len() >= BATCH_MESSAGES || self.batch_bytes >= BATCH_BYTES {
                 self.commit()?;
             }
         }
-        Ok(())
+        if self.out.interrupted {
+            // Read what was already asked for, for a little while, so QUIT
+            // can still delete what this session delivered.
+            return retrieval
+                .finish(Some(STOP_DRAIN))
+                .map_err(|_| Error::Interrupted);
+        }
+        retrieval.finish(None).map_err(Error::Pop3)
     }
 
+    /// A decoded entry is staged; a failed one is discarded.
+    fn take(&mut self, done: Done) -> Result<(), Error> {
+        match done {
+            Ok(staged) => {
+                self.batch_bytes += staged.bytes;
+                self.batch.push(staged);
+                Ok(())
+            }
+            Err(failed) => {
+                let (id, e) = *failed;
+                let _ = self.spool.discard(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Downloads the next message into a new entry; returns it for decoding,
+    /// or `None` when it was delivered before (and is dropped).
     fn fetch_one(
         &mut self,
-        session: &mut Session<Stream>,
+        retrieval: &mut Retrieval<'_, Stream>,
         m: &Listed,
         stop: &AtomicBool,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Job>, Error> {
         let id = spool::new_id();
         let mut entry = self.spool.begin(&id).map_err(|source| Error::Spool {
             path: self.spool.tmp_path(&id),
             source,
         })?;
-        let result = self.download(session, m, stop, &mut entry);
-        let (bytes, sha) = match result {
+        let got = match download(retrieval, m, stop, &mut entry) {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.spool.discard(&id);
@@ -611,14 +704,11 @@ impl Run<'_> {
             }
         };
         let fact = journal::Fact {
-            key: m.key.clone().unwrap_or_else(|| journal::hash_key(&sha)),
+            key: m.key.clone().unwrap_or_else(|| journal::hash_key(&got.sha)),
             size: m.size,
-            hash: sha,
+            hash: got.sha,
         };
-        let in_batch = self
-            .batch
-            .iter()
-            .any(|s| s.fact.key == fact.key || s.fact.hash == fact.hash);
+        let in_batch = self.pending.contains(&fact.key) || self.pending.contains(&fact.hash);
         if in_batch || self.journal.has_hash(&fact.hash) {
             // This content was delivered before: a server without UIDL that
             // kept the message after an interrupted QUIT, or one that
@@ -637,105 +727,23 @@ impl Run<'_> {
                     self.to_delete.push((m.n, fact.key));
                 }
             }
-            return Ok(());
+            return Ok(None);
         }
-        let dest = match self.finish_entry(&mut entry, &id, m, bytes) {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = self.spool.discard(&id);
-                return Err(e);
-            }
-        };
-        self.batch_bytes += bytes;
-        self.batch.push(Staged {
+        self.pending.insert(fact.key.clone());
+        self.pending.insert(fact.hash.clone());
+        Ok(Some(Job {
+            entry,
+            id,
             fact,
-            id,
-            dest,
             n: m.n,
-            bytes,
-        });
-        Ok(())
+            uidl: m.uidl.clone(),
+            bytes: got.bytes,
+            raw: got.raw,
+        }))
     }
 
-    /// RETR straight into `message.eml`; returns its size and SHA-256.
-    fn download(
-        &mut self,
-        session: &mut Session<Stream>,
-        m: &Listed,
-        stop: &AtomicBool,
-        entry: &mut spool::Entry,
-    ) -> Result<(u64, String), Error> {
-        let path = entry.dir().join("message.eml");
-        let file = entry.create("message.eml").map_err(|source| Error::Spool {
-            path: path.clone(),
-            source,
-        })?;
-        let mut sink = Sink {
-            inner: BufWriter::with_capacity(64 << 10, file),
-            hasher: openssl::sha::Sha256::new(),
-            stop,
-            local: None,
-        };
-        let limit = m.size.saturating_mul(2).saturating_add(RETR_SLACK_BYTES);
-        let deadline = self.acct.timeout + Duration::from_secs(m.size / MIN_RATE_BYTES_PER_SEC);
-        session.set_response_deadline(Some(deadline));
-        let bytes = match (session.retr(m.n, &mut sink, limit), sink.local.take()) {
-            (Ok(b), _) => b,
-            // The failure was on our side of the sink: the disk, or a shutdown.
-            (Err(_), Some(Local::Stopped)) => return Err(Error::Interrupted),
-            (Err(_), Some(Local::Io(source))) => return Err(Error::Spool { path, source }),
-            (Err(e), None) => return Err(Error::Pop3(e)),
-        };
-        let Sink { inner, hasher, .. } = sink;
-        inner
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all())
-            .map_err(|source| Error::Spool { path, source })?;
-        Ok((bytes, journal::hex(&hasher.finish())))
-    }
-
-    /// Decode, write meta.json and make the entry durable in `tmp/`.
-    fn finish_entry(
-        &mut self,
-        entry: &mut spool::Entry,
-        id: &str,
-        m: &Listed,
-        size: u64,
-    ) -> Result<Dest, Error> {
-        let dir = entry.dir().to_path_buf();
-        let fail = |source: io::Error| Error::Spool {
-            path: dir.clone(),
-            source,
-        };
-        let raw = fs::read(dir.join("message.eml")).map_err(fail)?;
-        let decoded = decode(&raw, self.acct, &dir).map_err(fail)?;
-        drop(raw);
-        let meta = Meta {
-            version: 1,
-            id,
-            account: &self.acct.name,
-            uidl: m.uidl.as_deref(),
-            size,
-            server: self.server,
-            retrieved_at: timefmt::rfc3339(timefmt::unix_now()),
-            decoded: &decoded,
-            smime: None,
-            quarantine: decoded.quarantine.as_deref(),
-        };
-        let mut json = serde_json::to_vec_pretty(&meta).map_err(|e| fail(io::Error::other(e)))?;
-        json.push(b'\n');
-        // meta.json last: its presence means the entry is complete.
-        entry.write_file("meta.json", &json).map_err(fail)?;
-        entry.sync().map_err(fail)?;
-        Ok(if decoded.quarantine.is_some() {
-            Dest::Quarantine
-        } else {
-            Dest::New
-        })
-    }
-
-    /// Publish the staged batch: tmp/ fsync, pending records, renames,
+    /// Publish the staged batch: the entries and tmp/ made durable (one
+    /// round of syncs for all of them), pending records, renames,
     /// destination fsyncs, delivered records. Then the batch may be deleted.
     fn commit(&mut self) -> Result<(), Error> {
         if self.batch.is_empty() {
@@ -745,7 +753,8 @@ impl Run<'_> {
             path: self.spool.root().to_path_buf(),
             source,
         };
-        self.spool.sync_dir("tmp").map_err(spool_err)?;
+        let ids: Vec<&str> = self.batch.iter().map(|s| s.id.as_str()).collect();
+        self.spool.make_durable(&ids).map_err(spool_err)?;
         let now = timefmt::unix_now();
         let items: Vec<(journal::Fact, String, Dest)> = self
             .batch
@@ -768,6 +777,8 @@ impl Run<'_> {
             .mark_delivered(&facts, now)
             .map_err(Error::State)?;
         for s in self.batch.drain(..) {
+            self.pending.remove(&s.fact.key);
+            self.pending.remove(&s.fact.hash);
             log::info!(
                 "{}: message {} ({} bytes) delivered to {}/{}",
                 self.acct.name,
@@ -787,6 +798,106 @@ impl Run<'_> {
         }
         self.batch_bytes = 0;
         Ok(())
+    }
+}
+
+/// The next RETR straight into `message.eml`, and its SHA-256.
+fn download(
+    retrieval: &mut Retrieval<'_, Stream>,
+    m: &Listed,
+    stop: &AtomicBool,
+    entry: &mut spool::Entry,
+) -> Result<Downloaded, Error> {
+    let path = entry.dir().join("message.eml");
+    let file = entry.create("message.eml").map_err(|source| Error::Spool {
+        path: path.clone(),
+        source,
+    })?;
+    let expect = usize::try_from(m.size).unwrap_or(usize::MAX);
+    let mut sink = Sink {
+        file,
+        buf: Vec::with_capacity(expect.saturating_add(64).min(TEE_MAX_BYTES)),
+        written: 0,
+        tee: true,
+        hasher: openssl::sha::Sha256::new(),
+        stop,
+        local: None,
+    };
+    let bytes = match (retrieval.read_next(&mut sink), sink.local.take()) {
+        (Ok(b), _) => b,
+        // The failure was on our side of the sink: the disk, or a shutdown.
+        (Err(_), Some(Local::Stopped)) => return Err(Error::Interrupted),
+        (Err(_), Some(Local::Io(source))) => return Err(Error::Spool { path, source }),
+        (Err(e), None) => return Err(Error::Pop3(e)),
+    };
+    // Not synced here: the batch is made durable at once in commit().
+    sink.flush()
+        .map_err(|source| Error::Spool { path, source })?;
+    let Sink {
+        buf, tee, hasher, ..
+    } = sink;
+    Ok(Downloaded {
+        bytes,
+        sha: journal::hex(&hasher.finish()),
+        raw: tee.then_some(buf),
+    })
+}
+
+/// Decode and write meta.json; the entry is then complete in `tmp/`, and
+/// made durable with its batch in [`Run::commit`].
+fn finish_entry(acct: &Account, server: &str, job: Job) -> Done {
+    let Job {
+        mut entry,
+        id,
+        fact,
+        n,
+        uidl,
+        bytes,
+        raw,
+    } = job;
+    let dir = entry.dir().to_path_buf();
+    let fail = |source: io::Error| Error::Spool {
+        path: dir.clone(),
+        source,
+    };
+    let result = (|| {
+        let raw = match raw {
+            Some(raw) => raw,
+            None => fs::read(dir.join("message.eml")).map_err(fail)?,
+        };
+        let decoded = decode(&raw, acct, &dir).map_err(fail)?;
+        drop(raw);
+        let meta = Meta {
+            version: 1,
+            id: &id,
+            account: &acct.name,
+            uidl: uidl.as_deref(),
+            size: bytes,
+            server,
+            retrieved_at: timefmt::rfc3339(timefmt::unix_now()),
+            decoded: &decoded,
+            smime: None,
+            quarantine: decoded.quarantine.as_deref(),
+        };
+        let mut json = serde_json::to_vec_pretty(&meta).map_err(|e| fail(io::Error::other(e)))?;
+        json.push(b'\n');
+        // meta.json last: its presence means the entry is complete.
+        entry.write_file("meta.json", &json).map_err(fail)?;
+        Ok(if decoded.quarantine.is_some() {
+            Dest::Quarantine
+        } else {
+            Dest::New
+        })
+    })();
+    match result {
+        Ok(dest) => Ok(Staged {
+            fact,
+            id,
+            dest,
+            n,
+            bytes,
+        }),
+        Err(e) => Err(Box::new((id, e))),
     }
 }
 
@@ -843,15 +954,46 @@ struct Meta<'a> {
     quarantine: Option<&'a str>,
 }
 
-/// Where RETR writes: the file, a running SHA-256, and a shutdown check so
-/// SIGTERM abandons a long download promptly (the message stays on the
-/// server and is fetched again next time). A failure on this side is kept
-/// in `local`, so it is not mistaken for the server's.
-struct Sink<'a, W: Write> {
-    inner: W,
+/// Where RETR writes: the file, through `buf`, which also keeps the whole
+/// message (`tee`) until it passes [`TEE_MAX_BYTES`] and is from then on
+/// only a write buffer; a SHA-256 when the message needs one; and a
+/// shutdown check so SIGTERM abandons a long download promptly (the message
+/// stays on the server and is fetched again next time). A failure on this
+/// side is kept in `local`, so it is not mistaken for the server's.
+struct Sink<'a> {
+    file: fs::File,
+    buf: Vec<u8>,
+    /// Bytes of a kept `buf` already in the file.
+    written: usize,
+    tee: bool,
     hasher: openssl::sha::Sha256,
     stop: &'a AtomicBool,
     local: Option<Local>,
+}
+
+/// Write buffer once a message is too big to keep: few system calls, little memory.
+const SINK_BUF_BYTES: usize = 64 << 10;
+
+impl Sink<'_> {
+    /// Writes out `buf`; a kept message stays in it.
+    fn write_out(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.buf[self.written..])?;
+        if self.tee {
+            self.written = self.buf.len();
+        } else {
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn keep_error(&mut self, e: io::Error) -> io::Error {
+        let copy = match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        };
+        self.local = Some(Local::Io(copy));
+        e
+    }
 }
 
 enum Local {
@@ -859,28 +1001,37 @@ enum Local {
     Io(io::Error),
 }
 
-impl<W: Write> Write for Sink<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl Write for Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.stop.load(Ordering::Relaxed) {
             self.local = Some(Local::Stopped);
             return Err(io::Error::other("shutdown requested"));
         }
-        let n = match self.inner.write(buf) {
-            Ok(n) => n,
-            Err(e) => {
-                let copy = match e.raw_os_error() {
-                    Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(e.kind(), e.to_string()),
-                };
-                self.local = Some(Local::Io(copy));
-                return Err(e);
+        if self.tee && self.buf.len() + data.len() > TEE_MAX_BYTES {
+            // Too big to keep: write out what we have, stream from here on.
+            if let Err(e) = self.write_out() {
+                return Err(self.keep_error(e));
             }
-        };
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+            self.tee = false;
+            self.written = 0;
+            self.buf = Vec::with_capacity(SINK_BUF_BYTES);
+        }
+        self.buf.extend_from_slice(data);
+        if !self.tee && self.buf.len() >= SINK_BUF_BYTES {
+            if let Err(e) = self.write_out() {
+                return Err(self.keep_error(e));
+            }
+        }
+        self.hasher.update(data);
+        Ok(data.len())
     }
+
+    /// Writes out what is buffered (the whole message, if it was kept).
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        match self.write_out() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.keep_error(e)),
+        }
     }
 }
 

@@ -263,16 +263,110 @@ impl Error {
     }
 }
 
-/// Settings for the TLS layer of one account, built once per poll.
+/// Settings for the TLS layer of one account, made once per poll.
 pub struct Tls {
     connector: TlsConnector,
     pin: Option<[u8; 32]>,
 }
 
+/// Connectors kept for reuse, at most. Building one loads the system trust
+/// store (native-tls parses the ~140-certificate bundle twice: ~30 to 60 ms
+/// of CPU on this project's machines, 95% of a poll of a small mailbox), so
+/// each distinct TLS configuration is built once per process. Accounts
+/// usually share one (same `ca_file` or none); 16 covers any sane
+/// configuration, and each holds a parsed trust store (a few hundred KiB).
+const MAX_CACHED_CONNECTORS: usize = 16;
+
+/// What a connector is built from: the files by path and identity (a
+/// replaced or edited file makes a new key, so it is read again), and
+/// whether a pin switches off chain and name checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConnectorKey {
+    ca_file: Option<FileStamp>,
+    client: Option<(FileStamp, FileStamp)>,
+    pinned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
+impl ConnectorKey {
+    /// `None` if a file cannot be looked at: then nothing is cached and
+    /// building reports the problem.
+    fn of(acct: &Account) -> Option<ConnectorKey> {
+        let ca_file = match &acct.ca_file {
+            Some(p) => Some(FileStamp::of(p)?),
+            None => None,
+        };
+        let client = match (&acct.tls_client_cert, &acct.tls_client_key) {
+            (Some(c), Some(k)) => Some((FileStamp::of(c)?, FileStamp::of(k)?)),
+            _ => None,
+        };
+        Some(ConnectorKey {
+            ca_file,
+            client,
+            pinned: acct.tls_fingerprint.is_some(),
+        })
+    }
+}
+
+static CONNECTORS: std::sync::Mutex<Vec<(ConnectorKey, TlsConnector)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Forget every cached connector, so the next poll reads the system trust
+/// store again (SIGHUP does this).
+pub fn clear_cache() {
+    CONNECTORS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
 impl Tls {
-    /// Build the connector from the account's `ca_file`, `tls_fingerprint`
-    /// and client certificate.
+    /// The connector for the account's `ca_file`, `tls_fingerprint` and
+    /// client certificate: the cached one if these files are unchanged,
+    /// else a new one.
     pub fn new(acct: &Account) -> Result<Tls, Error> {
+        let pin = acct.tls_fingerprint;
+        let key = ConnectorKey::of(acct);
+        if let Some(k) = &key {
+            let cache = CONNECTORS.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, c)) = cache.iter().find(|(ck, _)| ck == k) {
+                return Ok(Tls {
+                    connector: c.clone(),
+                    pin,
+                });
+            }
+        }
+        let connector = Self::build(acct)?;
+        if let Some(k) = key {
+            let mut cache = CONNECTORS.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= MAX_CACHED_CONNECTORS {
+                cache.remove(0);
+            }
+            cache.push((k, connector.clone()));
+        }
+        Ok(Tls { connector, pin })
+    }
+
+    fn build(acct: &Account) -> Result<TlsConnector, Error> {
         let mut b = TlsConnector::builder();
         // TLS 1.0 and 1.1 are deprecated (RFC 8996).
         b.min_protocol_version(Some(Protocol::Tlsv12));
@@ -298,15 +392,11 @@ impl Tls {
             b.danger_accept_invalid_certs(true);
             b.danger_accept_invalid_hostnames(true);
         }
-        let connector = b.build().map_err(|e| Error::Handshake {
+        b.build().map_err(|e| Error::Handshake {
             target: acct.host.clone(),
             message: e.to_string(),
             timed_out: false,
             presented: None,
-        })?;
-        Ok(Tls {
-            connector,
-            pin: acct.tls_fingerprint,
         })
     }
 
@@ -771,6 +861,62 @@ mod tests {
     #[test]
     fn hex_colon_format() {
         assert_eq!(hex_colon(&[0xab, 0x01, 0xff]), "AB:01:FF");
+    }
+
+    #[test]
+    fn connectors_are_reused_until_a_file_changes() {
+        let dir = std::env::temp_dir().join(format!("popspool-tls-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let pem = |cn: &str| {
+            let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+            name.append_entry_by_text("CN", cn).unwrap();
+            let name = name.build();
+            let key = openssl::pkey::PKey::from_ec_key(
+                openssl::ec::EcKey::generate(
+                    &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                        .unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let mut b = X509::builder().unwrap();
+            b.set_subject_name(&name).unwrap();
+            b.set_issuer_name(&name).unwrap();
+            b.set_pubkey(&key).unwrap();
+            let now = openssl::asn1::Asn1Time::days_from_now(0).unwrap();
+            let later = openssl::asn1::Asn1Time::days_from_now(1).unwrap();
+            b.set_not_before(&now).unwrap();
+            b.set_not_after(&later).unwrap();
+            b.sign(&key, MessageDigest::sha256()).unwrap();
+            b.build().to_pem().unwrap()
+        };
+        std::fs::write(&ca, pem("one")).unwrap();
+        let mut acct = crate::config::test_account("localhost", 995);
+        acct.ca_file = Some(ca.clone());
+        let key = ConnectorKey::of(&acct).unwrap();
+        Tls::new(&acct).unwrap();
+        let cached = |k: &ConnectorKey| {
+            CONNECTORS
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(ck, _)| ck == k)
+                .count()
+        };
+        assert_eq!(cached(&key), 1);
+        Tls::new(&acct).unwrap();
+        assert_eq!(cached(&key), 1, "reused, not built again");
+        // Replaced (another inode): a new key, read again; a broken file is an error again.
+        std::fs::write(dir.join("new.pem"), b"not pem").unwrap();
+        std::fs::rename(dir.join("new.pem"), &ca).unwrap();
+        assert_ne!(ConnectorKey::of(&acct).unwrap(), key);
+        assert!(matches!(Tls::new(&acct), Err(Error::File { .. })));
+        std::fs::remove_file(&ca).unwrap();
+        assert!(ConnectorKey::of(&acct).is_none());
+        assert!(matches!(Tls::new(&acct), Err(Error::File { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -597,3 +597,66 @@ fn two_processes_never_work_one_account() {
     assert_eq!(status.code(), Some(0));
     assert_exactly_once(&s, "l", &msgs);
 }
+
+/// The same faults with a server that offers PIPELINING, so RETRs and DELEs
+/// are in flight when the connection breaks or a command is refused.
+#[test]
+fn pipelined_session_faults_keep_exactly_once() {
+    // Cut inside message 3 while later RETRs are already asked for.
+    let msgs = messages(8);
+    let srv = FakeServer::start(
+        msgs.clone(),
+        Faults {
+            cut_retr: Some((0, 3, 60)),
+            pipelining: true,
+            ..Faults::default()
+        },
+    );
+    let s = Setup::new("pcut");
+    s.write_config(&srv.account("pcut", ""));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
+    assert_eq!(srv.remaining(), 8, "no QUIT, nothing deleted");
+    let spool = s.account_spool("pcut");
+    assert_eq!(entries(&spool, "new").len(), 2, "the complete ones");
+    assert_eq!(tmp_count(&spool), 0);
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(srv.remaining(), 0);
+    assert_exactly_once(&s, "pcut", &msgs);
+
+    // Every pipelined DELE refused: nothing deleted, nothing delivered twice.
+    let msgs = messages(5);
+    let srv = FakeServer::start(
+        msgs.clone(),
+        Faults {
+            dele_err: Some(0),
+            pipelining: true,
+            ..Faults::default()
+        },
+    );
+    let s = Setup::new("pdele");
+    s.write_config(&srv.account("pdele", ""));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
+    assert_eq!(srv.remaining(), 5);
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    assert_eq!(srv.remaining(), 0);
+    assert_exactly_once(&s, "pdele", &msgs);
+
+    // QUIT dropped without committing: the deletions happen next time.
+    let msgs = messages(6);
+    let srv = FakeServer::start(
+        msgs.clone(),
+        Faults {
+            quit_drop: Some(0),
+            pipelining: true,
+            ..Faults::default()
+        },
+    );
+    let s = Setup::new("pquit");
+    s.write_config(&srv.account("pquit", ""));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
+    assert_eq!(srv.remaining(), 6);
+    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
+    assert_eq!(srv.remaining(), 0);
+    assert_exactly_once(&s, "pquit", &msgs);
+}

@@ -382,9 +382,12 @@ impl Writer<'_> {
         };
         let file = create_new(&self.dir.join(name))?;
         out.files.push(name.to_string());
-        let mut sink = TextSink::new(
+        // Buffers sized to the part: a few KiB for most bodies, not 64 KiB each.
+        let len = part.body.len();
+        let mut sink = TextSink::for_input(
             encoding,
-            io::BufWriter::with_capacity(transfer::CHUNK, file),
+            io::BufWriter::with_capacity(len.saturating_mul(3).clamp(64, transfer::CHUNK), file),
+            len,
         );
         let stats = transfer::decode(&part.cte, part.body, |c| sink.write(c))?;
         let sink = sink.finish()?;

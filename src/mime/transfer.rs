@@ -88,7 +88,7 @@ where
         }
         Cte::Base64 => {
             let mut dec = Base64::default();
-            let mut out = Vec::with_capacity(CHUNK);
+            let mut out = Vec::with_capacity(input.len().min(CHUNK));
             // 4 encoded bytes make at most 3 decoded ones, so CHUNK input
             // bytes never overflow the CHUNK output buffer.
             for chunk in input.chunks(CHUNK) {
@@ -106,7 +106,7 @@ where
             stats.dangling = dec.dangling;
         }
         Cte::QuotedPrintable => {
-            let mut out = Vec::with_capacity(CHUNK + 1024);
+            let mut out = Vec::with_capacity(input.len().min(CHUNK) + 1024);
             let mut pos = 0;
             while pos < input.len() {
                 let (line, eol, next) = next_line(input, pos);

@@ -13,6 +13,9 @@ pub struct Written {
     pub bytes: Vec<u8>,
     /// How many `write` calls carried data.
     pub calls: usize,
+    /// In [`MockStream::gated`] mode: the most commands ever written whose
+    /// replies had not been read to their last byte (the pipelining window).
+    pub max_ahead: usize,
 }
 
 /// Reads come from a script; writes are captured. When the script runs out,
@@ -24,6 +27,10 @@ pub struct MockStream {
     one_byte: bool,
     end: Option<io::ErrorKind>,
     delay: Option<Duration>,
+    /// Gated mode: where the greeting ends and where each reply ends in
+    /// `script`; reply `i` can be read only once the client has written
+    /// `i + 1` command lines.
+    gates: Option<(usize, Vec<usize>)>,
 }
 
 impl MockStream {
@@ -35,7 +42,26 @@ impl MockStream {
             one_byte: false,
             end: None,
             delay: None,
+            gates: None,
         }
+    }
+
+    /// A server that answers only what it was asked: `greeting` is readable
+    /// at once, `replies[i]` once the client has sent its `i + 1`th command
+    /// line, as with a real server. Reading when nothing is released is an
+    /// error (`WouldBlock`: a real server would leave the client waiting
+    /// forever), and [`Written::max_ahead`] records how far the client ran
+    /// ahead of the replies.
+    pub fn gated(greeting: &[u8], replies: &[&[u8]]) -> Self {
+        let mut ends = Vec::new();
+        let mut end = greeting.len();
+        for r in replies {
+            end += r.len();
+            ends.push(end);
+        }
+        let mut s = Self::new([&[greeting][..], replies].concat().concat());
+        s.gates = Some((greeting.len(), ends));
+        s
     }
 
     /// Each read returns at most one byte, to exercise every split.
@@ -67,7 +93,21 @@ impl Read for MockStream {
         if let Some(delay) = self.delay {
             thread::sleep(delay);
         }
-        let left = &self.script[self.pos..];
+        let mut limit = self.script.len();
+        if let Some((greeting, gates)) = &self.gates {
+            let asked = count_lines(&self.written.borrow().bytes);
+            limit = match asked {
+                0 => *greeting,
+                n => gates.get(n - 1).copied().unwrap_or(self.script.len()),
+            };
+            if self.pos >= limit && limit < self.script.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "client waits for a reply to a command it has not sent",
+                ));
+            }
+        }
+        let left = &self.script[self.pos..limit];
         if left.is_empty() {
             return match self.end {
                 Some(kind) => Err(io::Error::new(kind, "scripted error")),
@@ -84,6 +124,10 @@ impl Read for MockStream {
     }
 }
 
+fn count_lines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| **b == b'\n').count()
+}
+
 impl Write for MockStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut w = self.written.borrow_mut();
@@ -91,6 +135,12 @@ impl Write for MockStream {
             w.calls += 1;
         }
         w.bytes.extend_from_slice(buf);
+        if let Some((_, gates)) = &self.gates {
+            // Replies read to their last byte are answered; the rest are in flight.
+            let answered = gates.iter().filter(|end| **end <= self.pos).count();
+            let ahead = count_lines(&w.bytes).saturating_sub(answered);
+            w.max_ahead = w.max_ahead.max(ahead);
+        }
         Ok(buf.len())
     }
 

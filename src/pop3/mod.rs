@@ -59,11 +59,27 @@ const MAX_CAPA_LINES: usize = 1000;
 /// this is what a RETR costs in memory whatever the message size.
 const READ_BUF_SIZE: usize = 16 * 1024;
 
-/// DELE commands written at once when pipelining (RFC 2449 §6.6). Client and
-/// server deadlock if both block writing into full socket buffers; 64 DELEs
-/// are about 1 KiB, which any send buffer takes without waiting for the
-/// server to read, so we always get to reading the replies.
-const PIPELINE_WINDOW: usize = 64;
+/// RETR commands in flight when pipelining (RFC 2449 §6.6). Client and
+/// server deadlock if both block writing into full socket buffers; we
+/// write only these short commands (at most ~3 KiB at once), which any
+/// send buffer takes without waiting for the server to read, and read
+/// replies as they come. With half the window topped up at a time, 128 to
+/// 256 requests are in flight: 4 KiB messages over a 50 ms round trip then
+/// arrive at ~15 MiB/s, so latency costs two or three round trips for a
+/// few hundred messages instead of one per message.
+pub const PIPELINE_WINDOW: usize = 256;
+
+/// DELE commands in flight when pipelining: they are ~12 bytes and their
+/// replies ~30, so 512 of them (~6 KiB written, ~15 KiB answered) still
+/// fit the smallest socket buffers with room to spare, and a whole
+/// mailbox is deleted in a round trip or two.
+pub const DELE_WINDOW: usize = 512;
+
+/// Announced bytes (LIST sizes) of the RETRs in flight, at most; a larger
+/// message goes alone. Bounds how much a shutdown has to read and discard
+/// before it can send QUIT (see [`Retrieval::finish`]), and what the server
+/// queues towards us. 1 MiB per 50 ms round trip is still 20 MiB/s.
+pub const PIPELINE_WINDOW_BYTES: u64 = 1 << 20;
 
 /// Challenges allowed in one AUTH exchange. Real mechanisms need at most
 /// three; a server that keeps challenging must not hold us (lettre also stops at 10).
@@ -314,6 +330,19 @@ impl<S: Read + Write> Conn<S> {
             .write_all(bytes)
             .and_then(|()| stream.flush())
             .map_err(net_error)
+    }
+
+    /// Several commands in one write (pipelining); nothing is written for none.
+    fn write_commands<'c>(&mut self, cmds: impl IntoIterator<Item = Command<'c>>) -> Result<()> {
+        let mut batch = Vec::new();
+        for cmd in cmds {
+            batch.extend(cmd.to_bytes()?);
+            trace!("C: {}", cmd.redacted());
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write_raw(&batch)
     }
 
     fn begin_response(&mut self) {
@@ -693,6 +722,33 @@ impl<S: Read + Write> Session<S> {
         })
     }
 
+    /// LIST, then UIDL as [`uidl`](Self::uidl) does, except that a `-ERR`
+    /// to UIDL (the server has none: RFC 1939 makes it optional) is `None`.
+    /// With `pipelined` both go out in one write: one round trip, not two.
+    pub fn list_and_uidl(&mut self, pipelined: bool) -> Result<(SizeListing, Option<UidListing>)> {
+        if !pipelined {
+            let list = self.list()?;
+            return match self.uidl() {
+                Ok(u) => Ok((list, Some(u))),
+                Err(Error::Server { .. }) => Ok((list, None)),
+                Err(e) => Err(e),
+            };
+        }
+        self.conn.exec(|c| {
+            c.write_commands([Command::List(None), Command::Uidl(None)])?;
+            // A -ERR to LIST still leaves UIDL's reply to read.
+            let list = c
+                .read_status("LIST")
+                .and_then(|_| c.read_listing("LIST", c.limits.entries, proto::parse_list_entry));
+            let uidl = match c.read_status("UIDL") {
+                Ok(_) => Some(c.read_listing("UIDL", c.limits.entries, proto::parse_uidl_entry)?),
+                Err(Error::Server { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            Ok((list?, uidl))
+        })
+    }
+
     /// `LIST n`: the size of message `n`.
     pub fn list_one(&mut self, n: u32) -> Result<u64> {
         self.conn.exec(|c| {
@@ -748,42 +804,82 @@ impl<S: Read + Write> Session<S> {
 
     /// DELE for each message, stopping at the first `-ERR` (returned).
     ///
-    /// With `pipelined` (only if CAPA listed PIPELINING) the commands go out
-    /// in batches of 64, each in one write, before their replies are read;
-    /// after a `-ERR` the rest of that batch's replies are still read, so the
-    /// session stays usable, and later batches are not sent.
+    /// With `pipelined` (only if CAPA listed PIPELINING) up to
+    /// [`DELE_WINDOW`] commands are in flight: the first window goes out
+    /// in one write, and whenever half of it has been answered the next half
+    /// follows, so the server never waits for us. After a `-ERR` nothing more
+    /// is sent, the replies already asked for are still read (the session
+    /// stays usable), and the first `-ERR` is returned.
     pub fn dele_many(&mut self, msgs: &[u32], pipelined: bool) -> Result<()> {
         if !pipelined {
             return msgs.iter().try_for_each(|&n| self.dele(n));
         }
+        self.dele_windowed(msgs, DELE_WINDOW)
+    }
+
+    fn dele_windowed(&mut self, msgs: &[u32], size: usize) -> Result<()> {
         self.conn.exec(|c| {
             // Check every number first so a bad one cannot leave a batch half sent.
             for &n in msgs {
                 Command::Dele(n).to_bytes()?;
             }
-            for window in msgs.chunks(PIPELINE_WINDOW) {
-                let mut batch = Vec::new();
-                for &n in window {
-                    let cmd = Command::Dele(n);
-                    trace!("C: {}", cmd.redacted());
-                    batch.extend(cmd.to_bytes()?);
+            let mut window = Window::new(size, u64::MAX);
+            let mut refused = None;
+            while window.answered < msgs.len() {
+                if refused.is_none() {
+                    let send = window.admit(msgs.len(), |_| 0);
+                    c.write_commands(msgs[send].iter().map(|&n| Command::Dele(n)))?;
                 }
-                c.write_raw(&batch)?;
-                let mut refused = None;
-                for _ in window {
-                    match c.read_status("DELE") {
-                        Ok(_) => {}
-                        Err(e @ Error::Server { .. }) => {
-                            refused.get_or_insert(e);
-                        }
-                        Err(e) => return Err(e),
+                if window.in_flight() == 0 {
+                    break;
+                }
+                match c.read_status("DELE") {
+                    Ok(_) => {}
+                    Err(e @ Error::Server { .. }) => {
+                        refused.get_or_insert(e);
                     }
+                    Err(e) => return Err(e),
                 }
-                if let Some(e) = refused {
-                    return Err(e);
-                }
+                window.answer(0);
             }
-            Ok(())
+            refused.map_or(Ok(()), Err)
+        })
+    }
+
+    /// RETR for each message of `plan`, in order, read back one at a time
+    /// with [`Retrieval::read_next`].
+    ///
+    /// With `pipelined` (only if CAPA listed PIPELINING) up to
+    /// [`PIPELINE_WINDOW`] RETRs, announcing at most
+    /// [`PIPELINE_WINDOW_BYTES`] between them, are in flight, topped up in
+    /// one write whenever half the window has been answered; otherwise one
+    /// at a time (lock-step). Bodies still stream straight into the caller's
+    /// sink, one after the other, so memory does not grow with the window.
+    pub fn retrieve(&mut self, plan: Vec<Retr>, pipelined: bool) -> Result<Retrieval<'_, S>> {
+        let (size, bytes) = match pipelined {
+            true => (PIPELINE_WINDOW, PIPELINE_WINDOW_BYTES),
+            false => (1, u64::MAX),
+        };
+        self.retrieve_windowed(plan, size, bytes)
+    }
+
+    fn retrieve_windowed(
+        &mut self,
+        plan: Vec<Retr>,
+        size: usize,
+        bytes: u64,
+    ) -> Result<Retrieval<'_, S>> {
+        self.conn.exec(|_| {
+            // Every number is checked before any is sent.
+            plan.iter()
+                .try_for_each(|r| Command::Retr(r.n).to_bytes().map(drop))
+        })?;
+        let saved_deadline = self.conn.deadline;
+        Ok(Retrieval {
+            conn: &mut self.conn,
+            plan,
+            window: Window::new(size.max(1), bytes),
+            saved_deadline,
         })
     }
 
@@ -803,6 +899,179 @@ impl<S: Read + Write> Session<S> {
     /// trust the next UIDL listing.
     pub fn quit(mut self) -> Result<()> {
         self.conn.exec(|c| c.command(&Command::Quit)).map(drop)
+    }
+}
+
+/// A LIST listing: `(message number, size)`.
+pub type SizeListing = Vec<(u32, u64)>;
+
+/// A UIDL listing: `(message number, unique-id)`.
+pub type UidListing = Vec<(u32, Uid)>;
+
+/// One message of a [`Session::retrieve`] plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retr {
+    /// The message number.
+    pub n: u32,
+    /// Its size as LIST announced it: what the byte window counts.
+    pub size: u64,
+    /// Most body bytes accepted, as for [`Session::retr`].
+    pub max_bytes: u64,
+    /// The deadline for its whole reply (see [`Session::set_response_deadline`]).
+    pub deadline: Option<Duration>,
+}
+
+/// The sliding window of a pipelined run: which commands are sent and
+/// which are answered. Commands go out in order; `answered <= sent`.
+#[derive(Debug)]
+struct Window {
+    size: usize,
+    bytes: u64,
+    sent: usize,
+    answered: usize,
+    bytes_in_flight: u64,
+}
+
+impl Window {
+    fn new(size: usize, bytes: u64) -> Self {
+        Self {
+            size,
+            bytes,
+            sent: 0,
+            answered: 0,
+            bytes_in_flight: 0,
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.sent - self.answered
+    }
+
+    /// The commands (indexes below `total`) to send now. Nothing while more
+    /// than half the window is in flight, so commands go out in batches
+    /// (one write, one TLS record) instead of one per reply; then as many as
+    /// fit the count and the byte bound, always at least one when nothing is
+    /// in flight, so a message larger than the byte bound still goes alone.
+    fn admit(&mut self, total: usize, cost: impl Fn(usize) -> u64) -> std::ops::Range<usize> {
+        let start = self.sent;
+        if self.in_flight() * 2 > self.size {
+            return start..start;
+        }
+        while self.sent < total && self.in_flight() < self.size {
+            let c = cost(self.sent);
+            if self.in_flight() > 0 && self.bytes_in_flight.saturating_add(c) > self.bytes {
+                break;
+            }
+            self.bytes_in_flight = self.bytes_in_flight.saturating_add(c);
+            self.sent += 1;
+        }
+        start..self.sent
+    }
+
+    fn answer(&mut self, cost: u64) {
+        self.answered += 1;
+        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(cost);
+    }
+}
+
+/// A run of RETRs from [`Session::retrieve`], read back in plan order.
+///
+/// Dropping it with replies still unread leaves the connection out of step:
+/// the session is then [`Error::Unusable`] (no QUIT, so nothing is deleted).
+/// [`finish`](Self::finish) reads and discards them instead.
+pub struct Retrieval<'a, S: Read + Write> {
+    conn: &'a mut Conn<S>,
+    plan: Vec<Retr>,
+    window: Window,
+    saved_deadline: Option<Duration>,
+}
+
+impl<S: Read + Write> fmt::Debug for Retrieval<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retrieval")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Read + Write> Retrieval<'_, S> {
+    /// The message whose reply [`read_next`](Self::read_next) reads, if any is left.
+    pub fn peek(&self) -> Option<&Retr> {
+        self.plan.get(self.window.answered)
+    }
+
+    /// Announced bytes of the RETRs sent but not yet read.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.window.bytes_in_flight
+    }
+
+    /// Tops up the pipeline, then streams the next message's body, unstuffed,
+    /// into `sink` and returns its length, as [`Session::retr`] does. A
+    /// `-ERR` for this message ([`Error::Server`]) keeps the run in step:
+    /// the next call reads the next message. Any other error makes the
+    /// session unusable.
+    pub fn read_next(&mut self, sink: &mut dyn Write) -> Result<u64> {
+        let Some(&r) = self.peek() else {
+            return Err(Error::Protocol("RETR: no message left to read".into()));
+        };
+        let Self {
+            conn, plan, window, ..
+        } = self;
+        let result = conn.exec(|c| {
+            let send = window.admit(plan.len(), |i| plan[i].size);
+            c.write_commands(plan[send].iter().map(|r| Command::Retr(r.n)))?;
+            c.deadline = r.deadline;
+            c.read_status("RETR")?;
+            c.read_body(sink, r.max_bytes)
+        });
+        // Not counted if the exchange was refused before its RETR went out.
+        if window.in_flight() > 0 {
+            window.answer(r.size);
+        }
+        result
+    }
+
+    /// Stops here: sends nothing more, reads and discards the replies already
+    /// asked for (at most [`PIPELINE_WINDOW_BYTES`] announced, or one larger
+    /// message), so the session can go on to DELE and QUIT. With `within`,
+    /// gives up after that long ([`Error::Timeout`]; the session is then
+    /// unusable).
+    pub fn finish(mut self, within: Option<Duration>) -> Result<()> {
+        let end = within.map(|d| Instant::now() + d);
+        while self.window.in_flight() > 0 {
+            let r = self.plan[self.window.answered];
+            let deadline = match end {
+                None => r.deadline,
+                Some(end) => {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout);
+                    }
+                    Some(r.deadline.map_or(left, |d| d.min(left)))
+                }
+            };
+            let result = self.conn.exec(|c| {
+                c.deadline = deadline;
+                c.read_status("RETR")?;
+                c.read_body(&mut io::sink(), r.max_bytes)
+            });
+            self.window.answer(r.size);
+            match result {
+                Ok(_) | Err(Error::Server { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: Read + Write> Drop for Retrieval<'_, S> {
+    fn drop(&mut self) {
+        if self.window.in_flight() > 0 {
+            // Replies we asked for are still coming: out of step for good.
+            self.conn.unusable = true;
+        }
+        self.conn.deadline = self.saved_deadline;
     }
 }
 
@@ -1354,15 +1623,300 @@ mod tests {
     fn pipelined_dele_goes_in_windows() {
         let msgs: Vec<u32> = (1..=130).collect();
         let (mut s, log) = session(&b"+OK\r\n".repeat(130));
-        s.dele_many(&msgs, true).unwrap();
-        assert_eq!(log.borrow().calls, 3);
+        s.dele_windowed(&msgs, 64).unwrap();
+        // 64 at once, then 32 whenever half the window is answered, then the last 2.
+        assert_eq!(log.borrow().calls, 4);
         assert!(sent(&log).ends_with("DELE 129\r\nDELE 130\r\n"));
+
+        let n = DELE_WINDOW * 2 + 10;
+        let many: Vec<u32> = (1..=n as u32).collect();
+        let ok = b"+OK\r\n".repeat(n);
+        let replies: Vec<&[u8]> = ok.chunks(5).collect();
+        let (mut s, log) = gated_session(&replies);
+        s.dele_many(&many, true).unwrap();
+        assert_eq!(log.borrow().max_ahead, DELE_WINDOW);
+
+        // A -ERR stops the sending; what is in flight is still read.
+        let mut replies = vec![&b"+OK\r\n"[..]; 130];
+        replies[4] = b"-ERR no such message\r\n";
+        let (mut s, log) = gated_session(&replies);
+        let err = s.dele_windowed(&msgs, 64).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Server {
+                command: "DELE",
+                ..
+            }
+        ));
+        assert_eq!(sent(&log).matches("DELE").count(), 64);
 
         let (mut s, log) = session(b"");
         let err = s.dele_many(&[1, 0], true).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)));
         assert_eq!(sent(&log), "");
         s.dele_many(&[], true).unwrap();
+    }
+
+    /// A logged-in session with a server that answers only what was asked
+    /// ([`MockStream::gated`]); the log keeps the login (`USER u`, `PASS p`).
+    fn gated_session(replies: &[&[u8]]) -> (Session<MockStream>, Log) {
+        let mut all: Vec<&[u8]> = vec![b"+OK\r\n", b"+OK logged in\r\n"];
+        all.extend_from_slice(replies);
+        let stream = MockStream::gated(GREETING, &all);
+        let log = stream.written();
+        let (client, _) = Client::connect(stream).unwrap();
+        (client.user_pass("u", &pw("p")).unwrap(), log)
+    }
+
+    fn plan(sizes: &[u64]) -> Vec<Retr> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Retr {
+                n: i as u32 + 1,
+                size,
+                max_bytes: 1 << 20,
+                deadline: None,
+            })
+            .collect()
+    }
+
+    /// `+OK` and a body `<n>-<text>` of message n, dot-stuffed, and what RETR yields.
+    fn retr_reply(n: usize) -> (Vec<u8>, Vec<u8>) {
+        let body = format!("Subject: {n}\r\n\r\n.dot {n}\r\n");
+        let wire = format!(
+            "+OK {} octets\r\nSubject: {n}\r\n\r\n..dot {n}\r\n.\r\n",
+            body.len()
+        );
+        (wire.into_bytes(), body.into_bytes())
+    }
+
+    fn read_all(r: &mut Retrieval<'_, MockStream>) -> Vec<Result<Vec<u8>>> {
+        let mut out = Vec::new();
+        while r.peek().is_some() {
+            let mut body = Vec::new();
+            out.push(r.read_next(&mut body).map(|_| body));
+        }
+        out
+    }
+
+    #[test]
+    fn list_and_uidl_in_one_round_trip() {
+        let list = b"+OK\r\n1 120\r\n2 200\r\n.\r\n";
+        let uidl = b"+OK\r\n1 a\r\n2 b\r\n.\r\n";
+        let want_uidl = vec![(1, Uid::Valid("a".into())), (2, Uid::Valid("b".into()))];
+        for pipelined in [true, false] {
+            let (mut s, log) = gated_session(&[list, uidl, b"+OK\r\n"]);
+            let (l, u) = s.list_and_uidl(pipelined).unwrap();
+            assert_eq!(l, [(1, 120), (2, 200)]);
+            assert_eq!(u.as_ref(), Some(&want_uidl));
+            assert_eq!(log.borrow().max_ahead, if pipelined { 2 } else { 1 });
+            s.noop().unwrap();
+
+            let (mut s, _) = gated_session(&[list, b"-ERR no UIDL here\r\n", b"+OK\r\n"]);
+            assert_eq!(s.list_and_uidl(pipelined).unwrap().1, None);
+            s.noop().unwrap();
+        }
+        // A -ERR to LIST is the error, and the session stays in step.
+        let (mut s, _) = session(b"-ERR busy\r\n+OK\r\n1 a\r\n.\r\n+OK\r\n");
+        assert!(matches!(
+            s.list_and_uidl(true),
+            Err(Error::Server {
+                command: "LIST",
+                ..
+            })
+        ));
+        s.noop().unwrap();
+        // Cut off inside UIDL's listing: out of step.
+        let (mut s, _) = session(b"+OK\r\n.\r\n+OK\r\n1 a\r\n");
+        assert!(matches!(s.list_and_uidl(true), Err(Error::ConnectionLost)));
+        assert!(matches!(s.noop(), Err(Error::Unusable)));
+    }
+
+    #[test]
+    fn pipelined_retr_keeps_a_bounded_window() {
+        let (wires, bodies): (Vec<_>, Vec<_>) = (1..=10).map(retr_reply).unzip();
+        let replies: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+        let (mut s, log) = gated_session(&replies);
+        let mut r = s.retrieve_windowed(plan(&[100; 10]), 4, u64::MAX).unwrap();
+        let got: Vec<Vec<u8>> = read_all(&mut r).into_iter().map(Result::unwrap).collect();
+        drop(r);
+        assert_eq!(got, bodies);
+        s.noop().unwrap_err(); // the gated server has no reply scripted for it
+        let log = log.borrow();
+        assert_eq!(log.max_ahead, 4);
+        let wire = String::from_utf8_lossy(&log.bytes);
+        let retrs: Vec<String> = (1..=10).map(|n| format!("RETR {n}\r\n")).collect();
+        assert_eq!(
+            wire,
+            format!("USER u\r\nPASS p\r\n{}NOOP\r\n", retrs.concat())
+        );
+        // USER, PASS, RETR 1-4, then 5-6, 7-8, 9-10 as half the window frees, NOOP.
+        assert_eq!(log.calls, 2 + 4 + 1);
+    }
+
+    #[test]
+    fn pipelined_retr_counts_announced_bytes() {
+        let (wires, bodies): (Vec<_>, Vec<_>) = (1..=5).map(retr_reply).unzip();
+        let replies: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+        let (mut s, log) = gated_session(&replies);
+        // 400 + 400 fit 1000 bytes; 5000 goes alone; then 10 + 10.
+        let mut r = s
+            .retrieve_windowed(plan(&[400, 400, 400, 5000, 10]), 8, 1000)
+            .unwrap();
+        assert_eq!(r.bytes_in_flight(), 0);
+        let mut first = Vec::new();
+        r.read_next(&mut first).unwrap();
+        assert_eq!(r.bytes_in_flight(), 400);
+        let rest: Vec<Vec<u8>> = read_all(&mut r).into_iter().map(Result::unwrap).collect();
+        assert_eq!([vec![first], rest].concat(), bodies);
+        drop(r);
+        assert_eq!(log.borrow().max_ahead, 2);
+    }
+
+    #[test]
+    fn real_window_and_lock_step() {
+        let n = PIPELINE_WINDOW * 2 + 10;
+        let (wires, bodies): (Vec<_>, Vec<_>) = (1..=n).map(retr_reply).unzip();
+        let replies: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+        for (pipelined, ahead) in [(true, PIPELINE_WINDOW), (false, 1)] {
+            let (mut s, log) = gated_session(&replies);
+            let mut r = s.retrieve(plan(&vec![100; n]), pipelined).unwrap();
+            let got: Vec<Vec<u8>> = read_all(&mut r).into_iter().map(Result::unwrap).collect();
+            drop(r);
+            assert_eq!(got, bodies);
+            assert_eq!(log.borrow().max_ahead, ahead, "pipelined {pipelined}");
+        }
+    }
+
+    #[test]
+    fn pipelined_retr_err_mid_window_keeps_sync() {
+        let (one, body1) = retr_reply(1);
+        let (three, body3) = retr_reply(3);
+        let script = [
+            &one[..],
+            b"-ERR [SYS/TEMP] message 2 vanished\r\n",
+            &three,
+            b"+OK\r\n",
+        ];
+        for one_byte in [false, true] {
+            let (mut s, log) = session_with(&script.concat(), one_byte, Limits::default());
+            let mut r = s.retrieve_windowed(plan(&[100; 3]), 3, u64::MAX).unwrap();
+            let got = read_all(&mut r);
+            drop(r);
+            assert_eq!(got[0].as_ref().unwrap(), &body1);
+            assert!(matches!(
+                got[1],
+                Err(Error::Server {
+                    command: "RETR",
+                    ..
+                })
+            ));
+            assert_eq!(got[2].as_ref().unwrap(), &body3);
+            s.noop().unwrap();
+            assert_eq!(sent(&log), "RETR 1\r\nRETR 2\r\nRETR 3\r\nNOOP\r\n");
+        }
+    }
+
+    #[test]
+    fn pipelined_retr_eof_mid_window() {
+        let (one, body1) = retr_reply(1);
+        let (two, _) = retr_reply(2);
+        for cut in [0, 5, two.len() - 3] {
+            let script = [&one[..], &two[..cut]].concat();
+            let (mut s, _) = session(&script);
+            let mut r = s.retrieve_windowed(plan(&[100; 3]), 3, u64::MAX).unwrap();
+            let mut body = Vec::new();
+            r.read_next(&mut body).unwrap();
+            assert_eq!(body, body1);
+            assert!(matches!(
+                r.read_next(&mut Vec::new()),
+                Err(Error::ConnectionLost)
+            ));
+            assert!(matches!(r.read_next(&mut Vec::new()), Err(Error::Unusable)));
+            drop(r);
+            assert!(matches!(s.noop(), Err(Error::Unusable)), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn pipelined_retr_replies_in_one_read() {
+        // Every reply (and the next command's) arrives in one read, or byte by
+        // byte: each message takes exactly its own bytes.
+        let (wires, bodies): (Vec<_>, Vec<_>) = (1..=6).map(retr_reply).unzip();
+        let script = [wires.concat(), b"+OK 1 2\r\n".to_vec()].concat();
+        for one_byte in [false, true] {
+            let (mut s, log) = session_with(&script, one_byte, Limits::default());
+            let mut r = s.retrieve(plan(&[100; 6]), true).unwrap();
+            let got: Vec<Vec<u8>> = read_all(&mut r).into_iter().map(Result::unwrap).collect();
+            drop(r);
+            assert_eq!(got, bodies);
+            assert_eq!(s.stat().unwrap(), (1, 2));
+            assert_eq!(
+                log.borrow().calls,
+                2,
+                "all six RETRs in one write, then STAT"
+            );
+        }
+    }
+
+    #[test]
+    fn finishing_early_drains_what_was_asked() {
+        let (wires, _) = (1..=5).map(retr_reply).unzip::<_, _, Vec<_>, Vec<_>>();
+        let mut replies: Vec<&[u8]> = wires.iter().take(4).map(Vec::as_slice).collect();
+        replies.push(b"+OK\r\n");
+        let (mut s, log) = gated_session(&replies);
+        let mut r = s.retrieve_windowed(plan(&[100; 5]), 4, u64::MAX).unwrap();
+        r.read_next(&mut Vec::new()).unwrap();
+        r.finish(None).unwrap();
+        s.noop().unwrap();
+        let wire = sent(&log);
+        assert!(
+            wire.ends_with("RETR 1\r\nRETR 2\r\nRETR 3\r\nRETR 4\r\nNOOP\r\n"),
+            "{wire}"
+        );
+
+        // Dropped with replies in flight: out of step, no QUIT possible.
+        let (mut s, _) = gated_session(&replies);
+        let mut r = s.retrieve_windowed(plan(&[100; 5]), 4, u64::MAX).unwrap();
+        r.read_next(&mut Vec::new()).unwrap();
+        drop(r);
+        assert!(matches!(s.noop(), Err(Error::Unusable)));
+    }
+
+    #[test]
+    fn pipelined_retr_checks_numbers_first() {
+        let (mut s, log) = session(b"");
+        let mut bad = plan(&[1, 1]);
+        bad[1].n = 0;
+        assert!(matches!(
+            s.retrieve(bad, true),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(sent(&log), "");
+        let mut r = s.retrieve(Vec::new(), true).unwrap();
+        assert!(r.peek().is_none());
+        assert!(matches!(
+            r.read_next(&mut Vec::new()),
+            Err(Error::Protocol(_))
+        ));
+        r.finish(None).unwrap();
+    }
+
+    #[test]
+    fn pipelined_retr_size_limit_breaks_sync() {
+        let (one, _) = retr_reply(1);
+        let (two, _) = retr_reply(2);
+        let (mut s, _) = session(&[one, two].concat());
+        let mut p = plan(&[100; 2]);
+        p[0].max_bytes = 3;
+        let mut r = s.retrieve(p, true).unwrap();
+        assert!(matches!(
+            r.read_next(&mut Vec::new()),
+            Err(Error::MessageTooLarge { limit: 3 })
+        ));
+        drop(r);
+        assert!(matches!(s.noop(), Err(Error::Unusable)));
     }
 
     #[test]

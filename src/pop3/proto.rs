@@ -476,7 +476,7 @@ impl Unstuffer {
         while i < chunk.len() {
             match self.state {
                 State::Done => break,
-                State::Text => match chunk[i..].iter().position(|b| *b == b'\n') {
+                State::Text => match memchr::memchr(b'\n', &chunk[i..]) {
                     Some(lf) => {
                         i += lf + 1;
                         self.state = State::LineStart;
