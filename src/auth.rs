@@ -226,18 +226,6 @@ impl Mechanism {
 /// names have at most 20, so a longer one is the server's nonsense, cut.
 const MAX_MECHANISM_SHOWN: usize = 24;
 
-const ALL_SASL: [Mech; 9] = [
-    Mech::Plain,
-    Mech::Login,
-    Mech::CramMd5,
-    Mech::ScramSha1,
-    Mech::ScramSha256,
-    Mech::Ntlm,
-    Mech::XOAuth2,
-    Mech::OAuthBearer,
-    Mech::External,
-];
-
 /// What the server offers, in the names of the `auth` key; SASL mechanisms
 /// this version lacks are listed as `NAME (unsupported)`. Server text is
 /// sanitised.
@@ -249,7 +237,7 @@ pub fn offered(greeting: &Greeting, caps: &Capabilities) -> Vec<String> {
         }
     }
     for name in &caps.sasl {
-        match ALL_SASL
+        match Mech::ALL
             .iter()
             .find(|m| m.name().eq_ignore_ascii_case(name))
         {

@@ -144,6 +144,19 @@ pub enum Mech {
 }
 
 impl Mech {
+    /// Every mechanism, in no particular order.
+    pub const ALL: [Mech; 9] = [
+        Mech::Plain,
+        Mech::Login,
+        Mech::CramMd5,
+        Mech::ScramSha1,
+        Mech::ScramSha256,
+        Mech::Ntlm,
+        Mech::XOAuth2,
+        Mech::OAuthBearer,
+        Mech::External,
+    ];
+
     /// The IANA name, as in CAPA `SASL` and `AUTH`.
     pub fn name(self) -> &'static str {
         match self {
@@ -258,17 +271,7 @@ mod tests {
             host: "h",
             port: 995,
         };
-        for mech in [
-            Mech::Plain,
-            Mech::Login,
-            Mech::CramMd5,
-            Mech::ScramSha1,
-            Mech::ScramSha256,
-            Mech::Ntlm,
-            Mech::XOAuth2,
-            Mech::OAuthBearer,
-            Mech::External,
-        ] {
+        for mech in Mech::ALL {
             let mut ex = start(mech, &creds).unwrap();
             let first = ex.initial().unwrap();
             let client_first = !matches!(mech, Mech::Login | Mech::CramMd5);
