@@ -202,9 +202,7 @@ pub fn identity(host: &str, user: &str) -> String {
 }
 
 /// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::sasl::crypto::hex;
 
 impl Record {
     fn fact(&self, key: &str) -> Fact {
@@ -278,9 +276,7 @@ impl Journal {
         for (fact, id, dest) in pending {
             if spool.tmp_path(&id).exists() {
                 spool.publish(&id, dest).map_err(io_err(spool.root()))?;
-                spool
-                    .sync_dir(dest.dir_name())
-                    .map_err(io_err(spool.root()))?;
+                spool.sync_dest(dest).map_err(io_err(spool.root()))?;
                 log::info!("published {id} left pending by an interrupted run");
                 published += 1;
             }
@@ -558,7 +554,7 @@ mod tests {
 
     fn make_entry(sp: &Spool) -> String {
         let id = spool::new_id();
-        let mut e = sp.begin(&id).unwrap();
+        let e = sp.begin(&id).unwrap();
         e.write_file("message.eml", b"x").unwrap();
         id
     }

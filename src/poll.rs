@@ -517,8 +517,8 @@ struct Staged {
 }
 
 /// A downloaded message, to be decoded into its entry.
-struct Job {
-    entry: spool::Entry,
+struct Job<'s> {
+    entry: spool::Entry<'s>,
     id: String,
     fact: journal::Fact,
     n: u32,
@@ -553,7 +553,7 @@ struct Run<'a> {
     out: &'a mut Outcome,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn fetch_all(
         &mut self,
         session: &mut Session<Stream>,
@@ -690,13 +690,13 @@ impl Run<'_> {
         retrieval: &mut Retrieval<'_, Stream>,
         m: &Listed,
         stop: &AtomicBool,
-    ) -> Result<Option<Job>, Error> {
+    ) -> Result<Option<Job<'a>>, Error> {
         let id = spool::new_id();
-        let mut entry = self.spool.begin(&id).map_err(|source| Error::Spool {
+        let entry = self.spool.begin(&id).map_err(|source| Error::Spool {
             path: self.spool.tmp_path(&id),
             source,
         })?;
-        let got = match download(retrieval, m, stop, &mut entry) {
+        let got = match download(retrieval, m, stop, &entry) {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.spool.discard(&id);
@@ -770,7 +770,7 @@ impl Run<'_> {
             dests.insert(s.dest);
         }
         for d in dests {
-            self.spool.sync_dir(d.dir_name()).map_err(spool_err)?;
+            self.spool.sync_dest(d).map_err(spool_err)?;
         }
         let facts: Vec<journal::Fact> = self.batch.iter().map(|s| s.fact.clone()).collect();
         self.journal
@@ -806,7 +806,7 @@ fn download(
     retrieval: &mut Retrieval<'_, Stream>,
     m: &Listed,
     stop: &AtomicBool,
-    entry: &mut spool::Entry,
+    entry: &spool::Entry<'_>,
 ) -> Result<Downloaded, Error> {
     let path = entry.dir().join("message.eml");
     let file = entry.create("message.eml").map_err(|source| Error::Spool {
@@ -845,9 +845,9 @@ fn download(
 
 /// Decode and write meta.json; the entry is then complete in `tmp/`, and
 /// made durable with its batch in [`Run::commit`].
-fn finish_entry(acct: &Account, server: &str, job: Job) -> Done {
+fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> Done {
     let Job {
-        mut entry,
+        entry,
         id,
         fact,
         n,
@@ -865,7 +865,7 @@ fn finish_entry(acct: &Account, server: &str, job: Job) -> Done {
             Some(raw) => raw,
             None => fs::read(dir.join("message.eml")).map_err(fail)?,
         };
-        let decoded = decode(&raw, acct, &dir).map_err(fail)?;
+        let decoded = decode(&raw, acct, &entry).map_err(fail)?;
         drop(raw);
         let meta = Meta {
             version: 1,
@@ -903,7 +903,7 @@ fn finish_entry(acct: &Account, server: &str, job: Job) -> Done {
 
 /// Decode with a last line of defence: a panic inside the MIME code must
 /// not stop the mailbox; the message is still delivered raw.
-fn decode(raw: &[u8], acct: &Account, dir: &Path) -> io::Result<mime::Decoded> {
+fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mime::Decoded> {
     if !acct.mime {
         return Ok(mime::headers_only(raw));
     }
@@ -912,12 +912,12 @@ fn decode(raw: &[u8], acct: &Account, dir: &Path) -> io::Result<mime::Decoded> {
         body_part_content_type: acct.body_part_content_type.clone(),
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        mime::decode(raw, &opts, dir)
+        mime::decode_into(raw, &opts, entry)
     })) {
         Ok(r) => r,
         Err(_) => {
             log::error!("MIME decoder failed on a message; delivering it raw");
-            for e in fs::read_dir(dir)?.flatten() {
+            for e in fs::read_dir(entry.dir())?.flatten() {
                 let name = e.file_name();
                 if name != "message.eml" {
                     let p = e.path();

@@ -25,7 +25,60 @@ pub enum Stream {
     /// Before STLS, or `tls = none`.
     Plain(TcpStream),
     /// After the handshake.
-    Tls(TlsStream<TcpStream>),
+    Tls(TlsStream<Socket>),
+}
+
+/// What OpenSSL reads from and writes to once TLS is up: the TCP socket,
+/// read through a buffer. OpenSSL asks for each record in two reads (the
+/// 5-byte header, then the rest), so unbuffered a 4 KiB message costs about
+/// three recv(2) calls; through the buffer one recv(2) brings whatever the
+/// kernel holds, often several records. Writes go straight through.
+pub struct Socket {
+    tcp: TcpStream,
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+}
+
+/// Four full TLS records (16 KiB of plaintext each, plus overhead): enough
+/// for one recv(2) to carry several messages while pipelining, and small
+/// next to the rest of a session's memory.
+const SOCKET_BUF_BYTES: usize = 64 << 10;
+
+impl Socket {
+    fn new(tcp: TcpStream) -> Socket {
+        Socket {
+            tcp,
+            buf: vec![0; SOCKET_BUF_BYTES].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.len {
+            if out.len() >= self.buf.len() {
+                return self.tcp.read(out);
+            }
+            self.len = self.tcp.read(&mut self.buf)?;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.len - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.tcp.write(data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 impl Stream {
@@ -50,7 +103,7 @@ impl Stream {
     fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Tls(s) => &s.get_ref().tcp,
         }
     }
 
@@ -403,24 +456,27 @@ impl Tls {
     /// Run the handshake over `tcp` for `host`, then check the pin.
     pub fn handshake(&self, host: &str, port: u16, tcp: TcpStream) -> Result<Stream, Error> {
         let target = format!("{host}:{port}");
-        let stream = self.connector.connect(host, tcp).map_err(|e| {
-            let (message, timed_out) = match e {
-                native_tls::HandshakeError::Failure(e) => {
-                    let m = e.to_string();
-                    let t = m.contains("timed out") || m.contains("Resource temporarily");
-                    (m, t)
+        let stream = self
+            .connector
+            .connect(host, Socket::new(tcp))
+            .map_err(|e| {
+                let (message, timed_out) = match e {
+                    native_tls::HandshakeError::Failure(e) => {
+                        let m = e.to_string();
+                        let t = m.contains("timed out") || m.contains("Resource temporarily");
+                        (m, t)
+                    }
+                    // Only a non-blocking socket can be interrupted mid-handshake;
+                    // ours block with a timeout, so this is a timeout.
+                    native_tls::HandshakeError::WouldBlock(_) => ("no answer".to_string(), true),
+                };
+                Error::Handshake {
+                    target: target.clone(),
+                    message,
+                    timed_out,
+                    presented: None,
                 }
-                // Only a non-blocking socket can be interrupted mid-handshake;
-                // ours block with a timeout, so this is a timeout.
-                native_tls::HandshakeError::WouldBlock(_) => ("no answer".to_string(), true),
-            };
-            Error::Handshake {
-                target: target.clone(),
-                message,
-                timed_out,
-                presented: None,
-            }
-        })?;
+            })?;
         let stream = Stream::Tls(stream);
         if let Some(pin) = self.pin {
             let cert = stream.peer_certificate().ok_or_else(|| Error::Handshake {

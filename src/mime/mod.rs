@@ -23,7 +23,7 @@ mod tree;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
 use openssl::sha::Sha256;
@@ -56,6 +56,9 @@ pub const MAX_ATTACHMENTS: usize = 1_000;
 /// Largest decoded report status part or attached header block read for
 /// `report` (those are a few KiB; they are held in memory).
 pub const MAX_REPORT_BYTES: usize = 1 << 20;
+
+/// The entry's subdirectory for attachments (spec §3).
+const ATTACHMENTS_DIR: &str = "attachments";
 
 /// Body-part selection, from the account's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -179,10 +182,46 @@ pub fn headers_only(raw: &[u8]) -> Decoded {
     }
 }
 
+/// Where [`decode_into`] creates an entry's files; names are relative to
+/// the entry (`body.txt`, `attachments`, `attachments/report.pdf`).
+pub trait Files {
+    /// A new file, readable by the service's group; never an existing one.
+    fn create_file(&self, name: &str) -> io::Result<File>;
+    /// A new directory the service's group may empty (see spool.rs).
+    fn create_dir(&self, name: &str) -> io::Result<()>;
+}
+
+/// A plain directory as [`Files`].
+struct DirFiles<'a>(&'a Path);
+
+impl Files for DirFiles<'_> {
+    fn create_file(&self, name: &str) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::spool::FILE_MODE)
+            .open(self.0.join(name))
+    }
+
+    fn create_dir(&self, name: &str) -> io::Result<()> {
+        let d = self.0.join(name);
+        fs::create_dir(&d)?;
+        fs::set_permissions(
+            &d,
+            fs::Permissions::from_mode(crate::spool::SHARED_DIR_MODE),
+        )
+    }
+}
+
 /// `mime = yes`: decodes `raw` and writes the body and attachments into `dir`
-/// (an existing, empty entry directory). Every file is created with
-/// `create_new`. Returns an error only for I/O failures in `dir`.
+/// (an existing, empty entry directory). See [`decode_into`].
 pub fn decode(raw: &[u8], opts: &Options, dir: &Path) -> io::Result<Decoded> {
+    decode_into(raw, opts, &DirFiles(dir))
+}
+
+/// Decodes `raw` and writes the body and attachments through `files`. Every
+/// file is new. Returns an error only for I/O failures in `files`.
+pub fn decode_into(raw: &[u8], opts: &Options, files: &dyn Files) -> io::Result<Decoded> {
     let a = analyze(raw, opts);
     let mut out = Decoded {
         headers: a.headers,
@@ -200,9 +239,9 @@ pub fn decode(raw: &[u8], opts: &Options, dir: &Path) -> io::Result<Decoded> {
     }
     let tree = &a.tree;
     let mut w = Writer {
-        dir,
+        files,
         names: UniqueNames::default(),
-        attachments_dir: None,
+        attachments_dir: false,
     };
     let mut attachment_parts = a.attachments;
     if let Some(b) = a.body {
@@ -347,9 +386,10 @@ fn is_ascii_label(label: &str) -> bool {
 }
 
 struct Writer<'d> {
-    dir: &'d Path,
+    files: &'d dyn Files,
     names: UniqueNames,
-    attachments_dir: Option<PathBuf>,
+    /// Whether `attachments/` exists yet.
+    attachments_dir: bool,
 }
 
 impl Writer<'_> {
@@ -380,7 +420,7 @@ impl Writer<'_> {
         } else {
             "body.txt"
         };
-        let file = create_new(&self.dir.join(name))?;
+        let file = self.files.create_file(name)?;
         out.files.push(name.to_string());
         // Buffers sized to the part: a few KiB for most bodies, not 64 KiB each.
         let len = part.body.len();
@@ -432,29 +472,28 @@ impl Writer<'_> {
             .as_deref()
             .and_then(names::sanitize)
             .unwrap_or_else(generated);
-        let dir = self.attachments_dir(out)?;
-        let (file, name) = loop {
+        self.attachments_dir(out)?;
+        let (file, rel) = loop {
             let name = self.names.claim(&base);
-            let path = dir.join(&name);
             // Defence in depth: whatever sanitize() let through, the file
             // must be a direct child of attachments/.
             let single = {
                 let mut c = Path::new(&name).components();
                 matches!(c.next(), Some(Component::Normal(_))) && c.next().is_none()
             };
-            if !single || path.parent() != Some(dir.as_path()) {
+            if !single {
                 base = format!("part-{leaf}.bin");
                 continue;
             }
-            match create_new(&path) {
-                Ok(f) => break (f, name),
+            let rel = format!("{ATTACHMENTS_DIR}/{name}");
+            match self.files.create_file(&rel) {
+                Ok(f) => break (f, rel),
                 // Only possible if something else writes into the entry;
                 // claim() moves on to the next free name.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
         };
-        let rel = format!("attachments/{name}");
         out.files.push(rel.clone());
         let mut sink = HashingFile::new(file);
         let stats = transfer::decode(&part.cte, part.body, |c| sink.write(c))?;
@@ -475,18 +514,15 @@ impl Writer<'_> {
         })
     }
 
-    fn attachments_dir(&mut self, out: &mut Decoded) -> io::Result<PathBuf> {
-        if let Some(d) = &self.attachments_dir {
-            return Ok(d.clone());
+    fn attachments_dir(&mut self, out: &mut Decoded) -> io::Result<()> {
+        if !self.attachments_dir {
+            // Like the entry around it (see spool.rs): the service's group
+            // may take the entry away, which means deleting what is in here.
+            self.files.create_dir(ATTACHMENTS_DIR)?;
+            out.dirs.push(ATTACHMENTS_DIR.to_string());
+            self.attachments_dir = true;
         }
-        let d = self.dir.join("attachments");
-        fs::create_dir(&d)?;
-        // Like the entry around it (see spool.rs): the service's group may
-        // take the entry away, which means deleting what is in here.
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o770))?;
-        out.dirs.push("attachments".to_string());
-        self.attachments_dir = Some(d.clone());
-        Ok(d)
+        Ok(())
     }
 }
 
@@ -524,15 +560,6 @@ fn inner_subject(part: &Part<'_>) -> Option<String> {
     header::parse_block(head)
         .text("subject")
         .filter(|s| !s.trim().is_empty())
-}
-
-fn create_new(path: &Path) -> io::Result<File> {
-    // Readable by the service's group (consumers), by nobody else.
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o640)
-        .open(path)
 }
 
 /// Writes decoded attachment bytes while counting and hashing them.

@@ -110,9 +110,7 @@ fn compress(state: &mut [u32; 4], block: &[u8]) {
 mod tests {
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::sasl::crypto::hex;
 
     /// RFC 1320 appendix A.5, the whole test suite.
     #[test]
