@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use log::LevelFilter;
 use popspool::config::{self, Config};
-use popspool::{daemon, probe};
+use popspool::{daemon, probe, tls};
 
 const USAGE: &str = "\
 usage: popspool [-c FILE] [--once] [--check] [--probe] [-a NAME]... [--log-level LEVEL]
@@ -164,6 +164,12 @@ fn run(args: Args) -> u8 {
     {
         eprintln!("popspool: no account '{unknown}' in {}", path.display());
         return exit::USAGE;
+    }
+    // popspool is single-threaded (the only threads it starts read a
+    // password_command's pipes), which this needs: see its documentation.
+    match tls::read_system_store_on_demand() {
+        Some(dir) => log::debug!("system trust store: {}, read on demand", dir.display()),
+        None => log::debug!("system trust store: OpenSSL's default paths, read whole"),
     }
     if args.check {
         return probe::check(&cfg, &args.accounts);

@@ -239,19 +239,50 @@ pub fn connect(acct: &Account) -> Result<Connected, Error> {
         TlsMode::None => None,
         _ => Some(tls::Tls::new(acct).map_err(Error::Tls)?),
     };
+    match connect_with(acct, tls_cfg.as_ref()) {
+        Err(Error::Tls(e)) if e.is_verification_failure() => {
+            // Read on demand, the system store is its hashed directory; a
+            // CA found only in the bundle must still be trusted.
+            let whole = tls_cfg.as_ref().and_then(|t| t.whole_store(acct));
+            let Some(whole) = whole else {
+                return Err(explain_tls(acct, e));
+            };
+            let whole = whole.map_err(Error::Tls)?;
+            let r = connect_with(acct, Some(&whole));
+            if r.is_ok() {
+                log::warn!(
+                    "{}: the server's CA is in the system certificate bundle but not in the \
+                     hashed certificate directory; reading the whole bundle from now on \
+                     (run update-ca-certificates or c_rehash to fix the directory)",
+                    acct.name
+                );
+            }
+            r.map_err(|e| match e {
+                Error::Tls(e) => explain_tls(acct, e),
+                e => e,
+            })
+        }
+        Err(Error::Tls(e)) => Err(explain_tls(acct, e)),
+        r => r,
+    }
+}
+
+/// [`connect`] with a given TLS configuration; a failed handshake is
+/// returned as it is, for the caller to explain.
+fn connect_with(acct: &Account, tls_cfg: Option<&tls::Tls>) -> Result<Connected, Error> {
     let tcp =
         tls::connect(&acct.host, acct.port, acct.source_ip, acct.timeout).map_err(Error::Tls)?;
-    let stream = match (&tls_cfg, acct.tls) {
+    let stream = match (tls_cfg, acct.tls) {
         (Some(t), TlsMode::Implicit) => t
             .handshake(&acct.host, acct.port, tcp)
-            .map_err(|e| explain_tls(acct, e))?,
+            .map_err(Error::Tls)?,
         _ => Stream::Plain(tcp),
     };
     let deadline = Some(acct.timeout * 2);
     let (mut client, greeting) =
         Client::connect_with_deadline(stream, deadline).map_err(Error::Pop3)?;
     let mut caps = client.capa().map_err(Error::Pop3)?;
-    if let (Some(t), TlsMode::StartTls) = (&tls_cfg, acct.tls) {
+    if let (Some(t), TlsMode::StartTls) = (tls_cfg, acct.tls) {
         if !caps.stls {
             let _ = client.quit();
             return Err(Error::StlsNotOffered);
@@ -263,7 +294,7 @@ pub fn connect(acct: &Account) -> Result<Connected, Error> {
         };
         let secured = t
             .handshake(&acct.host, acct.port, tcp)
-            .map_err(|e| explain_tls(acct, e))?;
+            .map_err(Error::Tls)?;
         // RFC 2595 section 4: forget the capabilities learned before TLS.
         // The greeting's APOP timestamp is kept: a forged one gains an
         // attacker nothing, since the digest then travels inside TLS.

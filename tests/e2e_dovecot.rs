@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::dovecot::{stored_form, Dovecot};
 use common::mail;
 use common::popspool::{entries, sorted, stderr, tmp_count, Setup};
@@ -281,31 +283,27 @@ fn account_selection_and_check_and_probe() {
 /// A systemd service has no SSL_CERT_FILE/SSL_CERT_DIR: the system store
 /// must be found on its own. In a private mount namespace, /etc/ssl/certs is
 /// replaced by a store that holds the test CA (needs root, as the suite has).
+/// A store without hash links is read whole; a hashed one is read on demand,
+/// and a CA that is in the bundle but missing from the hashed directory is
+/// still trusted (the connection is tried again against the whole bundle).
 #[test]
 fn system_trust_store_is_used_without_ssl_environment() {
     let dc = Dovecot::start();
     add(&dc, "sys");
-    dc.deliver(
-        "sys",
-        &mail::simple(1, "trusted by the system store", "x\n"),
-    );
     let s = Setup::new("sysstore");
     s.write_config(&format!(
         "[account sys]\nhost = localhost\nport = {}\nuser = sys\npassword = secret-sys\n",
         dc.pop3s_port
     ));
-    let store = s.dir.join("certs");
-    std::fs::create_dir_all(&store).unwrap();
-    std::fs::copy(dc.ca_file(), store.join("ca-certificates.crt")).unwrap();
-    let run = |bind: bool| {
-        let script = if bind {
-            "mount --bind \"$1\" /etc/ssl/certs && exec \"$2\" -c \"$3\" --once"
+    let run = |store: Option<&Path>| {
+        let script = if store.is_some() {
+            "mount --bind \"$1\" /etc/ssl/certs && exec \"$2\" -c \"$3\" --once --log-level debug"
         } else {
-            "exec \"$2\" -c \"$3\" --once"
+            "exec \"$2\" -c \"$3\" --once --log-level debug"
         };
         let out = std::process::Command::new("unshare")
             .args(["--mount", "--", "sh", "-c", script, "sh"])
-            .arg(&store)
+            .arg(store.unwrap_or(Path::new("/nonexistent")))
             .arg(common::popspool::bin())
             .arg(&s.config)
             .env_remove("SSL_CERT_FILE")
@@ -315,14 +313,73 @@ fn system_trust_store_is_used_without_ssl_environment() {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         out
     };
+    let hash_of = |pem: &Path| {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-subject_hash", "-in"])
+            .arg(pem)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    // Some other CA of the real system store, under its hash name.
+    let other = std::fs::read_dir("/etc/ssl/certs")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "pem"))
+        .expect("a CA in the system store");
+    let store = |name: &str, bundle: bool, hashed: &[&Path]| {
+        let d = s.dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        if bundle {
+            std::fs::copy(dc.ca_file(), d.join("ca-certificates.crt")).unwrap();
+        }
+        for pem in hashed {
+            std::fs::copy(pem, d.join(format!("{}.0", hash_of(pem)))).unwrap();
+        }
+        d
+    };
+    let mut mail = 0;
+    let mut deliver = || {
+        mail += 1;
+        dc.deliver(
+            "sys",
+            &mail::simple(mail, "trusted by the system store", "x\n"),
+        );
+    };
+    deliver();
     // The real system store does not know the test CA.
-    let out = run(false);
+    let out = run(None);
     assert_eq!(out.status.code(), Some(75));
     assert!(stderr(&out).contains("TLS handshake"));
     assert_eq!(dc.count("sys"), 1);
-    // A system store that does, found without any environment variable.
-    let out = run(true);
+    // A bundle without hash links: read whole.
+    let out = run(Some(&store("bundle", true, &[])));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("read whole"));
     assert_eq!(entries(&s.account_spool("sys"), "new").len(), 1);
     assert_eq!(dc.count("sys"), 0);
+    // A hashed directory with the CA: read on demand.
+    deliver();
+    let out = run(Some(&store("hashed", true, &[&dc.ca_file()])));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("read on demand"));
+    assert!(!stderr(&out).contains("reading the whole bundle"));
+    assert_eq!(entries(&s.account_spool("sys"), "new").len(), 2);
+    // The CA only in the bundle, another one in the hashed directory: the
+    // on-demand lookup misses, the whole bundle is read and trusted.
+    deliver();
+    let out = run(Some(&store("partial", true, &[&other])));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("read on demand"));
+    assert!(stderr(&out).contains("reading the whole bundle"));
+    assert_eq!(entries(&s.account_spool("sys"), "new").len(), 3);
+    // Neither has it: refused, after the second try.
+    deliver();
+    let out = run(Some(&store("neither", false, &[&other])));
+    assert_eq!(out.status.code(), Some(75));
+    assert!(stderr(&out).contains("TLS handshake"));
+    assert!(!stderr(&out).contains("reading the whole bundle"));
+    assert_eq!(dc.count("sys"), 1);
 }
