@@ -473,12 +473,14 @@ fn poll_into(
         batch_bytes: 0,
         pending: HashSet::new(),
         to_delete: Vec::new(),
+        dele_sent: 0,
         out,
     };
     let result = run.fetch_all(&mut session, &listed, caps.pipelining, ctx.stop, memo);
     // Whatever happened, entries already complete in tmp/ are published:
     // that is local work and saves downloading them again.
     let committed = run.commit();
+    let numbers = run.unsent_deletes();
     let to_delete = std::mem::take(&mut run.to_delete);
     match (result, committed) {
         (Err(e), _) => {
@@ -495,7 +497,6 @@ fn poll_into(
         }
         (Ok(()), Ok(())) => {}
     }
-    let numbers: Vec<u32> = to_delete.iter().map(|(n, _)| *n).collect();
     // The last RETR may have stretched the deadline; DELE and QUIT are short.
     session.set_response_deadline(Some(acct.timeout * 2));
     if !numbers.is_empty() {
@@ -581,6 +582,8 @@ struct Run<'a> {
     pending: HashSet<String>,
     /// (message number, journal key) to DELE once committed.
     to_delete: Vec<(u32, String)>,
+    /// How many of `to_delete` have been sent as DELE already.
+    dele_sent: usize,
     out: &'a mut Outcome,
 }
 
@@ -686,6 +689,10 @@ impl<'a> Run<'a> {
             }
             if self.batch.len() >= BATCH_MESSAGES || self.batch_bytes >= BATCH_BYTES {
                 self.commit()?;
+                // Committed: their DELEs travel among the RETRs still
+                // coming, so the server does that work now, not at the end.
+                let numbers = self.unsent_deletes();
+                retrieval.delete(&numbers).map_err(Error::Pop3)?;
             }
         }
         if self.out.interrupted {
@@ -696,6 +703,16 @@ impl<'a> Run<'a> {
                 .map_err(|_| Error::Interrupted);
         }
         retrieval.finish(None).map_err(Error::Pop3)
+    }
+
+    /// Message numbers of `to_delete` not sent yet; from now on they count as sent.
+    fn unsent_deletes(&mut self) -> Vec<u32> {
+        let numbers = self.to_delete[self.dele_sent..]
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        self.dele_sent = self.to_delete.len();
+        numbers
     }
 
     /// A decoded entry is staged; a failed one is discarded.

@@ -30,6 +30,7 @@ pub mod command;
 pub(crate) mod mock;
 pub mod proto;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
@@ -880,6 +881,9 @@ impl<S: Read + Write> Session<S> {
             plan,
             window: Window::new(size.max(1), bytes),
             saved_deadline,
+            pipelined: size > 1,
+            deles: VecDeque::new(),
+            dele_refused: None,
         })
     }
 
@@ -984,6 +988,12 @@ pub struct Retrieval<'a, S: Read + Write> {
     plan: Vec<Retr>,
     window: Window,
     saved_deadline: Option<Duration>,
+    pipelined: bool,
+    /// DELEs sent and not yet answered, each with the number of RETRs sent
+    /// before it: their replies come before those of the RETRs sent after.
+    deles: VecDeque<(usize, u32)>,
+    /// The first `-ERR` to one of [`delete`](Self::delete)'s DELEs.
+    dele_refused: Option<Error>,
 }
 
 impl<S: Read + Write> fmt::Debug for Retrieval<'_, S> {
@@ -1005,6 +1015,69 @@ impl<S: Read + Write> Retrieval<'_, S> {
         self.window.bytes_in_flight
     }
 
+    /// DELE for each message while the run goes on (their messages are safe
+    /// in the spool): pipelined, the commands go out at once in one write
+    /// and their replies are read in turn among the RETRs'; lock-step, each
+    /// is answered before this returns. A `-ERR` does not stop the run: it
+    /// is kept, no further DELE is sent, and [`finish`](Self::finish)
+    /// returns it, so the caller does not QUIT and nothing is deleted.
+    pub fn delete(&mut self, msgs: &[u32]) -> Result<()> {
+        if self.dele_refused.is_some() || msgs.is_empty() {
+            return Ok(());
+        }
+        let Self {
+            conn,
+            window,
+            pipelined,
+            deles,
+            dele_refused,
+            ..
+        } = self;
+        conn.exec(|c| {
+            // Every number is checked before any is sent.
+            for &n in msgs {
+                Command::Dele(n).to_bytes()?;
+            }
+            if !*pipelined {
+                for &n in msgs {
+                    c.send(&Command::Dele(n))?;
+                    if let Err(e) = c.read_status("DELE") {
+                        if !matches!(e, Error::Server { .. }) {
+                            return Err(e);
+                        }
+                        dele_refused.get_or_insert(e);
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+            c.write_commands(msgs.iter().map(|&n| Command::Dele(n)))?;
+            deles.extend(msgs.iter().map(|&n| (window.sent, n)));
+            Ok(())
+        })
+    }
+
+    /// Reads the replies to the DELEs sent before the `retrs`-th RETR went
+    /// out (all of them for `usize::MAX`).
+    fn read_deles(&mut self, retrs: usize) -> Result<()> {
+        while let Some(&(before, _)) = self.deles.front() {
+            if before > retrs {
+                break;
+            }
+            self.deles.pop_front();
+            let refused = &mut self.dele_refused;
+            let r = self.conn.exec(|c| c.read_status("DELE"));
+            match r {
+                Ok(_) => {}
+                Err(e @ Error::Server { .. }) => {
+                    refused.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Tops up the pipeline, then streams the next message's body, unstuffed,
     /// into `sink` and returns its length, as [`Session::retr`] does. A
     /// `-ERR` for this message ([`Error::Server`]) keeps the run in step:
@@ -1014,6 +1087,7 @@ impl<S: Read + Write> Retrieval<'_, S> {
         let Some(&r) = self.peek() else {
             return Err(Error::Protocol("RETR: no message left to read".into()));
         };
+        self.read_deles(self.window.answered)?;
         let Self {
             conn, plan, window, ..
         } = self;
@@ -1039,6 +1113,7 @@ impl<S: Read + Write> Retrieval<'_, S> {
     pub fn finish(mut self, within: Option<Duration>) -> Result<()> {
         let end = within.map(|d| Instant::now() + d);
         while self.window.in_flight() > 0 {
+            self.read_deles(self.window.answered)?;
             let r = self.plan[self.window.answered];
             let deadline = match end {
                 None => r.deadline,
@@ -1061,13 +1136,21 @@ impl<S: Read + Write> Retrieval<'_, S> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        if let Some(end) = end {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() && !self.deles.is_empty() {
+                return Err(Error::Timeout);
+            }
+            self.conn.deadline = Some(left);
+        }
+        self.read_deles(usize::MAX)?;
+        self.dele_refused.take().map_or(Ok(()), Err)
     }
 }
 
 impl<S: Read + Write> Drop for Retrieval<'_, S> {
     fn drop(&mut self) {
-        if self.window.in_flight() > 0 {
+        if self.window.in_flight() > 0 || !self.deles.is_empty() {
             // Replies we asked for are still coming: out of step for good.
             self.conn.unusable = true;
         }
@@ -1787,6 +1870,89 @@ mod tests {
             assert_eq!(got, bodies);
             assert_eq!(log.borrow().max_ahead, ahead, "pipelined {pipelined}");
         }
+    }
+
+    #[test]
+    fn deletes_travel_among_the_retrs() {
+        let (wires, bodies): (Vec<_>, Vec<_>) = (1..=4).map(retr_reply).unzip();
+        // On the wire: RETR 1, RETR 2, DELE 1, RETR 3, DELE 2, RETR 4, DELE 3, DELE 4.
+        let ok: &[u8] = b"+OK\r\n";
+        let replies: Vec<&[u8]> = vec![
+            &wires[0], &wires[1], ok, &wires[2], ok, &wires[3], ok, ok, ok,
+        ];
+        let (mut s, log) = gated_session(&replies);
+        let mut r = s.retrieve_windowed(plan(&[100; 4]), 2, u64::MAX).unwrap();
+        let mut got = Vec::new();
+        for n in 1..=4u32 {
+            let mut body = Vec::new();
+            r.read_next(&mut body).unwrap();
+            got.push(body);
+            r.delete(&[n]).unwrap();
+        }
+        r.finish(None).unwrap();
+        s.noop().unwrap();
+        assert_eq!(got, bodies);
+        assert_eq!(
+            sent(&log).trim_start_matches("USER u\r\nPASS p\r\n"),
+            "RETR 1\r\nRETR 2\r\nDELE 1\r\nRETR 3\r\nDELE 2\r\nRETR 4\r\nDELE 3\r\nDELE 4\r\nNOOP\r\n"
+        );
+
+        // A -ERR to a DELE: the RETRs go on, no DELE is sent once it is read
+        // (DELE 9 went out before), finish reports it, and the session stays
+        // in step (the caller then does not QUIT).
+        let replies: Vec<&[u8]> = vec![
+            &wires[0],
+            &wires[1],
+            b"-ERR [SYS/TEMP] busy\r\n",
+            &wires[2],
+            ok,
+            &wires[3],
+            ok,
+        ];
+        let (mut s, log) = gated_session(&replies);
+        let mut r = s.retrieve_windowed(plan(&[100; 4]), 2, u64::MAX).unwrap();
+        let mut body = Vec::new();
+        r.read_next(&mut body).unwrap();
+        r.delete(&[1]).unwrap();
+        for _ in 2..=4 {
+            body.clear();
+            r.read_next(&mut body).unwrap();
+            r.delete(&[9]).unwrap();
+        }
+        assert!(matches!(
+            r.finish(None),
+            Err(Error::Server {
+                command: "DELE",
+                ..
+            })
+        ));
+        s.noop().unwrap();
+        assert_eq!(
+            sent(&log).trim_start_matches("USER u\r\nPASS p\r\n"),
+            "RETR 1\r\nRETR 2\r\nDELE 1\r\nRETR 3\r\nDELE 9\r\nRETR 4\r\nNOOP\r\n"
+        );
+        // Lock-step: each DELE is answered at once; after a -ERR no more go out.
+        let lock_step: Vec<&[u8]> = vec![&wires[0], b"-ERR no\r\n", &wires[1], ok];
+        let (mut s, log) = gated_session(&lock_step);
+        let mut r = s.retrieve_windowed(plan(&[100; 2]), 1, u64::MAX).unwrap();
+        let mut body = Vec::new();
+        r.read_next(&mut body).unwrap();
+        r.delete(&[1, 2]).unwrap();
+        r.read_next(&mut body).unwrap();
+        assert!(r.finish(None).is_err());
+        s.noop().unwrap();
+        assert_eq!(
+            sent(&log).trim_start_matches("USER u\r\nPASS p\r\n"),
+            "RETR 1\r\nDELE 1\r\nRETR 2\r\nNOOP\r\n"
+        );
+
+        // Dropped with a DELE reply still to come: out of step.
+        let (mut s, _) = gated_session(&[&wires[0], ok, ok]);
+        let mut r = s.retrieve_windowed(plan(&[100]), 2, u64::MAX).unwrap();
+        r.read_next(&mut body).unwrap();
+        r.delete(&[1]).unwrap();
+        drop(r);
+        assert!(matches!(s.noop(), Err(Error::Unusable)));
     }
 
     #[test]
