@@ -23,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod journal;
+pub mod logging;
 pub mod mime;
 pub mod notify;
 pub mod poll;

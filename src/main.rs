@@ -1,6 +1,5 @@
 //! popspool command line: parse flags, load the configuration, run.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -96,30 +95,6 @@ fn parse_args() -> Result<Parsed, String> {
     Ok(Parsed::Run(a))
 }
 
-fn init_logging() {
-    let cfg = simplelog::ConfigBuilder::new()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
-        .set_time_format_rfc3339()
-        .build();
-    // The logger passes everything; `log::set_max_level` is the one filter,
-    // so a reload or --log-level can change it later.
-    // termcolor's "auto" looks only at TERM; journald and pipes get no colour.
-    let color = if std::io::stderr().is_terminal() {
-        simplelog::ColorChoice::Auto
-    } else {
-        simplelog::ColorChoice::Never
-    };
-    let _ = simplelog::TermLogger::init(
-        LevelFilter::Trace,
-        cfg,
-        simplelog::TerminalMode::Stderr,
-        color,
-    );
-    log::set_max_level(LevelFilter::Info);
-}
-
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Parsed::Run(a)) => a,
@@ -136,7 +111,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    init_logging();
+    popspool::logging::init();
     ExitCode::from(run(args))
 }
 

@@ -474,6 +474,7 @@ fn poll_into(
         pending: HashSet::new(),
         to_delete: Vec::new(),
         dele_sent: 0,
+        spare: Vec::new(),
         out,
     };
     let result = run.fetch_all(&mut session, &listed, caps.pipelining, ctx.stop, memo);
@@ -584,6 +585,9 @@ struct Run<'a> {
     to_delete: Vec<(u32, String)>,
     /// How many of `to_delete` have been sent as DELE already.
     dele_sent: usize,
+    /// The last message's buffer, for the next: a few KiB allocated and
+    /// freed per message kept malloc busy (a tenth of the user time).
+    spare: Vec<u8>,
     out: &'a mut Outcome,
 }
 
@@ -669,7 +673,13 @@ impl<'a> Run<'a> {
             }
             unchecked = unchecked.map(|b| b.saturating_add(m.size));
             match self.fetch_one(&mut retrieval, m, stop) {
-                Ok(Some(job)) => self.take(finish_entry(self.acct, self.server, job))?,
+                Ok(Some(job)) => {
+                    let (done, raw) = finish_entry(self.acct, self.server, job);
+                    if let Some(raw) = raw {
+                        self.spare = raw;
+                    }
+                    self.take(done)?
+                }
                 Ok(None) => {}
                 // The server refuses this one message (damaged in its store,
                 // or deleted by another session): the rest of the mailbox
@@ -744,7 +754,8 @@ impl<'a> Run<'a> {
             path: self.spool.tmp_path(&id),
             source,
         })?;
-        let got = match download(retrieval, m, stop, &entry) {
+        let spare = std::mem::take(&mut self.spare);
+        let got = match download(retrieval, m, stop, &entry, spare) {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.spool.discard(&id);
@@ -824,6 +835,8 @@ impl<'a> Run<'a> {
         self.journal
             .mark_delivered(&facts, now)
             .map_err(Error::State)?;
+        // One write for the batch's lines (see logging.rs).
+        let _held = crate::logging::hold();
         for s in self.batch.drain(..) {
             self.pending.remove(&s.fact.key);
             self.pending.remove(&s.fact.hash);
@@ -855,16 +868,19 @@ fn download(
     m: &Listed,
     stop: &AtomicBool,
     entry: &spool::Entry<'_>,
+    mut buf: Vec<u8>,
 ) -> Result<Downloaded, Error> {
-    let path = entry.dir().join("message.eml");
+    let path = || entry.dir().join("message.eml");
     let file = entry.create("message.eml").map_err(|source| Error::Spool {
-        path: path.clone(),
+        path: path(),
         source,
     })?;
     let expect = usize::try_from(m.size).unwrap_or(usize::MAX);
+    buf.clear();
+    buf.reserve(expect.saturating_add(64).min(TEE_MAX_BYTES));
     let mut sink = Sink {
         file,
-        buf: Vec::with_capacity(expect.saturating_add(64).min(TEE_MAX_BYTES)),
+        buf,
         written: 0,
         tee: true,
         hasher: openssl::sha::Sha256::new(),
@@ -875,12 +891,19 @@ fn download(
         (Ok(b), _) => b,
         // The failure was on our side of the sink: the disk, or a shutdown.
         (Err(_), Some(Local::Stopped)) => return Err(Error::Interrupted),
-        (Err(_), Some(Local::Io(source))) => return Err(Error::Spool { path, source }),
+        (Err(_), Some(Local::Io(source))) => {
+            return Err(Error::Spool {
+                path: path(),
+                source,
+            })
+        }
         (Err(e), None) => return Err(Error::Pop3(e)),
     };
     // Not synced here: the batch is made durable at once in commit().
-    sink.flush()
-        .map_err(|source| Error::Spool { path, source })?;
+    sink.flush().map_err(|source| Error::Spool {
+        path: path(),
+        source,
+    })?;
     let Sink {
         buf, tee, hasher, ..
     } = sink;
@@ -892,8 +915,9 @@ fn download(
 }
 
 /// Decode and write meta.json; the entry is then complete in `tmp/`, and
-/// made durable with its batch in [`Run::commit`].
-fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> Done {
+/// made durable with its batch in [`Run::commit`]. Hands the message's
+/// buffer back for reuse.
+fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done, Option<Vec<u8>>) {
     let Job {
         entry,
         id,
@@ -908,13 +932,13 @@ fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> Done {
         path: dir.clone(),
         source,
     };
+    let mut kept = None;
     let result = (|| {
         let raw = match raw {
-            Some(raw) => raw,
-            None => fs::read(dir.join("message.eml")).map_err(fail)?,
+            Some(raw) => kept.insert(raw),
+            None => &fs::read(dir.join("message.eml")).map_err(fail)?,
         };
-        let decoded = decode(&raw, acct, &entry).map_err(fail)?;
-        drop(raw);
+        let decoded = decode(raw, acct, &entry).map_err(fail)?;
         let meta = Meta {
             version: 1,
             id: &id,
@@ -927,7 +951,9 @@ fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> Done {
             smime: None,
             quarantine: decoded.quarantine.as_deref(),
         };
-        let mut json = serde_json::to_vec_pretty(&meta).map_err(|e| fail(io::Error::other(e)))?;
+        // Sized for a typical meta.json, so it is not grown step by step.
+        let mut json = Vec::with_capacity(META_JSON_BYTES);
+        serde_json::to_writer_pretty(&mut json, &meta).map_err(|e| fail(io::Error::other(e)))?;
         json.push(b'\n');
         // meta.json last: its presence means the entry is complete.
         entry.write_file("meta.json", &json).map_err(fail)?;
@@ -937,7 +963,7 @@ fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> Done {
             Dest::New
         })
     })();
-    match result {
+    let done = match result {
         Ok(dest) => Ok(Staged {
             fact,
             id,
@@ -946,8 +972,12 @@ fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> Done {
             bytes,
         }),
         Err(e) => Err(Box::new((id, e))),
-    }
+    };
+    (done, kept)
 }
+
+/// A meta.json with a few headers and no attachments is about 1.2 KiB.
+const META_JSON_BYTES: usize = 2048;
 
 /// Decode with a last line of defence: a panic inside the MIME code must
 /// not stop the mailbox; the message is still delivered raw.

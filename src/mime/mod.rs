@@ -422,13 +422,11 @@ impl Writer<'_> {
         };
         let file = self.files.create_file(name)?;
         out.files.push(name.to_string());
-        // Buffers sized to the part: a few KiB for most bodies, not 64 KiB each.
-        let len = part.body.len();
-        let mut sink = TextSink::for_input(
-            encoding,
-            io::BufWriter::with_capacity(len.saturating_mul(3).clamp(64, transfer::CHUNK), file),
-            len,
-        );
+        // The conversion buffer is sized to the part (a few KiB for most
+        // bodies, at most one CHUNK): a small body is converted and written
+        // in one piece, a large one a buffer-full at a time, so no write
+        // buffer is needed on top.
+        let mut sink = TextSink::for_input(encoding, file, part.body.len());
         let stats = transfer::decode(&part.cte, part.body, |c| sink.write(c))?;
         let sink = sink.finish()?;
         let label = part.label();
