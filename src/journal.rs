@@ -27,7 +27,7 @@
 //! stays proportional to the mailbox.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -324,10 +324,7 @@ impl Journal {
         let mut buf = String::new();
         for (f, id, dest) in items {
             let d = dest.dir_name();
-            buf.push_str(&format!(
-                "P {} {id} {d} {now} {} {}\n",
-                f.key, f.size, f.hash
-            ));
+            let _ = writeln!(buf, "P {} {id} {d} {now} {} {}", f.key, f.size, f.hash);
         }
         self.append(&buf, items.len())?;
         self.sync()?;
@@ -369,10 +366,10 @@ impl Journal {
         if facts.is_empty() {
             return Ok(());
         }
-        let buf: String = facts
-            .iter()
-            .map(|f| format!("D {} {now} {} {}\n", f.key, f.size, f.hash))
-            .collect();
+        let mut buf = String::new();
+        for f in facts {
+            let _ = writeln!(buf, "D {} {now} {} {}", f.key, f.size, f.hash);
+        }
         self.append(&buf, facts.len())?;
         for f in facts {
             // A repeated D for the same content keeps the first delivery
@@ -395,7 +392,10 @@ impl Journal {
         if keys.is_empty() {
             return Ok(());
         }
-        let buf: String = keys.iter().map(|k| format!("F {k}\n")).collect();
+        let mut buf = String::new();
+        for k in &keys {
+            let _ = writeln!(buf, "F {k}");
+        }
         self.append(&buf, keys.len())?;
         for k in keys {
             if let Some(old) = self.records.remove(k) {

@@ -636,10 +636,12 @@ fn canonical_date(date: &str) -> Option<String> {
         .iter()
         .position(|t| t.len() <= 2 && t.bytes().all(|c| c.is_ascii_digit()))?;
     let day: u32 = tokens[day_pos].parse().ok()?;
-    let month = tokens.get(day_pos + 1)?.to_ascii_lowercase();
-    let mi = MONTHS
-        .iter()
-        .position(|m| month.starts_with(&m.to_ascii_lowercase()))?;
+    let month = tokens.get(day_pos + 1)?.as_bytes();
+    let mi = MONTHS.iter().position(|m| {
+        month
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case(m.as_bytes()))
+    })?;
     let year_tok = tokens.get(day_pos + 2)?;
     if !(year_tok.len() == 2 || year_tok.len() == 4) {
         return None;
