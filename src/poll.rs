@@ -585,8 +585,9 @@ struct Run<'a> {
     to_delete: Vec<(u32, String)>,
     /// How many of `to_delete` have been sent as DELE already.
     dele_sent: usize,
-    /// The last message's buffer, for the next: a few KiB allocated and
-    /// freed per message kept malloc busy (a tenth of the user time).
+    /// The last message's buffer, reused for the next: a few KiB per
+    /// message is past malloc's per-thread cache, so each fresh one took
+    /// its slow path.
     spare: Vec<u8>,
     out: &'a mut Outcome,
 }

@@ -112,7 +112,8 @@ fi
 # if that is a tmpfs.
 work=$(mktemp -d /tmp/psb.XXXXXX)
 disk=$(mktemp -d /var/tmp/popspool-bench-disk.XXXXXX)
-chmod 0755 "$work"
+# getmail6 runs as nobody (it refuses root) and must reach its directories.
+chmod 0755 "$work" "$disk"
 cleanup() {
 	rm -rf -- "$work" "$disk"
 }
