@@ -141,7 +141,9 @@ fn run(args: Args) -> u8 {
         return exit::USAGE;
     }
     // popspool is single-threaded (the only threads it starts read a
-    // password_command's pipes), which this needs: see its documentation.
+    // password_command's pipes), which these two need: see their
+    // documentation.
+    popspool::spool::switch_umask_for_entries();
     match tls::read_system_store_on_demand() {
         Some(dir) => log::debug!("system trust store: {}, read on demand", dir.display()),
         None => log::debug!("system trust store: OpenSSL's default paths, read whole"),

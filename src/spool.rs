@@ -18,7 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where a finished entry goes.
@@ -339,6 +339,22 @@ fn kernel_at_least(want: (u32, u32)) -> bool {
     }
 }
 
+/// Set by [`switch_umask_for_entries`].
+static SWITCH_UMASK: AtomicBool = AtomicBool::new(false);
+
+/// From now on, entry files and directories are made under a umask
+/// switched for the duration of their openat(2) or mkdirat(2) instead of
+/// being chmod'ed after it: two trivial system calls instead of a path
+/// lookup and an inode update each.
+///
+/// Only for a single-threaded process: a file another thread created in
+/// that instant would get the switched mask. (popspool's only other threads
+/// read a password_command's pipes and create nothing.) Child processes
+/// never see it: the mask is back before mkdirat returns to us.
+pub fn switch_umask_for_entries() {
+    SWITCH_UMASK.store(true, Ordering::Relaxed);
+}
+
 /// The `*at(2)` calls the spool needs, relative to an open directory.
 #[allow(unsafe_code)]
 mod at {
@@ -360,31 +376,64 @@ mod at {
         }
     }
 
+    /// Runs `make` (which creates one file or directory with `mode`) so
+    /// that the result has exactly `mode`, whatever the umask (0027 in the
+    /// shipped unit would take the group's write bit from directories, a
+    /// user's 0077 would hide files from the group): under a umask switched
+    /// for the call when the process allows it (see
+    /// [`super::switch_umask_for_entries`]), else by setting the mode again
+    /// afterwards with `fix`.
+    fn with_mode<T>(
+        mode: libc::mode_t,
+        make: impl FnOnce() -> io::Result<T>,
+        fix: impl FnOnce(&T) -> io::Result<()>,
+    ) -> io::Result<T> {
+        if super::SWITCH_UMASK.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: umask only swaps the process's mask; see
+            // switch_umask_for_entries for why no other thread is affected.
+            let old = unsafe { libc::umask(!mode & 0o777) };
+            let made = make();
+            // SAFETY: as above.
+            unsafe { libc::umask(old) };
+            return made;
+        }
+        let made = make()?;
+        fix(&made)?;
+        Ok(made)
+    }
+
     /// A new file (never an existing one, never through a symlink), write-only.
     pub fn create_new(dir: &File, rel: &str, mode: u32) -> io::Result<File> {
         let p = c(rel)?;
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
-        // SAFETY: `p` is NUL-terminated and outlives the call; `dir` is open.
-        let fd = loop {
+        let mode = mode as libc::mode_t;
+        let open = || loop {
+            // SAFETY: `p` is NUL-terminated and outlives the call; `dir` is open.
             match check(unsafe { libc::openat(dir.as_raw_fd(), p.as_ptr(), flags, mode) }) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r?,
+                // SAFETY: openat just returned this descriptor; nothing else owns it.
+                r => break r.map(|fd| unsafe { File::from_raw_fd(fd) }),
             }
         };
-        // SAFETY: openat just returned this descriptor; nothing else owns it.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        let fix = |f: &File| {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+        };
+        with_mode(mode, open, fix)
     }
 
-    /// A new directory with exactly `mode`: set again after mkdirat, because
-    /// the umask (0027 in the shipped unit) would take the group's write bit.
+    /// A new directory with exactly `mode`.
     pub fn mkdir(dir: &File, rel: &str, mode: u32) -> io::Result<()> {
         let p = c(rel)?;
-        // SAFETY: as in create_new.
-        check(unsafe { libc::mkdirat(dir.as_raw_fd(), p.as_ptr(), mode as libc::mode_t) })?;
-        // SAFETY: as in create_new; flags 0 follows no symlink here, as the
+        let mode = mode as libc::mode_t;
+        // SAFETY: `p` is NUL-terminated and outlives the call; `dir` is open.
+        let make = || check(unsafe { libc::mkdirat(dir.as_raw_fd(), p.as_ptr(), mode) }).map(drop);
+        // SAFETY: as above; flags 0 follows no symlink here, as the
         // directory was just made by us inside our own tmp/.
-        check(unsafe { libc::fchmodat(dir.as_raw_fd(), p.as_ptr(), mode as libc::mode_t, 0) })?;
-        Ok(())
+        let fix = |_: &()| {
+            check(unsafe { libc::fchmodat(dir.as_raw_fd(), p.as_ptr(), mode, 0) }).map(drop)
+        };
+        with_mode(mode, make, fix)
     }
 
     pub fn rename(from: &File, from_rel: &str, to: &File, to_rel: &str) -> io::Result<()> {

@@ -383,3 +383,55 @@ fn system_trust_store_is_used_without_ssl_environment() {
     assert!(!stderr(&out).contains("reading the whole bundle"));
     assert_eq!(dc.count("sys"), 1);
 }
+
+/// Entries get their documented modes whatever the umask: directories 0770
+/// (the service's group takes them away), files 0640. popspool switches the
+/// umask only around each entry directory's mkdirat; the journal it writes
+/// meanwhile keeps 0600.
+#[test]
+fn entry_modes_hold_under_any_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dc = Dovecot::start();
+    add(&dc, "modes");
+    // The 50th of a mixed set is a multipart with a base64 attachment.
+    let msgs: Vec<Vec<u8>> = mail::mixed(50, 3).into_iter().skip(48).collect();
+    dc.deliver_many("modes", &msgs);
+    let s = Setup::new("modes");
+    s.write_config(&account("modes", &dc, "modes", ""));
+    for umask in ["077", "000"] {
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("umask {umask}; exec \"$0\" -c \"$1\" --once"),
+            ])
+            .arg(common::popspool::bin())
+            .arg(&s.config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let new = s.account_spool("modes").join("new");
+        let got = entries(&s.account_spool("modes"), "new");
+        assert_eq!(got.len(), 2, "umask {umask}");
+        let mut attachments = 0;
+        for e in &got {
+            let dir = new.join(&e.id);
+            assert_eq!(mode(&dir), 0o770, "umask {umask}");
+            for f in ["message.eml", "meta.json", "body.txt"] {
+                assert_eq!(mode(&dir.join(f)), 0o640, "{f}, umask {umask}");
+            }
+            if let Ok(rd) = std::fs::read_dir(dir.join("attachments")) {
+                assert_eq!(mode(&dir.join("attachments")), 0o770, "umask {umask}");
+                for a in rd {
+                    assert_eq!(mode(&a.unwrap().path()), 0o640, "umask {umask}");
+                    attachments += 1;
+                }
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        assert_eq!(attachments, 1, "umask {umask}");
+        let journal = s.state.join("modes.journal");
+        assert_eq!(mode(&journal), 0o600, "umask {umask}");
+        dc.deliver_many("modes", &msgs);
+    }
+}
