@@ -702,8 +702,11 @@ impl<'a> Run<'a> {
                 self.commit()?;
                 // Committed: their DELEs travel among the RETRs still
                 // coming, so the server does that work now, not at the end.
-                let numbers = self.unsent_deletes();
-                retrieval.delete(&numbers).map_err(Error::Pop3)?;
+                let unsent: Vec<u32> = self.to_delete[self.dele_sent..]
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect();
+                self.dele_sent += retrieval.delete(&unsent).map_err(Error::Pop3)?;
             }
         }
         if self.out.interrupted {

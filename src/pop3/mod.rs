@@ -1015,15 +1015,19 @@ impl<S: Read + Write> Retrieval<'_, S> {
         self.window.bytes_in_flight
     }
 
-    /// DELE for each message while the run goes on (their messages are safe
-    /// in the spool): pipelined, the commands go out at once in one write
-    /// and their replies are read in turn among the RETRs'; lock-step, each
-    /// is answered before this returns. A `-ERR` does not stop the run: it
-    /// is kept, no further DELE is sent, and [`finish`](Self::finish)
-    /// returns it, so the caller does not QUIT and nothing is deleted.
-    pub fn delete(&mut self, msgs: &[u32]) -> Result<()> {
+    /// DELE for messages while the run goes on (their messages are safe in
+    /// the spool); returns how many of `msgs`, from the front, were sent.
+    /// Pipelined, they go out in one write, as many as keep
+    /// [`DELE_WINDOW`] DELEs in flight (the rest wait for a later call, as
+    /// the client must never write so much that it blocks while the server
+    /// waits for it to read), and their replies are read in turn among the
+    /// RETRs'. Lock-step, each is answered before this returns. A `-ERR`
+    /// does not stop the run: it is kept, no further DELE is sent, and
+    /// [`finish`](Self::finish) returns it, so the caller does not QUIT and
+    /// nothing is deleted.
+    pub fn delete(&mut self, msgs: &[u32]) -> Result<usize> {
         if self.dele_refused.is_some() || msgs.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let Self {
             conn,
@@ -1039,21 +1043,22 @@ impl<S: Read + Write> Retrieval<'_, S> {
                 Command::Dele(n).to_bytes()?;
             }
             if !*pipelined {
-                for &n in msgs {
+                for (i, &n) in msgs.iter().enumerate() {
                     c.send(&Command::Dele(n))?;
                     if let Err(e) = c.read_status("DELE") {
                         if !matches!(e, Error::Server { .. }) {
                             return Err(e);
                         }
                         dele_refused.get_or_insert(e);
-                        break;
+                        return Ok(i + 1);
                     }
                 }
-                return Ok(());
+                return Ok(msgs.len());
             }
-            c.write_commands(msgs.iter().map(|&n| Command::Dele(n)))?;
-            deles.extend(msgs.iter().map(|&n| (window.sent, n)));
-            Ok(())
+            let now = &msgs[..msgs.len().min(DELE_WINDOW.saturating_sub(deles.len()))];
+            c.write_commands(now.iter().map(|&n| Command::Dele(n)))?;
+            deles.extend(now.iter().map(|&n| (window.sent, n)));
+            Ok(now.len())
         })
     }
 
@@ -1945,6 +1950,17 @@ mod tests {
             sent(&log).trim_start_matches("USER u\r\nPASS p\r\n"),
             "RETR 1\r\nDELE 1\r\nRETR 2\r\nNOOP\r\n"
         );
+
+        // No more than DELE_WINDOW in flight: the rest wait for the caller.
+        let (mut s, log) = gated_session(&[&wires[0]]);
+        let mut r = s.retrieve_windowed(plan(&[100]), 2, u64::MAX).unwrap();
+        r.read_next(&mut body).unwrap();
+        let many: Vec<u32> = (1..=DELE_WINDOW as u32 + 10).collect();
+        assert_eq!(r.delete(&many[..10]).unwrap(), 10);
+        assert_eq!(r.delete(&many[10..]).unwrap(), DELE_WINDOW - 10);
+        assert_eq!(r.delete(&many).unwrap(), 0);
+        assert_eq!(log.borrow().calls, 2 + 1 + 2);
+        drop(r);
 
         // Dropped with a DELE reply still to come: out of step.
         let (mut s, _) = gated_session(&[&wires[0], ok, ok]);
