@@ -13,8 +13,9 @@
 //! "pending" record in the journal, one rename each into `new/`, fsync of
 //! `new/`, a "delivered" record. Only then are the messages deleted on the
 //! server, and only a `+OK` to `QUIT` lets the journal forget them.
-//! [`status`] records how each poll went for monitoring, and [`notify`]
-//! tells systemd (readiness, status line, watchdog).
+//! [`status`] records how each poll went for monitoring, [`notify`]
+//! tells systemd (readiness, status line, watchdog), and [`logging`] puts
+//! one line per event on stderr.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
