@@ -1,6 +1,6 @@
 //! Configuration: INI text → validated [`Config`] (spec section 2).
 //!
-//! Two stages, as ripgrep's `LowArgs` → `HiArgs`: [`scan`] cuts the text into
+//! Two stages, as ripgrep's `LowArgs` → `HiArgs`: `scan` cuts the text into
 //! sections and `key = value` entries, remembering the line of each, and
 //! rejects everything structural (a line that is not INI, an unknown section
 //! or key, a duplicate); then each value is parsed into its type exactly once,

@@ -83,7 +83,7 @@ struct Slot {
     permanent: bool,
 }
 
-/// How a poll went, for the caller of [`poll_and_record`].
+/// How a poll went, for the caller of `poll_and_record`.
 pub enum Result {
     /// It worked.
     Ok,

@@ -751,7 +751,7 @@ impl CertInfo {
         }
     }
 
-    /// The names, at most [`MAX_NAMES_SHOWN`] of them.
+    /// The names, at most `MAX_NAMES_SHOWN` of them.
     pub fn names_text(&self) -> String {
         let mut v: Vec<&str> = self
             .names

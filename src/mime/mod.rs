@@ -7,7 +7,7 @@
 //! only error is an I/O failure writing into the entry directory.
 //!
 //! Large parts are decoded in bounded chunks straight into their files (see
-//! [`transfer`]), so memory stays near the size of the raw message itself.
+//! `transfer`), so memory stays near the size of the raw message itself.
 //! Standards: RFC 5322 (message format), RFC 2045-2047 and 2231 (MIME,
 //! encoded words, parameter values), RFC 6532 (UTF-8 headers), RFC 6522,
 //! 3464 and 8098 (reports).
