@@ -233,8 +233,8 @@ pub fn start(mech: Mech, creds: &Credentials<'_>) -> Result<Box<dyn Exchange>, E
             creds.secret,
         )?),
         Mech::Ntlm => Box::new(ntlm::Ntlm::new(creds.user, creds.secret)?),
-        Mech::XOAuth2 => Box::new(oauth::XOAuth2::new(creds.user, creds.secret)?),
-        Mech::OAuthBearer => Box::new(oauth::OAuthBearer::new(
+        Mech::XOAuth2 => Box::new(oauth::Bearer::xoauth2(creds.user, creds.secret)?),
+        Mech::OAuthBearer => Box::new(oauth::Bearer::oauthbearer(
             creds.user,
             creds.secret,
             creds.host,

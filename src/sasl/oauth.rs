@@ -68,26 +68,49 @@ fn explain(challenge: &[u8]) -> String {
     }
 }
 
-/// XOAUTH2: `user=USER ^A auth=Bearer TOKEN ^A ^A`.
-pub struct XOAuth2 {
+/// A bearer-token login: the whole message in the initial response; the
+/// only challenge that can follow is the server's JSON error status, which
+/// the client acknowledges so the server sends its final `-ERR`.
+pub struct Bearer {
     message: Vec<u8>,
+    /// What the client answers the error status with.
+    error_reply: &'static [u8],
     explanation: Option<String>,
 }
 
-impl XOAuth2 {
-    /// Checks the token's shape.
-    pub fn new(user: &str, token: &str) -> Result<Self, Error> {
+impl Bearer {
+    /// XOAUTH2: `user=USER ^A auth=Bearer TOKEN ^A ^A`. Checks the token's shape.
+    pub fn xoauth2(user: &str, token: &str) -> Result<Self, Error> {
         check_user(user)?;
         check_token(token)?;
         let message = format!("user={user}{KVSEP}auth=Bearer {token}{KVSEP}{KVSEP}");
-        Ok(XOAuth2 {
+        // An empty answer asks for the final -ERR.
+        Ok(Bearer::new(message, b""))
+    }
+
+    /// OAUTHBEARER (RFC 7628 §3.1): GS2 header with the authzid, then
+    /// `host`, `port` and `auth` key-value pairs. Checks the token's shape.
+    pub fn oauthbearer(user: &str, token: &str, host: &str, port: u16) -> Result<Self, Error> {
+        check_user(user)?;
+        check_token(token)?;
+        let message = format!(
+            "n,a={},{KVSEP}host={host}{KVSEP}port={port}{KVSEP}auth=Bearer {token}{KVSEP}{KVSEP}",
+            saslname(user)
+        );
+        // RFC 7628 §3.2.3: the client answers the error with a single %x01.
+        Ok(Bearer::new(message, b"\x01"))
+    }
+
+    fn new(message: String, error_reply: &'static [u8]) -> Self {
+        Bearer {
             message: message.into_bytes(),
+            error_reply,
             explanation: None,
-        })
+        }
     }
 }
 
-impl Exchange for XOAuth2 {
+impl Exchange for Bearer {
     fn initial(&mut self) -> Result<Option<Vec<u8>>, Error> {
         Ok(Some(self.message.clone()))
     }
@@ -96,10 +119,8 @@ impl Exchange for XOAuth2 {
         if self.explanation.is_some() {
             return Err(Error::UnexpectedChallenge);
         }
-        // The only challenge after the token is the error status; an empty
-        // answer asks for the final -ERR.
         self.explanation = Some(explain(challenge));
-        Ok(Vec::new())
+        Ok(self.error_reply.to_vec())
     }
 
     fn server_explanation(&self) -> Option<String> {
@@ -112,48 +133,6 @@ fn saslname(user: &str) -> String {
     user.replace('=', "=3D").replace(',', "=2C")
 }
 
-/// OAUTHBEARER (RFC 7628 §3.1): GS2 header with the authzid, then
-/// `host`, `port` and `auth` key-value pairs.
-pub struct OAuthBearer {
-    message: Vec<u8>,
-    explanation: Option<String>,
-}
-
-impl OAuthBearer {
-    /// Checks the token's shape.
-    pub fn new(user: &str, token: &str, host: &str, port: u16) -> Result<Self, Error> {
-        check_user(user)?;
-        check_token(token)?;
-        let message = format!(
-            "n,a={},{KVSEP}host={host}{KVSEP}port={port}{KVSEP}auth=Bearer {token}{KVSEP}{KVSEP}",
-            saslname(user)
-        );
-        Ok(OAuthBearer {
-            message: message.into_bytes(),
-            explanation: None,
-        })
-    }
-}
-
-impl Exchange for OAuthBearer {
-    fn initial(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        Ok(Some(self.message.clone()))
-    }
-
-    fn respond(&mut self, challenge: &[u8]) -> Result<Vec<u8>, Error> {
-        if self.explanation.is_some() {
-            return Err(Error::UnexpectedChallenge);
-        }
-        self.explanation = Some(explain(challenge));
-        // RFC 7628 §3.2.3: the client answers the error with a single %x01.
-        Ok(vec![0x01])
-    }
-
-    fn server_explanation(&self) -> Option<String> {
-        self.explanation.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,7 +140,7 @@ mod tests {
     /// Google's and Microsoft's documented example (token "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg").
     #[test]
     fn xoauth2_documented_example() {
-        let mut ex = XOAuth2::new(
+        let mut ex = Bearer::xoauth2(
             "someuser@example.com",
             "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg",
         )
@@ -183,7 +162,7 @@ mod tests {
     /// RFC 7628 §4.1 (the exchange) and §4.3 (failure).
     #[test]
     fn oauthbearer_rfc7628_examples() {
-        let mut ex = OAuthBearer::new(
+        let mut ex = Bearer::oauthbearer(
             "user@example.com",
             "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
             "server.example.com",
@@ -200,14 +179,14 @@ mod tests {
             ex.server_explanation().unwrap(),
             "status invalid_token, scope example_scope"
         );
-        let ex = OAuthBearer::new("a,b=c", "t", "h", 1).unwrap();
+        let ex = Bearer::oauthbearer("a,b=c", "t", "h", 1).unwrap();
         assert!(ex.message.starts_with(b"n,a=a=2Cb=3Dc,\x01"));
     }
 
     #[test]
     fn tokens_are_checked_without_quoting_them() {
         for bad in ["", "my secret password", "tok\x01en", "a==b", "tök"] {
-            let e = XOAuth2::new("u", bad).err().unwrap();
+            let e = Bearer::xoauth2("u", bad).err().unwrap();
             assert!(
                 matches!(
                     e,
@@ -221,10 +200,10 @@ mod tests {
             if !bad.is_empty() {
                 assert!(!e.to_string().contains(bad));
             }
-            assert!(OAuthBearer::new("u", bad, "h", 1).is_err());
+            assert!(Bearer::oauthbearer("u", bad, "h", 1).is_err());
         }
-        assert!(XOAuth2::new("u\x01", "tok").is_err());
-        assert!(XOAuth2::new("u", "abc-._~+/==").is_ok());
+        assert!(Bearer::xoauth2("u\x01", "tok").is_err());
+        assert!(Bearer::xoauth2("u", "abc-._~+/==").is_ok());
         assert_eq!(explain(b"not json\x1b"), "not json?");
     }
 }
