@@ -554,7 +554,7 @@ mod tests {
 
     fn make_entry(sp: &Spool) -> String {
         let id = spool::new_id();
-        let e = sp.begin(&id).unwrap();
+        let e = sp.begin(id.clone()).unwrap();
         e.write_file("message.eml", b"x").unwrap();
         id
     }

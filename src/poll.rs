@@ -552,7 +552,6 @@ struct Staged {
 /// A downloaded message, to be decoded into its entry.
 struct Job<'s> {
     entry: spool::Entry<'s>,
-    id: String,
     fact: journal::Fact,
     n: u32,
     uidl: Option<String>,
@@ -702,10 +701,7 @@ impl<'a> Run<'a> {
                 self.commit()?;
                 // Committed: their DELEs travel among the RETRs still
                 // coming, so the server does that work now, not at the end.
-                let unsent: Vec<u32> = self.to_delete[self.dele_sent..]
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect();
+                let unsent = self.unsent_deletes();
                 self.dele_sent += retrieval.delete(&unsent).map_err(Error::Pop3)?;
             }
         }
@@ -719,14 +715,12 @@ impl<'a> Run<'a> {
         retrieval.finish(None).map_err(Error::Pop3)
     }
 
-    /// Message numbers of `to_delete` not sent yet; from now on they count as sent.
-    fn unsent_deletes(&mut self) -> Vec<u32> {
-        let numbers = self.to_delete[self.dele_sent..]
+    /// Message numbers of `to_delete` not sent as DELE yet.
+    fn unsent_deletes(&self) -> Vec<u32> {
+        self.to_delete[self.dele_sent..]
             .iter()
             .map(|(n, _)| *n)
-            .collect();
-        self.dele_sent = self.to_delete.len();
-        numbers
+            .collect()
     }
 
     /// A decoded entry is staged; a failed one is discarded.
@@ -754,15 +748,16 @@ impl<'a> Run<'a> {
         stop: &AtomicBool,
     ) -> Result<Option<Job<'a>>, Error> {
         let id = spool::new_id();
-        let entry = self.spool.begin(&id).map_err(|source| Error::Spool {
-            path: self.spool.tmp_path(&id),
-            source,
-        })?;
+        let path = self.spool.tmp_path(&id);
+        let entry = self
+            .spool
+            .begin(id)
+            .map_err(|source| Error::Spool { path, source })?;
         let spare = std::mem::take(&mut self.spare);
         let got = match download(retrieval, m, stop, &entry, spare) {
             Ok(v) => v,
             Err(e) => {
-                let _ = self.spool.discard(&id);
+                let _ = self.spool.discard(entry.id());
                 return Err(e);
             }
         };
@@ -781,7 +776,7 @@ impl<'a> Run<'a> {
                 self.acct.name,
                 m.n
             );
-            let _ = self.spool.discard(&id);
+            let _ = self.spool.discard(entry.id());
             if !in_batch {
                 self.journal
                     .mark_delivered(std::slice::from_ref(&fact), timefmt::unix_now())
@@ -796,7 +791,6 @@ impl<'a> Run<'a> {
         self.pending.insert(fact.hash.clone());
         Ok(Some(Job {
             entry,
-            id,
             fact,
             n: m.n,
             uidl: m.uidl.clone(),
@@ -924,28 +918,26 @@ fn download(
 fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done, Option<Vec<u8>>) {
     let Job {
         entry,
-        id,
         fact,
         n,
         uidl,
         bytes,
         raw,
     } = job;
-    let dir = entry.dir().to_path_buf();
     let fail = |source: io::Error| Error::Spool {
-        path: dir.clone(),
+        path: entry.dir(),
         source,
     };
     let mut kept = None;
     let result = (|| {
         let raw = match raw {
             Some(raw) => kept.insert(raw),
-            None => &fs::read(dir.join("message.eml")).map_err(fail)?,
+            None => &fs::read(entry.dir().join("message.eml")).map_err(fail)?,
         };
         let decoded = decode(raw, acct, &entry).map_err(fail)?;
         let meta = Meta {
             version: 1,
-            id: &id,
+            id: entry.id(),
             account: &acct.name,
             uidl: uidl.as_deref(),
             size: bytes,
@@ -967,6 +959,7 @@ fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done, Option<Vec
             Dest::New
         })
     })();
+    let id = entry.into_id();
     let done = match result {
         Ok(dest) => Ok(Staged {
             fact,

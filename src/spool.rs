@@ -177,14 +177,10 @@ impl Spool {
         self.root.join(dest.dir_name()).join(id)
     }
 
-    /// Start a new entry in `tmp/`.
-    pub fn begin(&self, id: &str) -> io::Result<Entry<'_>> {
-        at::mkdir(&self.tmp, id, SHARED_DIR_MODE)?;
-        Ok(Entry {
-            tmp: &self.tmp,
-            id: id.to_string(),
-            dir: self.tmp_path(id),
-        })
+    /// Start a new entry `tmp/<id>`.
+    pub fn begin(&self, id: String) -> io::Result<Entry<'_>> {
+        at::mkdir(&self.tmp, &id, SHARED_DIR_MODE)?;
+        Ok(Entry { spool: self, id })
     }
 
     /// Move a finished, synced entry from `tmp/` to `dest`. The caller syncs
@@ -232,16 +228,25 @@ impl Spool {
 /// An entry being built in `tmp/`.
 #[derive(Debug)]
 pub struct Entry<'s> {
-    tmp: &'s File,
+    spool: &'s Spool,
     id: String,
-    /// The same directory as a path, for messages and the rare slow path.
-    dir: PathBuf,
 }
 
 impl Entry<'_> {
-    /// The entry's directory (inside `tmp/`).
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The entry's ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The ID, once the entry is complete.
+    pub fn into_id(self) -> String {
+        self.id
+    }
+
+    /// The entry's directory (inside `tmp/`), for messages and the rare
+    /// slow path.
+    pub fn dir(&self) -> PathBuf {
+        self.spool.tmp_path(&self.id)
     }
 
     /// `name` inside the entry, relative to `tmp/`. Only plain names below
@@ -268,12 +273,12 @@ impl Entry<'_> {
     /// Create a new file in the entry (`name` may be in a subdirectory made
     /// by [`Entry::create_dir`]); never overwrites.
     pub fn create(&self, name: &str) -> io::Result<File> {
-        at::create_new(self.tmp, &self.rel(name)?, FILE_MODE)
+        at::create_new(&self.spool.tmp, &self.rel(name)?, FILE_MODE)
     }
 
     /// Create a subdirectory of the entry (`attachments/`).
     pub fn create_dir(&self, name: &str) -> io::Result<()> {
-        at::mkdir(self.tmp, &self.rel(name)?, SHARED_DIR_MODE)
+        at::mkdir(&self.spool.tmp, &self.rel(name)?, SHARED_DIR_MODE)
     }
 
     /// Write a whole small file (meta.json). Not synced: see [`Spool::make_durable`].
@@ -284,7 +289,7 @@ impl Entry<'_> {
     /// fsync everything the entry holds (including files written by other
     /// modules, such as decoded attachments), then its directories.
     pub fn sync(&self) -> io::Result<()> {
-        sync_tree(&self.dir)
+        sync_tree(&self.dir())
     }
 }
 
@@ -580,7 +585,7 @@ mod tests {
         let root = tempdir("life");
         let sp = Spool::open(&root).unwrap();
         let id = new_id();
-        let e = sp.begin(&id).unwrap();
+        let e = sp.begin(id.clone()).unwrap();
         e.write_file("message.eml", b"hello").unwrap();
         assert!(e.create("message.eml").is_err(), "never overwrites");
         e.create_dir("attachments").unwrap();
@@ -617,7 +622,7 @@ mod tests {
         let sp = Spool::open(&root).unwrap();
         let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
         for id in &ids {
-            let e = sp.begin(id).unwrap();
+            let e = sp.begin(id.clone()).unwrap();
             e.write_file("message.eml", b"hello").unwrap();
             fs::create_dir(e.dir().join("attachments")).unwrap();
             fs::write(e.dir().join("attachments/a"), b"x").unwrap();

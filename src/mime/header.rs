@@ -679,6 +679,13 @@ const ZONES: [(&str, i64); 11] = [
     ("PDT", -7),
 ];
 
+/// Days in `month` (0 for January) of `year`, proleptic Gregorian.
+fn days_in_month(year: i64, month: usize) -> i64 {
+    const DAYS: [i64; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    DAYS[month] + i64::from(month == 1 && leap)
+}
+
 /// A date's fields, checked: a real calendar day, 00:00:00 to 23:59:60.
 struct DateTime {
     year: i64,
@@ -717,22 +724,7 @@ impl DateTime {
         if year < 1970 {
             return None;
         }
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        let dim = [
-            31,
-            28 + i64::from(leap),
-            31,
-            30,
-            31,
-            30,
-            31,
-            31,
-            30,
-            31,
-            30,
-            31,
-        ];
-        if day == 0 || day > dim[month] {
+        if day == 0 || day > days_in_month(year, month) {
             return None;
         }
         let mut hms = [0i64; 3];
@@ -987,22 +979,8 @@ mod tests {
                             (2, _) => y + 1900,
                             _ => y,
                         };
-                        let leap = (full % 4 == 0 && full % 100 != 0) || full % 400 == 0;
-                        let dim = [
-                            31,
-                            28 + i64::from(leap),
-                            31,
-                            30,
-                            31,
-                            30,
-                            31,
-                            31,
-                            30,
-                            31,
-                            30,
-                            31,
-                        ];
-                        assert_eq!(ours.is_some(), day <= dim[month], "{text}");
+                        let valid = day <= days_in_month(full, month);
+                        assert_eq!(ours.is_some(), valid, "{text}");
                         let Some(ours) = ours else { continue };
                         let seconds = if time.len() == 5 { ":00" } else { "" };
                         let canonical = format!(

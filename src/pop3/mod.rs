@@ -881,7 +881,6 @@ impl<S: Read + Write> Session<S> {
             plan,
             window: Window::new(size.max(1), bytes),
             saved_deadline,
-            pipelined: size > 1,
             deles: VecDeque::new(),
             dele_refused: None,
         })
@@ -988,7 +987,6 @@ pub struct Retrieval<'a, S: Read + Write> {
     plan: Vec<Retr>,
     window: Window,
     saved_deadline: Option<Duration>,
-    pipelined: bool,
     /// DELEs sent and not yet answered, each with the number of RETRs sent
     /// before it: their replies come before those of the RETRs sent after.
     deles: VecDeque<(usize, u32)>,
@@ -1032,7 +1030,6 @@ impl<S: Read + Write> Retrieval<'_, S> {
         let Self {
             conn,
             window,
-            pipelined,
             deles,
             dele_refused,
             ..
@@ -1042,7 +1039,8 @@ impl<S: Read + Write> Retrieval<'_, S> {
             for &n in msgs {
                 Command::Dele(n).to_bytes()?;
             }
-            if !*pipelined {
+            // A window of one is lock-step (see Session::retrieve).
+            if window.size == 1 {
                 for (i, &n) in msgs.iter().enumerate() {
                     c.send(&Command::Dele(n))?;
                     if let Err(e) = c.read_status("DELE") {
