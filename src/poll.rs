@@ -477,10 +477,14 @@ fn poll_into(
         spare: Vec::new(),
         out,
     };
+    // From here to the last commit only entries are created and no process
+    // is started, as the mask requires.
+    let mask = spool.entry_mask();
     let result = run.fetch_all(&mut session, &listed, caps.pipelining, ctx.stop, memo);
     // Whatever happened, entries already complete in tmp/ are published:
     // that is local work and saves downloading them again.
     let committed = run.commit();
+    drop(mask);
     let numbers = run.unsent_deletes();
     let to_delete = std::mem::take(&mut run.to_delete);
     match (result, committed) {

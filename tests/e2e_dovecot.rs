@@ -398,7 +398,7 @@ fn entry_modes_hold_under_any_umask() {
     dc.deliver_many("modes", &msgs);
     let s = Setup::new("modes");
     s.write_config(&account("modes", &dc, "modes", ""));
-    for umask in ["077", "000"] {
+    for umask in ["077", "000", "027"] {
         let out = std::process::Command::new("sh")
             .args([
                 "-c",
@@ -432,6 +432,10 @@ fn entry_modes_hold_under_any_umask() {
         assert_eq!(attachments, 1, "umask {umask}");
         let journal = s.state.join("modes.journal");
         assert_eq!(mode(&journal), 0o600, "umask {umask}");
+        // Written after the poll: the process's own umask is back by then.
+        let status = s.state.join("modes.status.json");
+        let masked = 0o644 & !u32::from_str_radix(umask, 8).unwrap();
+        assert_eq!(mode(&status), masked, "umask {umask}");
         dc.deliver_many("modes", &msgs);
     }
 }
