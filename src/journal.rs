@@ -26,6 +26,7 @@
 //! from memory (atomically) once dead records outnumber live ones, so it
 //! stays proportional to the mailbox.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::fs::{self, File, OpenOptions};
@@ -320,34 +321,55 @@ impl Journal {
     }
 
     /// Record entries about to be renamed out of `tmp/`, durably.
-    pub fn add_pending(&mut self, items: &[(Fact, String, Dest)], now: u64) -> Result<(), Error> {
+    pub fn add_pending<F: Borrow<Fact>, I: AsRef<str>>(
+        &mut self,
+        items: &[(F, I, Dest)],
+        now: u64,
+    ) -> Result<(), Error> {
         let mut buf = String::new();
         for (f, id, dest) in items {
-            let d = dest.dir_name();
+            let (f, id, d) = (f.borrow(), id.as_ref(), dest.dir_name());
             let _ = writeln!(buf, "P {} {id} {d} {now} {} {}", f.key, f.size, f.hash);
         }
         self.append(&buf, items.len())?;
         self.sync()?;
         for (f, id, dest) in items {
             let state = State::Pending {
-                id: id.clone(),
+                id: id.as_ref().to_string(),
                 dest: *dest,
             };
-            self.insert(f, state, now);
+            self.insert(f.borrow(), state, now);
         }
         Ok(())
     }
 
+    /// Keys and hashes are copied only when new: every delivered message
+    /// passes here twice (pending, then delivered), the second time with
+    /// the same key and hash.
     fn insert(&mut self, f: &Fact, state: State, time: u64) {
-        let r = Record {
-            state,
-            time,
-            size: f.size,
-            hash: f.hash.clone(),
-        };
-        *self.hashes.entry(r.hash.clone()).or_default() += 1;
-        if let Some(old) = self.records.insert(f.key.clone(), r) {
-            self.unindex(&old.hash);
+        if let Some(r) = self.records.get_mut(&f.key) {
+            r.state = state;
+            r.time = time;
+            r.size = f.size;
+            if r.hash == f.hash {
+                return;
+            }
+            let old = std::mem::replace(&mut r.hash, f.hash.clone());
+            self.unindex(&old);
+        } else {
+            let r = Record {
+                state,
+                time,
+                size: f.size,
+                hash: f.hash.clone(),
+            };
+            self.records.insert(f.key.clone(), r);
+        }
+        match self.hashes.get_mut(&f.hash) {
+            Some(n) => *n += 1,
+            None => {
+                self.hashes.insert(f.hash.clone(), 1);
+            }
         }
     }
 
@@ -362,16 +384,18 @@ impl Journal {
 
     /// Record published messages. Not fsynced on its own: a lost `D` is
     /// re-derived from the `P` before it.
-    pub fn mark_delivered(&mut self, facts: &[Fact], now: u64) -> Result<(), Error> {
+    pub fn mark_delivered<F: Borrow<Fact>>(&mut self, facts: &[F], now: u64) -> Result<(), Error> {
         if facts.is_empty() {
             return Ok(());
         }
         let mut buf = String::new();
         for f in facts {
+            let f = f.borrow();
             let _ = writeln!(buf, "D {} {now} {} {}", f.key, f.size, f.hash);
         }
         self.append(&buf, facts.len())?;
         for f in facts {
+            let f = f.borrow();
             // A repeated D for the same content keeps the first delivery
             // time: delete = <duration> counts from it.
             let time = match self.records.get(&f.key) {
@@ -669,11 +693,18 @@ mod tests {
         j.mark_delivered(&[fact("u:1", 2)], 30).unwrap();
         assert_eq!(at(&j, "u:1"), Some(30), "UIDL reused for new content");
         assert!(!j.has_hash(&hex(&[1; 32])));
+        assert!(j.has_hash(&hex(&[2; 32])));
         drop(j);
         let mut j = Journal::open(&st, "a", "idn").unwrap();
         assert_eq!(j.delivered("u:1"), Some(Delivered { at: 30, size: 102 }));
         assert!(j.has_hash(&hex(&[2; 32])));
+        // Two keys with one content: the hash stays known until both go.
+        j.add_pending(&[(fact("u:9", 2), "x", Dest::New)], 40)
+            .unwrap();
+        j.mark_delivered(&[&fact("u:9", 2)], 40).unwrap();
         j.forget(&["u:1".to_string()]).unwrap();
+        assert!(j.has_hash(&hex(&[2; 32])));
+        j.forget(&["u:9".to_string()]).unwrap();
         assert!(!j.has_hash(&hex(&[2; 32])));
         fs::remove_dir_all(&d).unwrap();
     }

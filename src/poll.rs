@@ -751,12 +751,13 @@ impl<'a> Run<'a> {
         m: &Listed,
         stop: &AtomicBool,
     ) -> Result<Option<Job<'a>>, Error> {
-        let id = spool::new_id();
-        let path = self.spool.tmp_path(&id);
         let entry = self
             .spool
-            .begin(id)
-            .map_err(|source| Error::Spool { path, source })?;
+            .begin(spool::new_id())
+            .map_err(|source| Error::Spool {
+                path: self.spool.root().join("tmp"),
+                source,
+            })?;
         let spare = std::mem::take(&mut self.spare);
         let got = match download(retrieval, m, stop, &entry, spare) {
             Ok(v) => v,
@@ -817,10 +818,10 @@ impl<'a> Run<'a> {
         let ids: Vec<&str> = self.batch.iter().map(|s| s.id.as_str()).collect();
         self.spool.make_durable(&ids).map_err(spool_err)?;
         let now = timefmt::unix_now();
-        let items: Vec<(journal::Fact, String, Dest)> = self
+        let items: Vec<(&journal::Fact, &str, Dest)> = self
             .batch
             .iter()
-            .map(|s| (s.fact.clone(), s.id.clone(), s.dest))
+            .map(|s| (&s.fact, s.id.as_str(), s.dest))
             .collect();
         self.journal
             .add_pending(&items, now)
@@ -833,7 +834,7 @@ impl<'a> Run<'a> {
         for d in dests {
             self.spool.sync_dest(d).map_err(spool_err)?;
         }
-        let facts: Vec<journal::Fact> = self.batch.iter().map(|s| s.fact.clone()).collect();
+        let facts: Vec<&journal::Fact> = self.batch.iter().map(|s| &s.fact).collect();
         self.journal
             .mark_delivered(&facts, now)
             .map_err(Error::State)?;

@@ -63,7 +63,7 @@ impl<'a> HeaderBlock<'a> {
     /// First field's value, unfolded, as text, without RFC 2047 decoding
     /// (structured fields such as Content-Type).
     pub fn raw_text(&self, name: &str) -> Option<String> {
-        self.get(name).map(|v| unfold_text(v).trim().to_string())
+        self.get(name).map(unfold_trimmed)
     }
 }
 
@@ -194,12 +194,40 @@ pub fn unfold_text(value: &[u8]) -> String {
             }
         }
     }
-    bytes_to_text(&out).into_owned()
+    // One allocation for the common case (valid UTF-8): headers are parsed
+    // for every message, several values each.
+    String::from_utf8(out).unwrap_or_else(|e| {
+        WINDOWS_1252
+            .decode_without_bom_handling(e.as_bytes())
+            .0
+            .into_owned()
+    })
+}
+
+/// [`unfold_text`], trimmed.
+fn unfold_trimmed(value: &[u8]) -> String {
+    let mut s = unfold_text(value);
+    trim_in_place(&mut s);
+    s
+}
+
+/// `s.trim()`, in place, without a new allocation.
+fn trim_in_place(s: &mut String) {
+    s.truncate(s.trim_end().len());
+    let start = s.len() - s.trim_start().len();
+    s.drain(..start);
 }
 
 /// Unfolds, converts and decodes RFC 2047 encoded words; trimmed.
 pub fn decode_value(value: &[u8]) -> String {
-    decode_words(&unfold_text(value)).trim().to_string()
+    let text = unfold_text(value);
+    let mut s = if text.contains("=?") {
+        decode_words(&text)
+    } else {
+        text
+    };
+    trim_in_place(&mut s);
+    s
 }
 
 /// Looks up a charset label the way mail needs it: WHATWG labels plus the
@@ -477,15 +505,22 @@ impl Params {
     /// RFC 2231 value (`name*`, or `name*0`, `name*1*`… continuations),
     /// decoded to text, if the parameter is present in that form.
     pub fn extended(&self, name: &str) -> Option<String> {
-        let star = format!("{name}*");
-        if let Some(v) = self.plain(&star) {
+        // `name*…` without building "name*": asked for every part.
+        fn after_star<'k>(k: &'k str, name: &str) -> Option<&'k str> {
+            k.strip_prefix(name).and_then(|r| r.strip_prefix('*'))
+        }
+        if let Some((_, v)) = self
+            .params
+            .iter()
+            .find(|(k, _)| after_star(k, name) == Some(""))
+        {
             let (charset, data) = split_ext_value(v);
             let bytes = percent_decode(data);
             return Some(decode_charset_lossy(charset.unwrap_or(""), &bytes).into_owned());
         }
         let mut segments: Vec<(usize, bool, &str)> = Vec::new();
         for (k, v) in &self.params {
-            let Some(rest) = k.strip_prefix(&star) else {
+            let Some(rest) = after_star(k, name) else {
                 continue;
             };
             let (num, encoded) = match rest.strip_suffix('*') {
@@ -811,7 +846,7 @@ pub fn format_utc(ts: i64) -> String {
 /// Text of a field in a report body (RFC 3464/8098 "header-like" blocks):
 /// unfolded, trimmed, not RFC 2047-decoded.
 pub fn report_text(value: &[u8]) -> String {
-    unfold_text(value).trim().to_string()
+    unfold_trimmed(value)
 }
 
 #[cfg(test)]
