@@ -471,7 +471,7 @@ fn poll_into(
         server: &server,
         batch: Vec::new(),
         batch_bytes: 0,
-        pending: HashSet::new(),
+        copies: Vec::new(),
         to_delete: Vec::new(),
         dele_sent: 0,
         spare: Vec::new(),
@@ -582,8 +582,9 @@ struct Run<'a> {
     server: &'a str,
     batch: Vec<Staged>,
     batch_bytes: u64,
-    /// Keys and content hashes of the staged messages, not yet committed.
-    pending: HashSet<String>,
+    /// Copies of content staged in `batch`, with their message numbers:
+    /// journaled when the batch is.
+    copies: Vec<(u32, journal::Fact)>,
     /// (message number, journal key) to DELE once committed.
     to_delete: Vec<(u32, String)>,
     /// How many of `to_delete` have been sent as DELE already.
@@ -604,6 +605,17 @@ impl<'a> Run<'a> {
         stop: &AtomicBool,
         memo: &mut Memo,
     ) -> Result<(), Error> {
+        let wanted = self.select(listed, memo);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.retrieve_all(session, wanted, pipelining, stop, memo)
+    }
+
+    /// The listed messages to download: not delivered before (those due
+    /// for deletion are queued for DELE instead) and within
+    /// `max_message_size` (larger ones are reported once and left).
+    fn select<'l>(&mut self, listed: &'l [Listed], memo: &mut Memo) -> Vec<&'l Listed> {
         let now = timefmt::unix_now();
         let mut wanted = Vec::new();
         for m in listed {
@@ -646,9 +658,20 @@ impl<'a> Run<'a> {
             }
             wanted.push(m);
         }
-        if wanted.is_empty() {
-            return Ok(());
-        }
+        wanted
+    }
+
+    /// Downloads `wanted` in order (pipelined when the server allows it),
+    /// committing in batches and sending each batch's DELEs as soon as it
+    /// is committed.
+    fn retrieve_all(
+        &mut self,
+        session: &mut Session<Stream>,
+        wanted: Vec<&Listed>,
+        pipelining: bool,
+        stop: &AtomicBool,
+        memo: &mut Memo,
+    ) -> Result<(), Error> {
         // RETRs are pipelined when the server allows it (pop3::Retrieval):
         // the server sends the next messages while this one is decoded and
         // written. Each message still streams into its own entry, in order.
@@ -771,7 +794,12 @@ impl<'a> Run<'a> {
             size: m.size,
             hash: got.sha,
         };
-        let in_batch = self.pending.contains(&fact.key) || self.pending.contains(&fact.hash);
+        // The batch is short (BATCH_MESSAGES): a scan costs less than
+        // keeping a set of its keys and hashes.
+        let in_batch = self
+            .batch
+            .iter()
+            .any(|s| s.fact.key == fact.key || s.fact.hash == fact.hash);
         if in_batch || self.journal.has_hash(&fact.hash) {
             // This content was delivered before: a server without UIDL that
             // kept the message after an interrupted QUIT, or one that
@@ -782,18 +810,15 @@ impl<'a> Run<'a> {
                 m.n
             );
             let _ = self.spool.discard(entry.id());
-            if !in_batch {
-                self.journal
-                    .mark_delivered(std::slice::from_ref(&fact), timefmt::unix_now())
-                    .map_err(Error::State)?;
-                if self.acct.delete == Delete::Yes {
-                    self.to_delete.push((m.n, fact.key));
-                }
+            if in_batch {
+                // Its twin is not journaled yet: the copy is recorded with
+                // the twin's batch, never before it.
+                self.copies.push((m.n, fact));
+            } else {
+                self.record_copies(vec![(m.n, fact)], timefmt::unix_now())?;
             }
             return Ok(None);
         }
-        self.pending.insert(fact.key.clone());
-        self.pending.insert(fact.hash.clone());
         Ok(Some(Job {
             entry,
             fact,
@@ -802,6 +827,21 @@ impl<'a> Run<'a> {
             bytes: got.bytes,
             raw: got.raw,
         }))
+    }
+
+    /// Journal server copies of delivered content as delivered under their
+    /// own keys, and queue them for DELE when `delete = yes`: left alone,
+    /// a copy would be downloaded again once its twin's key is forgotten.
+    fn record_copies(&mut self, copies: Vec<(u32, journal::Fact)>, now: u64) -> Result<(), Error> {
+        let facts: Vec<&journal::Fact> = copies.iter().map(|(_, f)| f).collect();
+        self.journal
+            .mark_delivered(&facts, now)
+            .map_err(Error::State)?;
+        if self.acct.delete == Delete::Yes {
+            self.to_delete
+                .extend(copies.into_iter().map(|(n, f)| (n, f.key)));
+        }
+        Ok(())
     }
 
     /// Publish the staged batch: the entries and tmp/ made durable (one
@@ -841,8 +881,6 @@ impl<'a> Run<'a> {
         // One write for the batch's lines (see logging.rs).
         let _held = crate::logging::hold();
         for s in self.batch.drain(..) {
-            self.pending.remove(&s.fact.key);
-            self.pending.remove(&s.fact.hash);
             log::info!(
                 "{}: message {} ({} bytes) delivered to {}/{}",
                 self.acct.name,
@@ -861,7 +899,8 @@ impl<'a> Run<'a> {
             }
         }
         self.batch_bytes = 0;
-        Ok(())
+        let copies = std::mem::take(&mut self.copies);
+        self.record_copies(copies, now)
     }
 }
 

@@ -438,6 +438,37 @@ fn a_listing_of_millions_is_refused_with_bounded_memory() {
 }
 
 #[test]
+fn identical_copies_in_one_batch_are_delivered_once() {
+    let msgs = messages(3);
+    // The first message twice, under two UIDLs, in one batch: the copy is
+    // journaled with its twin and deleted with it, so that no later poll
+    // takes it for new mail once the twin's key is forgotten.
+    let mailbox = vec![
+        msgs[0].clone(),
+        msgs[1].clone(),
+        msgs[0].clone(),
+        msgs[2].clone(),
+    ];
+    for (name, delete, left) in [("c", "", 0), ("k", "delete = no", 4)] {
+        let srv = FakeServer::start(mailbox.clone(), Faults::default());
+        let s = Setup::new(&format!("copies-{name}"));
+        s.write_config(&srv.account(name, delete));
+        for poll in 0..2 {
+            let out = s.run(&["--once"]);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert_eq!(
+                stderr(&out).contains("already delivered"),
+                poll == 0,
+                "{}",
+                stderr(&out)
+            );
+            assert_eq!(srv.remaining(), left, "{name}, poll {poll}");
+            assert_exactly_once(&s, name, &msgs);
+        }
+    }
+}
+
+#[test]
 fn renumbered_uidls_are_not_delivered_again() {
     let msgs = messages(3);
     let srv = FakeServer::start(msgs.clone(), Faults::default());

@@ -110,6 +110,31 @@ impl Command<'_> {
         }
     }
 
+    /// Checks every argument, as [`Command::to_bytes`] would, building
+    /// nothing for the commands a drain sends by the thousand.
+    pub fn check(&self) -> Result<(), Error> {
+        match *self {
+            Self::Retr(n) | Self::Dele(n) => msg_number(n).map(drop),
+            _ => self.to_bytes().map(drop),
+        }
+    }
+
+    /// Appends the command line with CRLF to `out`, after checking every
+    /// argument; nothing is appended on an error. RETR and DELE go straight
+    /// into `out`, with no line of their own.
+    pub fn write_to(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        match *self {
+            Self::Retr(n) | Self::Dele(n) => {
+                use std::io::Write as _;
+                let n = msg_number(n)?;
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{} {n}\r\n", self.verb());
+            }
+            _ => out.extend(self.to_bytes()?),
+        }
+        Ok(())
+    }
+
     /// The command line with CRLF, after checking every argument.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
         let line = match *self {
@@ -238,13 +263,29 @@ impl fmt::Debug for Command<'_> {
 mod tests {
     use super::*;
 
+    /// The wire form, the same whether built alone or appended.
     fn wire(cmd: Command<'_>) -> String {
-        String::from_utf8(cmd.to_bytes().unwrap()).unwrap()
+        let alone = cmd.to_bytes().unwrap();
+        let mut appended = b"before".to_vec();
+        cmd.write_to(&mut appended).unwrap();
+        assert_eq!(&appended[6..], &alone[..], "{cmd:?}");
+        cmd.check().unwrap();
+        String::from_utf8(alone).unwrap()
     }
 
+    /// Why `cmd` is refused, the same by every way of building it.
     fn rejected(cmd: Command<'_>) -> &'static str {
+        let mut out = b"before".to_vec();
+        let appended = cmd.write_to(&mut out);
+        assert_eq!(out, b"before", "nothing appended for {cmd:?}");
+        let checked = cmd.check();
         match cmd.to_bytes() {
-            Err(Error::InvalidArgument(why)) => why,
+            Err(Error::InvalidArgument(why)) => {
+                for other in [appended, checked] {
+                    assert!(matches!(other, Err(Error::InvalidArgument(w)) if w == why));
+                }
+                why
+            }
             other => panic!("{cmd:?} gave {other:?}"),
         }
     }
@@ -327,6 +368,7 @@ mod tests {
             digest: "not hex",
         });
         rejected(Command::Retr(0));
+        rejected(Command::Dele(0));
         rejected(Command::Top(0, 1));
         rejected(Command::List(Some(0)));
         for mechanism in ["", "PL AIN", "PLAIN\r\n", "A234567890123456789012"] {

@@ -294,6 +294,9 @@ struct Conn<S> {
     deadline: Option<Duration>,
     due: Option<Instant>,
     unusable: bool,
+    /// The last status line's buffer, reused: a drain reads two status
+    /// lines per message.
+    spare_line: Vec<u8>,
 }
 
 impl<S: Read + Write> Conn<S> {
@@ -304,6 +307,7 @@ impl<S: Read + Write> Conn<S> {
             deadline,
             due: None,
             unusable: false,
+            spare_line: Vec::new(),
         }
     }
 
@@ -337,7 +341,7 @@ impl<S: Read + Write> Conn<S> {
     fn write_commands<'c>(&mut self, cmds: impl IntoIterator<Item = Command<'c>>) -> Result<()> {
         let mut batch = Vec::new();
         for cmd in cmds {
-            batch.extend(cmd.to_bytes()?);
+            cmd.write_to(&mut batch)?;
             trace!("C: {}", cmd.redacted());
         }
         if batch.is_empty() {
@@ -370,7 +374,8 @@ impl<S: Read + Write> Conn<S> {
 
     /// One line without its CRLF or LF, at most `limits.line` bytes with it.
     fn read_line(&mut self) -> Result<Vec<u8>> {
-        let mut line = Vec::new();
+        let mut line = std::mem::take(&mut self.spare_line);
+        line.clear();
         loop {
             self.fill()?;
             let buf = self.reader.buffer();
@@ -397,6 +402,7 @@ impl<S: Read + Write> Conn<S> {
         let line = self.read_line()?;
         trace!("S: {}", line.escape_ascii());
         let reply = proto::parse_status(&line).map_err(|m| Error::malformed(verb, m, &line))?;
+        self.spare_line = line;
         if reply.ok {
             Ok(reply)
         } else {
@@ -822,7 +828,7 @@ impl<S: Read + Write> Session<S> {
         self.conn.exec(|c| {
             // Check every number first so a bad one cannot leave a batch half sent.
             for &n in msgs {
-                Command::Dele(n).to_bytes()?;
+                Command::Dele(n).check()?;
             }
             let mut window = Window::new(size, u64::MAX);
             let mut refused = None;
@@ -872,8 +878,7 @@ impl<S: Read + Write> Session<S> {
     ) -> Result<Retrieval<'_, S>> {
         self.conn.exec(|_| {
             // Every number is checked before any is sent.
-            plan.iter()
-                .try_for_each(|r| Command::Retr(r.n).to_bytes().map(drop))
+            plan.iter().try_for_each(|r| Command::Retr(r.n).check())
         })?;
         let saved_deadline = self.conn.deadline;
         Ok(Retrieval {
