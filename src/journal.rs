@@ -315,6 +315,13 @@ impl Journal {
         self.hashes.contains_key(hash)
     }
 
+    /// Room for `n` more records, so that a large first drain does not
+    /// rehash its tables again and again.
+    pub fn reserve(&mut self, n: usize) {
+        self.records.reserve(n);
+        self.hashes.reserve(n);
+    }
+
     /// Every key the journal holds.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.records.keys().map(|k| k.as_str())

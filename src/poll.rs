@@ -379,18 +379,19 @@ fn listing(
     let has_uidl = uidls.is_some();
     // RFC 1939 section 7: a UIDL is 1 to 70 characters in 0x21..=0x7E;
     // anything else (Uid::Invalid) is no stable identity and never a journal key.
-    let mut by_n: HashMap<u32, String> = HashMap::new();
-    let mut seen: HashMap<String, u32> = HashMap::new();
-    for (n, u) in uidls.unwrap_or_default() {
+    let uidls = uidls.unwrap_or_default();
+    let mut by_n: HashMap<u32, &str> = HashMap::with_capacity(uidls.len());
+    let mut seen: HashMap<&str, u32> = HashMap::with_capacity(uidls.len());
+    for (n, u) in &uidls {
         if let Some(u) = u.as_valid() {
-            *seen.entry(u.to_string()).or_default() += 1;
-            by_n.insert(n, u.to_string());
+            *seen.entry(u).or_default() += 1;
+            by_n.insert(*n, u);
         }
     }
     let out = list
         .into_iter()
         .map(|(n, size)| {
-            let uidl = by_n.remove(&n);
+            let uidl = by_n.remove(&n).map(str::to_string);
             // Two messages with one UIDL: neither can be told apart by it,
             // so both fall back to their content hash.
             let key = uidl
@@ -609,6 +610,7 @@ impl<'a> Run<'a> {
         if wanted.is_empty() {
             return Ok(());
         }
+        self.journal.reserve(wanted.len());
         self.retrieve_all(session, wanted, pipelining, stop, memo)
     }
 
