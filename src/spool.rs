@@ -390,7 +390,7 @@ pub fn switch_umask_for_entries() {
 /// While alive, the process's umask lets [`FILE_MODE`] and
 /// [`SHARED_DIR_MODE`] through unchanged, so each entry file and directory
 /// is made by one system call instead of three (a poll of 10,000 messages
-/// made 80,000 umask calls without it). It only narrows the owner and group
+/// made 80,000 umask calls without it). It clears only the owner and group
 /// bits of the mask; the bits for others stay as they were.
 ///
 /// Made by [`Spool::entry_mask`]; inert unless [`switch_umask_for_entries`]
