@@ -23,8 +23,11 @@
 pub mod auth;
 pub mod config;
 pub mod daemon;
+pub mod exit;
+pub mod hex;
 pub mod journal;
 pub mod logging;
+pub mod mechanism;
 pub mod mime;
 pub mod notify;
 pub mod poll;
@@ -34,5 +37,6 @@ pub mod sasl;
 pub mod secret;
 pub mod spool;
 pub mod status;
+pub mod text;
 pub mod timefmt;
 pub mod tls;
