@@ -20,9 +20,11 @@
 use std::fmt;
 use std::io::{Read, Write};
 
-use crate::config::{Account, AuthMethod, Password};
+use crate::config::{Account, Auth};
+use crate::secret::Password;
 use crate::pop3::{self, Capabilities, Client, Command, Greeting, Session};
-use crate::sasl::{self, crypto, Exchange, Mech};
+use crate::mechanism::Mechanism;
+use crate::sasl::{self, crypto, Exchange};
 
 /// What `auto` tries, strongest first (issue 5): SCRAM proves the password
 /// without revealing it and makes the server prove it too; CRAM-MD5 and
@@ -30,12 +32,12 @@ use crate::sasl::{self, crypto, Exchange, Mech};
 /// send the password itself. PLAIN before LOGIN before USER: one round trip
 /// instead of two, then the oldest form last.
 pub const AUTO_ORDER: [Mechanism; 7] = [
-    Mechanism::Sasl(Mech::ScramSha256),
-    Mechanism::Sasl(Mech::ScramSha1),
-    Mechanism::Sasl(Mech::CramMd5),
+    Mechanism::ScramSha256,
+    Mechanism::ScramSha1,
+    Mechanism::CramMd5,
     Mechanism::Apop,
-    Mechanism::Sasl(Mech::Plain),
-    Mechanism::Sasl(Mech::Login),
+    Mechanism::Plain,
+    Mechanism::Login,
     Mechanism::User,
 ];
 
@@ -147,78 +149,19 @@ impl Error {
     }
 }
 
-/// A login method this version can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
-    /// APOP (RFC 1939 section 7).
-    Apop,
-    /// USER/PASS.
-    User,
-    /// A SASL mechanism over `AUTH`.
-    Sasl(Mech),
+/// Whether `auto` may use `m` without TLS: only what neither reveals the
+/// password nor a digest that cracks offline in practice.
+fn auto_without_tls(m: Mechanism) -> bool {
+    matches!(m, Mechanism::ScramSha256 | Mechanism::ScramSha1)
 }
 
-impl Mechanism {
-    /// Name as used in the `auth` key.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mechanism::Apop => "apop",
-            Mechanism::User => "user",
-            Mechanism::Sasl(m) => match m {
-                Mech::Plain => "plain",
-                Mech::Login => "login",
-                Mech::CramMd5 => "cram-md5",
-                Mech::ScramSha1 => "scram-sha-1",
-                Mech::ScramSha256 => "scram-sha-256",
-                Mech::Ntlm => "ntlm",
-                Mech::XOAuth2 => "xoauth2",
-                Mech::OAuthBearer => "oauthbearer",
-                Mech::External => "external",
-            },
-        }
-    }
-
-    /// The mechanism an explicit `auth` value names; `None` for `auto`.
-    pub fn configured(method: AuthMethod) -> Option<Mechanism> {
-        Some(match method {
-            AuthMethod::Auto => return None,
-            AuthMethod::User => Mechanism::User,
-            AuthMethod::Apop => Mechanism::Apop,
-            AuthMethod::Plain => Mechanism::Sasl(Mech::Plain),
-            AuthMethod::Login => Mechanism::Sasl(Mech::Login),
-            AuthMethod::CramMd5 => Mechanism::Sasl(Mech::CramMd5),
-            AuthMethod::ScramSha1 => Mechanism::Sasl(Mech::ScramSha1),
-            AuthMethod::ScramSha256 => Mechanism::Sasl(Mech::ScramSha256),
-            AuthMethod::Ntlm => Mechanism::Sasl(Mech::Ntlm),
-            AuthMethod::XOAuth2 => Mechanism::Sasl(Mech::XOAuth2),
-            AuthMethod::OAuthBearer => Mechanism::Sasl(Mech::OAuthBearer),
-            AuthMethod::External => Mechanism::Sasl(Mech::External),
-        })
-    }
-
-    /// Whether the secret itself crosses the wire (so TLS or
-    /// `allow_plaintext` is required even when asked for explicitly).
-    pub fn sends_secret(self) -> bool {
-        matches!(
-            self,
-            Mechanism::User
-                | Mechanism::Sasl(Mech::Plain | Mech::Login | Mech::XOAuth2 | Mech::OAuthBearer)
-        )
-    }
-
-    /// Whether `auto` may use it without TLS: only what neither reveals the
-    /// password nor a digest that cracks offline in practice.
-    fn auto_without_tls(self) -> bool {
-        matches!(self, Mechanism::Sasl(Mech::ScramSha256 | Mech::ScramSha1))
-    }
-
-    fn is_offered(self, greeting: &Greeting, caps: &Capabilities) -> bool {
-        match self {
-            Mechanism::Apop => greeting.apop_timestamp.is_some(),
-            // RFC 2449: a server without CAPA still must support USER/PASS.
-            Mechanism::User => caps.user || caps.raw.is_empty(),
-            Mechanism::Sasl(m) => caps.has_sasl(m.name()),
-        }
+/// Whether the server offers `m` on this connection.
+fn offers(m: Mechanism, greeting: &Greeting, caps: &Capabilities) -> bool {
+    match m {
+        Mechanism::Apop => greeting.apop_timestamp.is_some(),
+        // RFC 2449: a server without CAPA still must support USER/PASS.
+        Mechanism::User => caps.user || caps.raw.is_empty(),
+        m => m.sasl_name().is_some_and(|name| caps.has_sasl(name)),
     }
 }
 
@@ -232,16 +175,13 @@ const MAX_MECHANISM_SHOWN: usize = 24;
 pub fn offered(greeting: &Greeting, caps: &Capabilities) -> Vec<String> {
     let mut v = Vec::new();
     for m in [Mechanism::Apop, Mechanism::User] {
-        if m.is_offered(greeting, caps) {
+        if offers(m, greeting, caps) {
             v.push(m.name().to_string());
         }
     }
     for name in &caps.sasl {
-        match Mech::ALL
-            .iter()
-            .find(|m| m.name().eq_ignore_ascii_case(name))
-        {
-            Some(&m) => v.push(Mechanism::Sasl(m).name().to_string()),
+        match Mechanism::from_sasl_name(name) {
+            Some(m) => v.push(m.name().to_string()),
             None => v.push(format!(
                 "{} (unsupported)",
                 pop3::proto::sanitize(name, MAX_MECHANISM_SHOWN)
@@ -261,7 +201,7 @@ pub fn auto_choice(
     let cleartext_ok = tls || allow_plaintext;
     AUTO_ORDER
         .into_iter()
-        .find(|m| m.is_offered(greeting, caps) && (cleartext_ok || m.auto_without_tls()))
+        .find(|&m| offers(m, greeting, caps) && (cleartext_ok || auto_without_tls(m)))
 }
 
 /// Pick the mechanism for `acct` according to the policy above. Nothing
@@ -273,13 +213,13 @@ pub fn choose(
     tls: bool,
 ) -> Result<Mechanism, Error> {
     let cleartext_ok = tls || acct.allow_plaintext;
-    let Some(wanted) = Mechanism::configured(acct.auth) else {
+    let Auth::Only(wanted) = acct.auth else {
         if let Some(m) = auto_choice(greeting, caps, tls, acct.allow_plaintext) {
             return Ok(m);
         }
         let usable: Vec<&str> = AUTO_ORDER
             .iter()
-            .filter(|m| m.is_offered(greeting, caps))
+            .filter(|&&m| offers(m, greeting, caps))
             .map(|m| m.name())
             .collect();
         if usable.is_empty() {
@@ -292,7 +232,7 @@ pub fn choose(
             mechanism: usable.join("/"),
         });
     };
-    if !wanted.is_offered(greeting, caps) {
+    if !offers(wanted, greeting, caps) {
         return Err(Error::NotOffered {
             wanted: wanted.name(),
             offered: offered(greeting, caps),
@@ -300,7 +240,7 @@ pub fn choose(
     }
     // EXTERNAL without TLS has no certificate to stand on; config refuses
     // `tls = none` with it, so this only guards against a future path.
-    let needs_tls = wanted == Mechanism::Sasl(Mech::External) && !tls;
+    let needs_tls = wanted == Mechanism::External && !tls;
     if needs_tls || (wanted.sends_secret() && !cleartext_ok) {
         return Err(Error::Insecure {
             mechanism: wanted.name().to_string(),
@@ -325,7 +265,7 @@ pub fn login<S: Read + Write>(
         detail: None,
     };
     let result = match (mech, &greeting.apop_timestamp) {
-        (Mechanism::Apop, Some(ts)) => client.apop(&acct.user, password, ts),
+        (Mechanism::Apop, Some(ts)) => client.apop(&acct.user, password.expose(), ts),
         (Mechanism::Apop, None) => {
             let _ = client.quit();
             return Err(Error::NotOffered {
@@ -333,8 +273,8 @@ pub fn login<S: Read + Write>(
                 offered: vec![],
             });
         }
-        (Mechanism::User, _) => client.user_pass(&acct.user, password),
-        (Mechanism::Sasl(m), _) => return sasl_login(client, m, mech.name(), acct, password),
+        (Mechanism::User, _) => client.user_pass(&acct.user, password.expose()),
+        (m, _) => return sasl_login(client, m, acct, password),
     };
     result.map_err(|(e, client)| {
         let _ = client.quit();
@@ -352,13 +292,12 @@ pub fn login<S: Read + Write>(
 /// gets reported, rather than the server's `-ERR` to the cancellation.
 fn sasl_login<S: Read + Write>(
     client: Client<S>,
-    m: Mech,
-    name: &'static str,
+    m: Mechanism,
     acct: &Account,
     password: &Password,
 ) -> Result<Session<S>, Error> {
     let mech_err = |source| Error::Mechanism {
-        mechanism: name,
+        mechanism: m.name(),
         source,
     };
     let creds = sasl::Credentials {
@@ -367,6 +306,8 @@ fn sasl_login<S: Read + Write>(
         host: &acct.host,
         port: acct.port,
     };
+    // sasl::start refuses USER and APOP, so the name is always there.
+    let iana = m.sasl_name().unwrap_or_default();
     let started = sasl::start(m, &creds).and_then(|mut ex| Ok((ex.initial()?, ex)));
     let (first, mut ex): (Option<Vec<u8>>, Box<dyn Exchange>) = match started {
         Ok(v) => v,
@@ -385,19 +326,19 @@ fn sasl_login<S: Read + Write>(
     });
     let fits = |ir: &str| {
         Command::Auth {
-            mechanism: m.name(),
+            mechanism: iana,
             initial: Some(ir),
         }
         .to_bytes()
         .is_ok()
     };
     let (on_auth_line, mut pending) = match (encoded, first) {
-        (Some(ir), _) if m.initial_response_on_auth_line() && fits(&ir) => (Some(ir), None),
+        (Some(ir), _) if sasl::initial_response_on_auth_line(m) && fits(&ir) => (Some(ir), None),
         (_, first) => (None, first),
     };
 
     let mut failure: Option<sasl::Error> = None;
-    let result = client.auth(m.name(), on_auth_line.as_deref(), |challenge| {
+    let result = client.auth(iana, on_auth_line.as_deref(), |challenge| {
         if let Some(first) = pending.take() {
             // The server's (empty) challenge asks for the initial response.
             return Some(crypto::b64_encode(&first));
@@ -426,7 +367,7 @@ fn sasl_login<S: Read + Write>(
             Err(match failure {
                 Some(f) => mech_err(f),
                 None => Error::Refused {
-                    mechanism: name,
+                    mechanism: m.name(),
                     source: e,
                     detail: ex.server_explanation(),
                 },
@@ -454,7 +395,7 @@ mod tests {
         parse_capa(lines)
     }
 
-    fn account(auth: AuthMethod, allow_plaintext: bool) -> Account {
+    fn account(auth: Auth, allow_plaintext: bool) -> Account {
         let mut a = crate::config::test_account("pop.example.com", 995);
         a.auth = auth;
         a.allow_plaintext = allow_plaintext;
@@ -470,7 +411,7 @@ mod tests {
     fn auto_takes_the_strongest_allowed() {
         let g = greeting(true);
         let pick = |lines: &[&str], tls, plain| {
-            choose(&account(AuthMethod::Auto, plain), &g, &caps(lines), tls).map(Mechanism::name)
+            choose(&account(Auth::Auto, plain), &g, &caps(lines), tls).map(Mechanism::name)
         };
         assert_eq!(pick(DOVECOT, true, false).unwrap(), "scram-sha-256");
         assert_eq!(pick(DOVECOT, false, false).unwrap(), "scram-sha-256");
@@ -496,7 +437,7 @@ mod tests {
         };
         let pick2 = |lines: &[&str], tls| {
             choose(
-                &account(AuthMethod::Auto, false),
+                &account(Auth::Auto, false),
                 &no_apop,
                 &caps(lines),
                 tls,
@@ -524,7 +465,7 @@ mod tests {
     #[test]
     fn auto_without_tls_refuses_what_exposes_the_password() {
         let e = choose(
-            &account(AuthMethod::Auto, false),
+            &account(Auth::Auto, false),
             &greeting(true),
             &caps(&["USER", "SASL CRAM-MD5 PLAIN LOGIN"]),
             false,
@@ -545,9 +486,9 @@ mod tests {
         let c = caps(DOVECOT);
         let pick = |auth, tls, plain| choose(&account(auth, plain), &g, &c, tls);
         for (auth, name) in [
-            (AuthMethod::Plain, "plain"),
-            (AuthMethod::Login, "login"),
-            (AuthMethod::User, "user"),
+            (Auth::Only(Mechanism::Plain), "plain"),
+            (Auth::Only(Mechanism::Login), "login"),
+            (Auth::Only(Mechanism::User), "user"),
         ] {
             assert_eq!(pick(auth, true, false).unwrap().name(), name);
             assert_eq!(pick(auth, false, true).unwrap().name(), name);
@@ -556,39 +497,39 @@ mod tests {
         }
         // Proof-based mechanisms asked for explicitly work without TLS.
         assert_eq!(
-            pick(AuthMethod::CramMd5, false, false).unwrap().name(),
+            pick(Auth::Only(Mechanism::CramMd5), false, false).unwrap().name(),
             "cram-md5"
         );
         assert_eq!(
-            pick(AuthMethod::ScramSha1, false, false).unwrap().name(),
+            pick(Auth::Only(Mechanism::ScramSha1), false, false).unwrap().name(),
             "scram-sha-1"
         );
-        let e = pick(AuthMethod::Ntlm, true, false).unwrap_err();
+        let e = pick(Auth::Only(Mechanism::Ntlm), true, false).unwrap_err();
         assert_eq!(
             e.to_string(),
             "the server does not offer ntlm login; it offers: user, plain, login, cram-md5, \
              scram-sha-1, scram-sha-256, GSSAPI (unsupported)"
         );
         assert!(e.is_permanent());
-        let e = pick(AuthMethod::Apop, true, false).unwrap_err();
+        let e = pick(Auth::Only(Mechanism::Apop), true, false).unwrap_err();
         assert!(e
             .to_string()
             .starts_with("the server does not offer apop login"));
         let oauth = caps(&["SASL XOAUTH2 OAUTHBEARER EXTERNAL"]);
         let pick = |auth, tls| choose(&account(auth, false), &g, &oauth, tls);
-        assert_eq!(pick(AuthMethod::XOAuth2, true).unwrap().name(), "xoauth2");
+        assert_eq!(pick(Auth::Only(Mechanism::XOAuth2), true).unwrap().name(), "xoauth2");
         assert!(matches!(
-            pick(AuthMethod::OAuthBearer, false),
+            pick(Auth::Only(Mechanism::OAuthBearer), false),
             Err(Error::Insecure { .. })
         ));
-        assert_eq!(pick(AuthMethod::External, true).unwrap().name(), "external");
+        assert_eq!(pick(Auth::Only(Mechanism::External), true).unwrap().name(), "external");
         assert!(matches!(
-            pick(AuthMethod::External, false),
+            pick(Auth::Only(Mechanism::External), false),
             Err(Error::Insecure { .. })
         ));
         // USER needs CAPA USER (or no CAPA): Dovecot hides it when it would refuse it.
         let e = choose(
-            &account(AuthMethod::User, true),
+            &account(Auth::Only(Mechanism::User), true),
             &g,
             &caps(&["SASL PLAIN"]),
             true,
@@ -601,7 +542,7 @@ mod tests {
         let stream = MockStream::new(format!("{GREETING}{script}"));
         let log = stream.written();
         let (client, greeting) = Client::connect(stream).unwrap();
-        let mut acct = account(AuthMethod::Auto, true);
+        let mut acct = account(Auth::Auto, true);
         acct.user = user.into();
         let r = login(
             client,
@@ -621,12 +562,12 @@ mod tests {
 
     #[test]
     fn plain_uses_the_initial_response_when_it_fits() {
-        let (r, sent) = run(Mechanism::Sasl(Mech::Plain), "tim", "tanstaaf", "+OK\r\n");
+        let (r, sent) = run(Mechanism::Plain, "tim", "tanstaaf", "+OK\r\n");
         r.unwrap();
         assert_eq!(sent, format!("AUTH PLAIN {}\r\n", b64("\0tim\0tanstaaf")));
         // Too long for the 255-octet AUTH line: empty challenge, then the response.
         let long = "p".repeat(300);
-        let (r, sent) = run(Mechanism::Sasl(Mech::Plain), "tim", &long, "+ \r\n+OK\r\n");
+        let (r, sent) = run(Mechanism::Plain, "tim", &long, "+ \r\n+OK\r\n");
         r.unwrap();
         assert_eq!(
             sent,
@@ -638,7 +579,7 @@ mod tests {
     fn xoauth2_always_waits_for_the_servers_go_ahead() {
         let token = "ya29.short";
         let (r, sent) = run(
-            Mechanism::Sasl(Mech::XOAuth2),
+            Mechanism::XOAuth2,
             "me@example.com",
             token,
             "+\r\n+OK\r\n",
@@ -649,7 +590,7 @@ mod tests {
         // A failure status comes as a challenge, answered empty, then -ERR.
         let json = b64(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#);
         let (r, sent) = run(
-            Mechanism::Sasl(Mech::XOAuth2),
+            Mechanism::XOAuth2,
             "me@example.com",
             token,
             &format!("+\r\n+ {json}\r\n-ERR [AUTH] Invalid credentials.\r\n+OK bye\r\n"),
@@ -669,7 +610,7 @@ mod tests {
     fn oauthbearer_answers_a_failure_with_control_a() {
         let json = b64(r#"{"status":"invalid_token"}"#);
         let (r, sent) = run(
-            Mechanism::Sasl(Mech::OAuthBearer),
+            Mechanism::OAuthBearer,
             "u",
             "tok",
             &format!("+ {json}\r\n-ERR [AUTH] no\r\n+OK\r\n"),
@@ -685,7 +626,7 @@ mod tests {
         // The server says +OK right after the client-first message: it never
         // proved that it knows the password. The session is left at once.
         let (r, sent) = run(
-            Mechanism::Sasl(Mech::ScramSha256),
+            Mechanism::ScramSha256,
             "user",
             "pencil",
             "+OK\r\n+OK bye\r\n",
@@ -709,7 +650,7 @@ mod tests {
         // A server nonce that does not extend ours: cancelled before any proof is sent.
         let server_first = b64("r=not-ours,s=QSXCR+Q6sek8bf92,i=4096");
         let (r, sent) = run(
-            Mechanism::Sasl(Mech::ScramSha1),
+            Mechanism::ScramSha1,
             "user",
             "pencil",
             &format!("+ {server_first}\r\n-ERR cancelled\r\n+OK\r\n"),
@@ -730,7 +671,7 @@ mod tests {
 
     #[test]
     fn external_sends_the_user_as_authorization_identity() {
-        let (r, sent) = run(Mechanism::Sasl(Mech::External), "certuser", "", "+OK\r\n");
+        let (r, sent) = run(Mechanism::External, "certuser", "", "+OK\r\n");
         r.unwrap();
         assert_eq!(sent, format!("AUTH EXTERNAL {}\r\n", b64("certuser")));
     }
@@ -748,7 +689,7 @@ mod tests {
         assert_eq!(sent, "USER u\r\nPASS pw\r\nQUIT\r\n");
         for code in ["IN-USE", "LOGIN-DELAY", "SYS/TEMP"] {
             let (r, _) = run(
-                Mechanism::Sasl(Mech::Plain),
+                Mechanism::Plain,
                 "u",
                 "pw",
                 &format!("-ERR [{code}] later\r\n+OK\r\n"),
@@ -756,7 +697,7 @@ mod tests {
             let e = r.unwrap_err();
             assert!(e.is_transient() && !e.is_permanent(), "{code}: {e}");
         }
-        let (r, _) = run(Mechanism::Sasl(Mech::Plain), "u", "pw\0x", "");
+        let (r, _) = run(Mechanism::Plain, "u", "pw\0x", "");
         let e = r.unwrap_err();
         assert!(matches!(e, Error::Mechanism { .. }));
         assert!(!e.to_string().contains("pw"), "{e}");

@@ -20,7 +20,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::secret;
+use crate::mechanism::Mechanism;
+use crate::secret::{self, Password};
 
 /// Where the configuration lives when `-c` is not given.
 pub const DEFAULT_PATH: &str = "/etc/popspool/popspool.ini";
@@ -51,58 +52,34 @@ pub enum TlsMode {
     None,
 }
 
-/// `auth = ...`: `auto` or one login mechanism (see [`crate::auth`]).
+/// `auth = ...`: `auto` or the one mechanism to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// Strongest the server offers that policy allows.
+pub enum Auth {
+    /// The strongest the server offers that policy allows.
     Auto,
-    /// USER/PASS.
-    User,
-    /// APOP (RFC 1939 section 7).
-    Apop,
-    /// SASL PLAIN (RFC 4616).
-    Plain,
-    /// SASL LOGIN.
-    Login,
-    /// SASL CRAM-MD5 (RFC 2195).
-    CramMd5,
-    /// SASL SCRAM-SHA-1 (RFC 5802).
-    ScramSha1,
-    /// SASL SCRAM-SHA-256 (RFC 7677).
-    ScramSha256,
-    /// SASL NTLM (NTLMv2; BizTalk's "SPA").
-    Ntlm,
-    /// SASL XOAUTH2, with an access token as the secret.
-    XOAuth2,
-    /// SASL OAUTHBEARER (RFC 7628), with an access token as the secret.
-    OAuthBearer,
-    /// SASL EXTERNAL with the TLS client certificate (extension to spec §2).
-    External,
+    /// Exactly this mechanism.
+    Only(Mechanism),
 }
 
-impl AuthMethod {
+impl Auth {
     /// Every value with its name in the `auth` key.
-    pub const ALL: [(&'static str, AuthMethod); 12] = [
-        ("auto", AuthMethod::Auto),
-        ("user", AuthMethod::User),
-        ("apop", AuthMethod::Apop),
-        ("plain", AuthMethod::Plain),
-        ("login", AuthMethod::Login),
-        ("cram-md5", AuthMethod::CramMd5),
-        ("scram-sha-1", AuthMethod::ScramSha1),
-        ("scram-sha-256", AuthMethod::ScramSha256),
-        ("ntlm", AuthMethod::Ntlm),
-        ("xoauth2", AuthMethod::XOAuth2),
-        ("oauthbearer", AuthMethod::OAuthBearer),
-        ("external", AuthMethod::External),
-    ];
+    pub const ALL: [(&'static str, Auth); 12] = {
+        let mut all = [("auto", Auth::Auto); 12];
+        let mut i = 0;
+        while i < Mechanism::ALL.len() {
+            let m = Mechanism::ALL[i];
+            all[i + 1] = (m.name(), Auth::Only(m));
+            i += 1;
+        }
+        all
+    };
 
     /// The name as written in the `auth` key.
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, m)| *m == self)
-            .map_or("auto", |(n, _)| n)
+        match self {
+            Auth::Auto => "auto",
+            Auth::Only(m) => m.name(),
+        }
     }
 }
 
@@ -127,27 +104,6 @@ impl fmt::Debug for SecretSource {
             SecretSource::File(p) => f.debug_tuple("File").field(p).finish(),
             SecretSource::Command(argv) => f.debug_tuple("Command").field(argv).finish(),
         }
-    }
-}
-
-/// A secret string whose `Debug` never shows it (and which has no `Display`, so it cannot be printed by mistake).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wrap a secret.
-    pub fn new(s: String) -> Self {
-        Password(s)
-    }
-    /// The secret itself; call only where it is sent to the server.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -186,7 +142,7 @@ pub struct Account {
     /// Where the password comes from.
     pub secret: SecretSource,
     /// Login method.
-    pub auth: AuthMethod,
+    pub auth: Auth,
     /// Whether a password may cross a connection without TLS.
     pub allow_plaintext: bool,
     /// Time between polls.
@@ -766,7 +722,7 @@ enum Val {
     Tls(TlsMode),
     Fingerprint([u8; 32]),
     Secret(SecretSource),
-    Auth(AuthMethod),
+    Auth(Auth),
     Bool(bool),
     Duration(Duration),
     Delete(Delete),
@@ -927,7 +883,7 @@ fn parse_value(key: &str, v: &str, base: &Path) -> Result<Val, String> {
             std::env::var_os(CREDENTIALS_DIRECTORY).as_deref(),
         )?)),
         "password_command" => Val::Secret(SecretSource::Command(secret::split_command(v)?)),
-        "auth" => Val::Auth(keyword(v, &AuthMethod::ALL)?),
+        "auth" => Val::Auth(keyword(v, &Auth::ALL)?),
         "allow_plaintext" | "mime" => Val::Bool(boolean(v)?),
         "poll_interval" | "timeout" | "max_backoff" => {
             let d = duration(v)?;
@@ -1032,7 +988,7 @@ fn account(
             ..
         }) => s.clone(),
         // The certificate is the credential; a password given anyway is never used.
-        _ if pick!(m, "auth", Val::Auth) == Some(AuthMethod::External) => SecretSource::None,
+        _ if pick!(m, "auth", Val::Auth) == Some(Auth::Only(Mechanism::External)) => SecretSource::None,
         _ => {
             let message = "one of password, password_file or password_command is required".into();
             return Err(err(section.line, "password", message));
@@ -1055,16 +1011,16 @@ fn account(
             return Err(err(line, have, format!("needs {lacks} as well")));
         }
     }
-    let auth = pick!(m, "auth", Val::Auth).unwrap_or(AuthMethod::Auto);
+    let auth = pick!(m, "auth", Val::Auth).unwrap_or(Auth::Auto);
     let allow_plaintext = pick!(m, "allow_plaintext", Val::Bool).unwrap_or(false);
-    let sends_secret = crate::auth::Mechanism::configured(auth).is_some_and(|m| m.sends_secret());
+    let sends_secret = matches!(auth, Auth::Only(m) if m.sends_secret());
     if tls == TlsMode::None && sends_secret && !allow_plaintext {
         let line = m.line("auth").unwrap_or(section.line);
         let message = format!(
             "auth = {} with tls = none sends the {} in clear text; \
              set allow_plaintext = yes to allow that",
             auth.name(),
-            if matches!(auth, AuthMethod::XOAuth2 | AuthMethod::OAuthBearer) {
+            if matches!(auth, Auth::Only(Mechanism::XOAuth2 | Mechanism::OAuthBearer)) {
                 "access token"
             } else {
                 "password"
@@ -1072,7 +1028,7 @@ fn account(
         );
         return Err(err(line, "auth", message));
     }
-    if auth == AuthMethod::External {
+    if auth == Auth::Only(Mechanism::External) {
         let line = m.line("auth").unwrap_or(section.line);
         if tls == TlsMode::None {
             let message =
@@ -1285,7 +1241,7 @@ mod tests {
         );
         assert_eq!(
             (a.port, a.tls, a.auth),
-            (995, TlsMode::Implicit, AuthMethod::Auto)
+            (995, TlsMode::Implicit, Auth::Auto)
         );
         assert_eq!(a.secret, SecretSource::Inline(Password::new("pw".into())));
         assert_eq!((a.ca_file.as_ref(), a.tls_fingerprint), (None, None));
@@ -1325,7 +1281,7 @@ mod tests {
         ));
         assert_eq!(
             (a.port, a.tls, a.auth),
-            (1995, TlsMode::StartTls, AuthMethod::Apop)
+            (1995, TlsMode::StartTls, Auth::Only(Mechanism::Apop))
         );
         assert_eq!(
             a.ca_file.as_deref(),
@@ -1680,7 +1636,7 @@ mod tests {
         );
         assert_eq!(
             acct("tls = none\nauth = user\nallow_plaintext = 1\n").auth,
-            AuthMethod::User
+            Auth::Only(Mechanism::User)
         );
         for (auth, what) in [
             ("plain", "password"),
@@ -1718,7 +1674,7 @@ mod tests {
         .remove(0);
         assert_eq!(
             (a.auth, &a.secret),
-            (AuthMethod::External, &SecretSource::None)
+            (Auth::Only(Mechanism::External), &SecretSource::None)
         );
         check(ext, 4, Some("auth"), "needs tls_client_cert");
         check(
@@ -1733,7 +1689,7 @@ mod tests {
             Some("password"),
             "one of password",
         );
-        for (name, m) in AuthMethod::ALL {
+        for (name, m) in Auth::ALL {
             assert_eq!(m.name(), name);
             let certs = "tls_client_cert = c\ntls_client_key = k\n";
             let text = format!("auth = {}\n{certs}", name.to_uppercase());

@@ -58,13 +58,13 @@ impl Mechanism {
         all
     };
 
-    fn entry(self) -> &'static (Mechanism, &'static str, Option<&'static str>) {
+    const fn entry(self) -> &'static (Mechanism, &'static str, Option<&'static str>) {
         // NAMES holds every variant, in declaration order.
         &Self::NAMES[self as usize]
     }
 
     /// The name in the `auth` key (`cram-md5`).
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         self.entry().1
     }
 
@@ -75,7 +75,7 @@ impl Mechanism {
 
     /// The IANA SASL name (`CRAM-MD5`); `None` for USER and APOP, which are
     /// POP3 commands of their own.
-    pub fn sasl_name(self) -> Option<&'static str> {
+    pub const fn sasl_name(self) -> Option<&'static str> {
         self.entry().2
     }
 

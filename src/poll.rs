@@ -219,7 +219,7 @@ pub struct Opened {
     /// The greeting.
     pub greeting: Greeting,
     /// The mechanism that logged in.
-    pub mechanism: auth::Mechanism,
+    pub mechanism: crate::mechanism::Mechanism,
 }
 
 /// A connection secured as the account says, before login.
@@ -331,7 +331,7 @@ pub fn stls_only(acct: &Account, tcp: std::net::TcpStream) -> Option<std::net::T
 }
 
 /// Connect, secure and log in, following the account's policy.
-pub fn open(acct: &Account, password: &crate::config::Password) -> Result<Opened, Error> {
+pub fn open(acct: &Account, password: &crate::secret::Password) -> Result<Opened, Error> {
     let Connected {
         client,
         greeting,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::auth;
-use crate::config::{Account, AuthMethod, Config, Delete, SecretSource, TlsMode};
+use crate::config::{Account, Auth, Config, Delete, SecretSource, TlsMode};
 use crate::poll::{self, Connected};
 use crate::pop3::proto::sanitize;
 use crate::secret;
@@ -167,7 +167,7 @@ fn probe_one(a: &Account) -> Result<(), poll::Error> {
         Some(m) => println!("  auto     would pick {}", m.name()),
         None => println!("  auto     would pick nothing (none offered is allowed here)"),
     }
-    if a.auth != AuthMethod::Auto {
+    if a.auth != Auth::Auto {
         println!("  auth     {} (configured)", a.auth.name());
     }
     let fail = |what: &str| println!("  login    {what}");

@@ -16,7 +16,28 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::config::{Password, SecretSource};
+use crate::config::SecretSource;
+
+/// A secret string whose `Debug` never shows it (and which has no `Display`, so it cannot be printed by mistake).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wrap a secret.
+    pub fn new(s: String) -> Self {
+        Password(s)
+    }
+    /// The secret itself; call only where it is sent to the server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// No real password comes close; the cap bounds memory when a file or
 /// command yields something unexpected (`/dev/zero`, a log file).

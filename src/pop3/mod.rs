@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 
 use log::trace;
 
-use crate::config::Password;
 pub use command::Command;
 pub use proto::{Capabilities, Expire, Reply, RespCode, Uid, Unstuffer};
 
@@ -623,9 +622,9 @@ impl<S: Read + Write> Client<S> {
     pub fn user_pass(
         mut self,
         user: &str,
-        password: &Password,
+        password: &str,
     ) -> Result<Session<S>, (Error, Self)> {
-        let pass = Command::Pass(password.expose());
+        let pass = Command::Pass(password);
         let result = self.conn.exec(|c| {
             // A password that cannot be sent must not leave the server expecting one.
             pass.to_bytes()?;
@@ -640,13 +639,13 @@ impl<S: Read + Write> Client<S> {
     pub fn apop(
         mut self,
         user: &str,
-        password: &Password,
+        password: &str,
         timestamp: &str,
     ) -> Result<Session<S>, (Error, Self)> {
         if !proto::is_valid_apop_timestamp(timestamp) {
             return Err((Error::BadApopTimestamp, self));
         }
-        let digest = proto::apop_digest(timestamp, password.expose());
+        let digest = proto::apop_digest(timestamp, password);
         let result = self.conn.exec(|c| {
             c.command(&Command::Apop {
                 user,
@@ -1188,9 +1187,6 @@ mod tests {
 
     type Log = Rc<RefCell<Written>>;
 
-    fn pw(s: &str) -> Password {
-        Password::new(s.into())
-    }
 
     fn mock(parts: &[&[u8]], one_byte: bool) -> MockStream {
         let stream = MockStream::new(parts.concat());
@@ -1218,7 +1214,7 @@ mod tests {
         let stream = mock(&[GREETING, LOGIN_OK, script], one_byte);
         let log = stream.written();
         let (client, _) = Client::connect_with(stream, limits, None).unwrap();
-        let session = client.user_pass("u", &pw("p")).unwrap();
+        let session = client.user_pass("u", "p").unwrap();
         *log.borrow_mut() = Written::default();
         (session, log)
     }
@@ -1440,12 +1436,12 @@ mod tests {
     fn user_pass() {
         for one_byte in [false, true] {
             let (client, log) = client_with(LOGIN_OK, one_byte);
-            client.user_pass("mrose", &pw("tanstaaf")).unwrap();
+            client.user_pass("mrose", "tanstaaf").unwrap();
             assert_eq!(sent(&log), "USER mrose\r\nPASS tanstaaf\r\n");
         }
         for cut in 0..LOGIN_OK.len() {
             let (client, _) = client_with(&LOGIN_OK[..cut], false);
-            let (err, _) = client.user_pass("mrose", &pw("tanstaaf")).unwrap_err();
+            let (err, _) = client.user_pass("mrose", "tanstaaf").unwrap_err();
             assert!(matches!(err, Error::ConnectionLost), "cut {cut}");
         }
     }
@@ -1453,7 +1449,7 @@ mod tests {
     #[test]
     fn refused_user_returns_the_client() {
         let (client, log) = client_with(b"-ERR no such mailbox\r\n+OK bye\r\n", false);
-        let (err, client) = client.user_pass("nobody", &pw("x")).unwrap_err();
+        let (err, client) = client.user_pass("nobody", "x").unwrap_err();
         assert!(matches!(
             err,
             Error::Server {
@@ -1469,7 +1465,7 @@ mod tests {
     #[test]
     fn refused_password() {
         let (client, _) = client_with(b"+OK\r\n-ERR [AUTH] invalid login\r\n", false);
-        let (err, _) = client.user_pass("mrose", &pw("wrong")).unwrap_err();
+        let (err, _) = client.user_pass("mrose", "wrong").unwrap_err();
         assert!(matches!(
             err,
             Error::Server {
@@ -1480,20 +1476,20 @@ mod tests {
         assert!(err.is_auth_failure() && !err.is_transient());
 
         let (client, _) = client_with(b"+OK\r\n-ERR [IN-USE] maildrop locked\r\n", false);
-        let (err, _) = client.user_pass("mrose", &pw("right")).unwrap_err();
+        let (err, _) = client.user_pass("mrose", "right").unwrap_err();
         assert!(err.is_transient() && !err.is_auth_failure());
 
         let (client, _) = client_with(b"+OK\r\n-ERR [SYS/PERM] mailbox corrupt\r\n", false);
-        let (err, _) = client.user_pass("mrose", &pw("right")).unwrap_err();
+        let (err, _) = client.user_pass("mrose", "right").unwrap_err();
         assert!(!err.is_transient() && !err.is_auth_failure());
     }
 
     #[test]
     fn injection_is_rejected_before_anything_is_sent() {
         let (client, log) = client_with(LOGIN_OK, false);
-        let (err, client) = client.user_pass("bob\r\nDELE 1", &pw("p")).unwrap_err();
+        let (err, client) = client.user_pass("bob\r\nDELE 1", "p").unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)));
-        let (err, _) = client.user_pass("bob", &pw("p\r\nDELE 1")).unwrap_err();
+        let (err, _) = client.user_pass("bob", "p\r\nDELE 1").unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)));
         assert_eq!(sent(&log), "");
     }
@@ -1503,14 +1499,14 @@ mod tests {
         let stamp = "<1896.697170952@dbc.mtview.ca.us>";
         for one_byte in [false, true] {
             let (client, log) = client_with(b"+OK maildrop has 1 message\r\n", one_byte);
-            client.apop("mrose", &pw("tanstaaf"), stamp).unwrap();
+            client.apop("mrose", "tanstaaf", stamp).unwrap();
             assert_eq!(
                 sent(&log),
                 "APOP mrose c4c9334bac560ecc979e58001b3e22fb\r\n"
             );
         }
         let (client, _) = client_with(b"-ERR permission denied\r\n", false);
-        let (err, _) = client.apop("mrose", &pw("x"), stamp).unwrap_err();
+        let (err, _) = client.apop("mrose", "x", stamp).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1522,11 +1518,11 @@ mod tests {
         );
 
         let (client, _) = client_with(b"+OK", false);
-        let (err, _) = client.apop("mrose", &pw("x"), stamp).unwrap_err();
+        let (err, _) = client.apop("mrose", "x", stamp).unwrap_err();
         assert!(matches!(err, Error::ConnectionLost));
 
         let (client, log) = client_with(b"+OK\r\n", false);
-        let (err, _) = client.apop("mrose", &pw("x"), "<no-at-sign>").unwrap_err();
+        let (err, _) = client.apop("mrose", "x", "<no-at-sign>").unwrap_err();
         assert!(matches!(err, Error::BadApopTimestamp));
         assert_eq!(sent(&log), "");
     }
@@ -1756,7 +1752,7 @@ mod tests {
         let stream = MockStream::gated(GREETING, &all);
         let log = stream.written();
         let (client, _) = Client::connect(stream).unwrap();
-        (client.user_pass("u", &pw("p")).unwrap(), log)
+        (client.user_pass("u", "p").unwrap(), log)
     }
 
     fn plan(sizes: &[u64]) -> Vec<Retr> {
@@ -2313,8 +2309,8 @@ mod tests {
         ]
         .concat();
         let (client, _) = client_with(&script, false);
-        let (_, client) = client.user_pass("mrose", &pw(secret)).unwrap_err();
-        let (_, client) = client.apop("mrose", &pw(secret), stamp).unwrap_err();
+        let (_, client) = client.user_pass("mrose", secret).unwrap_err();
+        let (_, client) = client.apop("mrose", secret, stamp).unwrap_err();
         let mut session = client
             .auth("PLAIN", Some("c2VjcmV0"), |_| Some("cmVzcG9uc2U=".into()))
             .unwrap();

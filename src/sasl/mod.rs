@@ -33,6 +33,8 @@ pub mod simple;
 
 use std::fmt;
 
+use crate::mechanism::Mechanism;
+
 /// Server text quoted in an error (an OAuth status, a SCRAM `e=` value), in
 /// characters: enough to act on, short enough for one log line.
 const MAX_QUOTED: usize = 200;
@@ -120,65 +122,12 @@ fn quoted(text: &[u8]) -> String {
     crate::pop3::proto::sanitize(&String::from_utf8_lossy(text), MAX_QUOTED)
 }
 
-/// A SASL mechanism this client implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mech {
-    /// PLAIN.
-    Plain,
-    /// LOGIN.
-    Login,
-    /// CRAM-MD5.
-    CramMd5,
-    /// SCRAM-SHA-1.
-    ScramSha1,
-    /// SCRAM-SHA-256.
-    ScramSha256,
-    /// NTLM (NTLMv2 responses only).
-    Ntlm,
-    /// XOAUTH2.
-    XOAuth2,
-    /// OAUTHBEARER.
-    OAuthBearer,
-    /// EXTERNAL.
-    External,
-}
-
-impl Mech {
-    /// Every mechanism, in no particular order.
-    pub const ALL: [Mech; 9] = [
-        Mech::Plain,
-        Mech::Login,
-        Mech::CramMd5,
-        Mech::ScramSha1,
-        Mech::ScramSha256,
-        Mech::Ntlm,
-        Mech::XOAuth2,
-        Mech::OAuthBearer,
-        Mech::External,
-    ];
-
-    /// The IANA name, as in CAPA `SASL` and `AUTH`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mech::Plain => "PLAIN",
-            Mech::Login => "LOGIN",
-            Mech::CramMd5 => "CRAM-MD5",
-            Mech::ScramSha1 => "SCRAM-SHA-1",
-            Mech::ScramSha256 => "SCRAM-SHA-256",
-            Mech::Ntlm => "NTLM",
-            Mech::XOAuth2 => "XOAUTH2",
-            Mech::OAuthBearer => "OAUTHBEARER",
-            Mech::External => "EXTERNAL",
-        }
-    }
-
-    /// Whether the initial response may go on the `AUTH` line (RFC 5034 §4,
-    /// when it fits in 255 octets). XOAUTH2 never: Microsoft 365 requires
-    /// `AUTH XOAUTH2`, a `+` from the server, then the token on its own
-    /// line, and the others (Gmail) accept that form as every SASL server must.
-    pub fn initial_response_on_auth_line(self) -> bool {
-        !matches!(self, Mech::XOAuth2)
-    }
+/// Whether `mech`'s initial response may go on the `AUTH` line (RFC 5034
+/// §4, when it fits in 255 octets). XOAUTH2 never: Microsoft 365 requires
+/// `AUTH XOAUTH2`, a `+` from the server, then the token on its own line,
+/// and the others (Gmail) accept that form as every SASL server must.
+pub fn initial_response_on_auth_line(mech: Mechanism) -> bool {
+    !matches!(mech, Mechanism::XOAuth2)
 }
 
 /// Who logs in, with what, and where (OAUTHBEARER names the server).
@@ -215,32 +164,33 @@ pub trait Exchange {
     }
 }
 
-/// A fresh exchange of `mech` for `creds`. Fails only on credentials the
-/// mechanism cannot carry.
-pub fn start(mech: Mech, creds: &Credentials<'_>) -> Result<Box<dyn Exchange>, Error> {
+/// A fresh exchange of `mech` for `creds`. Fails on credentials the
+/// mechanism cannot carry, and for USER and APOP, which are not SASL.
+pub fn start(mech: Mechanism, creds: &Credentials<'_>) -> Result<Box<dyn Exchange>, Error> {
     Ok(match mech {
-        Mech::Plain => Box::new(simple::Plain::new(creds.user, creds.secret)?),
-        Mech::Login => Box::new(simple::Login::new(creds.user, creds.secret)),
-        Mech::CramMd5 => Box::new(simple::CramMd5::new(creds.user, creds.secret)),
-        Mech::ScramSha1 => Box::new(scram::Scram::new(
+        Mechanism::User | Mechanism::Apop => return Err(Error::Unsupported("USER or APOP over AUTH")),
+        Mechanism::Plain => Box::new(simple::Plain::new(creds.user, creds.secret)?),
+        Mechanism::Login => Box::new(simple::Login::new(creds.user, creds.secret)),
+        Mechanism::CramMd5 => Box::new(simple::CramMd5::new(creds.user, creds.secret)),
+        Mechanism::ScramSha1 => Box::new(scram::Scram::new(
             crypto::Hash::Sha1,
             creds.user,
             creds.secret,
         )?),
-        Mech::ScramSha256 => Box::new(scram::Scram::new(
+        Mechanism::ScramSha256 => Box::new(scram::Scram::new(
             crypto::Hash::Sha256,
             creds.user,
             creds.secret,
         )?),
-        Mech::Ntlm => Box::new(ntlm::Ntlm::new(creds.user, creds.secret)?),
-        Mech::XOAuth2 => Box::new(oauth::Bearer::xoauth2(creds.user, creds.secret)?),
-        Mech::OAuthBearer => Box::new(oauth::Bearer::oauthbearer(
+        Mechanism::Ntlm => Box::new(ntlm::Ntlm::new(creds.user, creds.secret)?),
+        Mechanism::XOAuth2 => Box::new(oauth::Bearer::xoauth2(creds.user, creds.secret)?),
+        Mechanism::OAuthBearer => Box::new(oauth::Bearer::oauthbearer(
             creds.user,
             creds.secret,
             creds.host,
             creds.port,
         )?),
-        Mech::External => Box::new(simple::External::new(creds.user)),
+        Mechanism::External => Box::new(simple::External::new(creds.user)),
     })
 }
 
@@ -271,11 +221,14 @@ mod tests {
             host: "h",
             port: 995,
         };
-        for mech in Mech::ALL {
+        for mech in Mechanism::ALL.into_iter().filter(|m| m.is_sasl()) {
             let mut ex = start(mech, &creds).unwrap();
             let first = ex.initial().unwrap();
-            let client_first = !matches!(mech, Mech::Login | Mech::CramMd5);
+            let client_first = !matches!(mech, Mechanism::Login | Mechanism::CramMd5);
             assert_eq!(first.is_some(), client_first, "{}", mech.name());
+        }
+        for not_sasl in [Mechanism::User, Mechanism::Apop] {
+            assert!(start(not_sasl, &creds).is_err());
         }
     }
 }
