@@ -21,10 +21,10 @@ use std::fmt;
 use std::io::{Read, Write};
 
 use crate::config::{Account, Auth};
-use crate::secret::Password;
-use crate::pop3::{self, Capabilities, Client, Command, Greeting, Session};
 use crate::mechanism::Mechanism;
+use crate::pop3::{self, Capabilities, Client, Command, Greeting, Session};
 use crate::sasl::{self, crypto, Exchange};
+use crate::secret::Password;
 
 /// What `auto` tries, strongest first (issue 5): SCRAM proves the password
 /// without revealing it and makes the server prove it too; CRAM-MD5 and
@@ -436,13 +436,7 @@ mod tests {
             ..g.clone()
         };
         let pick2 = |lines: &[&str], tls| {
-            choose(
-                &account(Auth::Auto, false),
-                &no_apop,
-                &caps(lines),
-                tls,
-            )
-            .map(Mechanism::name)
+            choose(&account(Auth::Auto, false), &no_apop, &caps(lines), tls).map(Mechanism::name)
         };
         assert_eq!(pick2(&["USER", "SASL LOGIN PLAIN"], true).unwrap(), "plain");
         assert_eq!(pick2(&["USER", "SASL LOGIN"], true).unwrap(), "login");
@@ -497,11 +491,15 @@ mod tests {
         }
         // Proof-based mechanisms asked for explicitly work without TLS.
         assert_eq!(
-            pick(Auth::Only(Mechanism::CramMd5), false, false).unwrap().name(),
+            pick(Auth::Only(Mechanism::CramMd5), false, false)
+                .unwrap()
+                .name(),
             "cram-md5"
         );
         assert_eq!(
-            pick(Auth::Only(Mechanism::ScramSha1), false, false).unwrap().name(),
+            pick(Auth::Only(Mechanism::ScramSha1), false, false)
+                .unwrap()
+                .name(),
             "scram-sha-1"
         );
         let e = pick(Auth::Only(Mechanism::Ntlm), true, false).unwrap_err();
@@ -517,12 +515,18 @@ mod tests {
             .starts_with("the server does not offer apop login"));
         let oauth = caps(&["SASL XOAUTH2 OAUTHBEARER EXTERNAL"]);
         let pick = |auth, tls| choose(&account(auth, false), &g, &oauth, tls);
-        assert_eq!(pick(Auth::Only(Mechanism::XOAuth2), true).unwrap().name(), "xoauth2");
+        assert_eq!(
+            pick(Auth::Only(Mechanism::XOAuth2), true).unwrap().name(),
+            "xoauth2"
+        );
         assert!(matches!(
             pick(Auth::Only(Mechanism::OAuthBearer), false),
             Err(Error::Insecure { .. })
         ));
-        assert_eq!(pick(Auth::Only(Mechanism::External), true).unwrap().name(), "external");
+        assert_eq!(
+            pick(Auth::Only(Mechanism::External), true).unwrap().name(),
+            "external"
+        );
         assert!(matches!(
             pick(Auth::Only(Mechanism::External), false),
             Err(Error::Insecure { .. })
@@ -578,12 +582,7 @@ mod tests {
     #[test]
     fn xoauth2_always_waits_for_the_servers_go_ahead() {
         let token = "ya29.short";
-        let (r, sent) = run(
-            Mechanism::XOAuth2,
-            "me@example.com",
-            token,
-            "+\r\n+OK\r\n",
-        );
+        let (r, sent) = run(Mechanism::XOAuth2, "me@example.com", token, "+\r\n+OK\r\n");
         r.unwrap();
         let msg = format!("user=me@example.com\x01auth=Bearer {token}\x01\x01");
         assert_eq!(sent, format!("AUTH XOAUTH2\r\n{}\r\n", b64(&msg)));

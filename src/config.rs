@@ -20,6 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::exit::Exit;
 use crate::mechanism::Mechanism;
 use crate::secret::{self, Password};
 
@@ -196,10 +197,10 @@ pub enum Error {
 
 impl Error {
     /// The sysexits.h status for this error (spec section 1).
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> Exit {
         match self {
-            Error::Unreadable { .. } => 66, // EX_NOINPUT
-            Error::Invalid { .. } => 78,    // EX_CONFIG
+            Error::Unreadable { .. } => Exit::NoInput,
+            Error::Invalid { .. } => Exit::Config,
         }
     }
 }
@@ -988,7 +989,9 @@ fn account(
             ..
         }) => s.clone(),
         // The certificate is the credential; a password given anyway is never used.
-        _ if pick!(m, "auth", Val::Auth) == Some(Auth::Only(Mechanism::External)) => SecretSource::None,
+        _ if pick!(m, "auth", Val::Auth) == Some(Auth::Only(Mechanism::External)) => {
+            SecretSource::None
+        }
         _ => {
             let message = "one of password, password_file or password_command is required".into();
             return Err(err(section.line, "password", message));
@@ -1020,7 +1023,10 @@ fn account(
             "auth = {} with tls = none sends the {} in clear text; \
              set allow_plaintext = yes to allow that",
             auth.name(),
-            if matches!(auth, Auth::Only(Mechanism::XOAuth2 | Mechanism::OAuthBearer)) {
+            if matches!(
+                auth,
+                Auth::Only(Mechanism::XOAuth2 | Mechanism::OAuthBearer)
+            ) {
                 "access token"
             } else {
                 "password"
@@ -1863,13 +1869,13 @@ mod tests {
         );
         assert_eq!(e(3, None).to_string(), "/e/p.ini:3: msg");
         assert_eq!(e(0, None).to_string(), "/e/p.ini: msg");
-        assert_eq!(e(0, None).exit_code(), 78);
+        assert_eq!(e(0, None).exit_code(), Exit::Config);
         let u = Error::Unreadable {
             path: p.clone(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         };
         assert_eq!(u.to_string(), "cannot read /e/p.ini: entity not found");
-        assert_eq!(u.exit_code(), 66);
+        assert_eq!(u.exit_code(), Exit::NoInput);
         assert!(std::error::Error::source(&u).is_some());
         let text = format!("{MIN}port = x\n");
         assert_eq!(
@@ -1938,7 +1944,7 @@ mod tests {
         };
         let open = write("open.ini", MIN.as_bytes(), 0o644);
         let err = load(&open).map(drop).unwrap_err();
-        assert_eq!(err.exit_code(), 78);
+        assert_eq!(err.exit_code(), Exit::Config);
         assert!(
             err.to_string().contains("chmod 600") && err.to_string().contains("password_file"),
             "{err}"
@@ -1965,7 +1971,7 @@ mod tests {
             Err(format!("{}:2: is not valid UTF-8", latin1.display()))
         );
         let missing = load(&dir.join("missing.ini")).map(drop).unwrap_err();
-        assert_eq!(missing.exit_code(), 66);
+        assert_eq!(missing.exit_code(), Exit::NoInput);
         assert!(
             missing.to_string().starts_with("cannot read /"),
             "{missing}"

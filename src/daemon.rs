@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::config::{self, Account, Config};
+use crate::exit::Exit;
 use crate::notify::Notifier;
 use crate::poll::{self, Context, Memo};
 use crate::status::{self, Status};
@@ -247,9 +248,9 @@ fn slot_for(cfg: &Config, name: &str) -> Slot {
 }
 
 /// `--once`: poll every selected account once. Returns the exit code.
-pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> u8 {
+pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> Exit {
     let mut slots = HashMap::new();
-    let mut code = 0;
+    let mut code = Exit::Ok;
     let mut order: Vec<&Account> = selected(cfg, only);
     for acct in &order {
         slots.insert(acct.name.clone(), slot_for(cfg, &acct.name));
@@ -265,8 +266,8 @@ pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> u8 {
             .expect("slot exists for every selected account");
         match poll_and_record(acct, cfg, stop, slot) {
             Result::Ok => {}
-            Result::Failed { local_dir: true } => code = 73,
-            Result::Failed { local_dir: false } if code == 0 => code = 75,
+            Result::Failed { local_dir: true } => code = Exit::CantCreate,
+            Result::Failed { local_dir: false } if code == Exit::Ok => code = Exit::TempFail,
             Result::Failed { .. } => {}
         }
     }

@@ -28,6 +28,7 @@ pub mod hex;
 pub mod journal;
 pub mod logging;
 pub mod mechanism;
+pub mod meta;
 pub mod mime;
 pub mod notify;
 pub mod poll;

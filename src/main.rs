@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use log::LevelFilter;
 use popspool::config::{self, Config};
+use popspool::exit::Exit;
 use popspool::{daemon, probe, tls};
 
 const USAGE: &str = "\
@@ -24,14 +25,6 @@ usage: popspool [-c FILE] [--once] [--check] [--probe] [-a NAME]... [--log-level
 Without --once, --check or --probe, popspool runs in the foreground as a service.
 Exit status: 0 ok, 64 usage, 66 config unreadable, 78 config invalid,
 73 spool/state directory unusable, 75 an account failed (--once), 70 internal error.";
-
-/// sysexits.h codes (spec §1).
-mod exit {
-    pub const USAGE: u8 = 64;
-    pub const CANTCREAT: u8 = 73;
-    pub const SOFTWARE: u8 = 70;
-    pub const TEMPFAIL: u8 = 75;
-}
 
 #[derive(Debug, Default)]
 struct Args {
@@ -108,14 +101,14 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("popspool: {e}\n{USAGE}");
-            return ExitCode::from(exit::USAGE);
+            return Exit::Usage.into();
         }
     };
     popspool::logging::init();
-    ExitCode::from(run(args))
+    run(args).into()
 }
 
-fn run(args: Args) -> u8 {
+fn run(args: Args) -> Exit {
     let path = args
         .config
         .clone()
@@ -138,7 +131,7 @@ fn run(args: Args) -> u8 {
         .find(|n| !cfg.accounts.iter().any(|a| &a.name == *n))
     {
         eprintln!("popspool: no account '{unknown}' in {}", path.display());
-        return exit::USAGE;
+        return Exit::Usage;
     }
     // popspool is single-threaded (the only threads it starts read a
     // password_command's pipes), which these two need: see their
@@ -156,25 +149,20 @@ fn run(args: Args) -> u8 {
     }
     if let Err(e) = prepare_dirs(&cfg) {
         eprintln!("popspool: {e}");
-        return exit::CANTCREAT;
+        return Exit::CantCreate;
     }
     let mut signals = match daemon::Signals::install() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("popspool: cannot install signal handlers: {e}");
-            return exit::SOFTWARE;
+            return Exit::Software;
         }
     };
     if args.once {
-        let code = daemon::run_once(&cfg, &args.accounts, &signals.stop);
-        return if code == exit::TEMPFAIL || code == exit::CANTCREAT || code == 0 {
-            code
-        } else {
-            exit::SOFTWARE
-        };
+        return daemon::run_once(&cfg, &args.accounts, &signals.stop);
     }
     daemon::run(&path, cfg, &args.accounts, &mut signals);
-    0
+    Exit::Ok
 }
 
 fn prepare_dirs(cfg: &Config) -> Result<(), String> {

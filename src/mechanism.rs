@@ -40,7 +40,11 @@ impl Mechanism {
         (Mechanism::Login, "login", Some("LOGIN")),
         (Mechanism::CramMd5, "cram-md5", Some("CRAM-MD5")),
         (Mechanism::ScramSha1, "scram-sha-1", Some("SCRAM-SHA-1")),
-        (Mechanism::ScramSha256, "scram-sha-256", Some("SCRAM-SHA-256")),
+        (
+            Mechanism::ScramSha256,
+            "scram-sha-256",
+            Some("SCRAM-SHA-256"),
+        ),
         (Mechanism::Ntlm, "ntlm", Some("NTLM")),
         (Mechanism::XOAuth2, "xoauth2", Some("XOAUTH2")),
         (Mechanism::OAuthBearer, "oauthbearer", Some("OAUTHBEARER")),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::auth;
 use crate::config::{Account, Auth, Config, Delete, SecretSource, TlsMode};
+use crate::exit::Exit;
 use crate::poll::{self, Connected};
 use crate::pop3::proto::sanitize;
 use crate::secret;
@@ -41,8 +42,9 @@ fn tls_text(t: TlsMode) -> &'static str {
     }
 }
 
-/// `--check`: validate and summarise. Returns the exit code (0 or 78).
-pub fn check(cfg: &Config, only: &[String]) -> u8 {
+/// `--check`: validate and summarise. Returns [`Exit::Config`] when a
+/// secret or TLS file is unusable.
+pub fn check(cfg: &Config, only: &[String]) -> Exit {
     println!("configuration {}: ok", cfg.path.display());
     println!("spool     {}", cfg.spool.display());
     println!("state_dir {}", cfg.state_dir.display());
@@ -87,16 +89,16 @@ pub fn check(cfg: &Config, only: &[String]) -> u8 {
     }
     if bad > 0 {
         println!("{bad} problem(s) found");
-        78
+        Exit::Config
     } else {
-        0
+        Exit::Ok
     }
 }
 
-/// `--probe`: connect to each selected account and report. Returns 0 when
-/// every account could log in, else 75.
-pub fn probe(cfg: &Config, only: &[String]) -> u8 {
-    let mut code = 0;
+/// `--probe`: connect to each selected account and report. Returns
+/// [`Exit::TempFail`] when an account could not log in.
+pub fn probe(cfg: &Config, only: &[String]) -> Exit {
+    let mut code = Exit::Ok;
     for a in selected(cfg, only) {
         println!(
             "[account {}] {}:{} tls={}",
@@ -107,7 +109,7 @@ pub fn probe(cfg: &Config, only: &[String]) -> u8 {
         );
         if let Err(e) = probe_one(a) {
             println!("  ERROR: {e}");
-            code = 75;
+            code = Exit::TempFail;
         }
     }
     code

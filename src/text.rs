@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn one_line_joins_and_trims() {
-        assert_eq!(one_line(b"  curl: (7) failed\nretry\n", 100), "curl: (7) failed retry");
+        assert_eq!(
+            one_line(b"  curl: (7) failed\nretry\n", 100),
+            "curl: (7) failed retry"
+        );
         assert_eq!(one_line(b"abcdef", 3), "abc…");
         assert_eq!(one_line(b"", 3), "");
     }

@@ -619,11 +619,7 @@ impl<S: Read + Write> Client<S> {
 
     /// USER then PASS. On failure the client comes back with the error; if
     /// USER was refused, PASS was not sent.
-    pub fn user_pass(
-        mut self,
-        user: &str,
-        password: &str,
-    ) -> Result<Session<S>, (Error, Self)> {
+    pub fn user_pass(mut self, user: &str, password: &str) -> Result<Session<S>, (Error, Self)> {
         let pass = Command::Pass(password);
         let result = self.conn.exec(|c| {
             // A password that cannot be sent must not leave the server expecting one.
@@ -1186,7 +1182,6 @@ mod tests {
     const LOGIN_OK: &[u8] = b"+OK\r\n+OK logged in\r\n";
 
     type Log = Rc<RefCell<Written>>;
-
 
     fn mock(parts: &[&[u8]], one_byte: bool) -> MockStream {
         let stream = MockStream::new(parts.concat());

@@ -168,7 +168,9 @@ pub trait Exchange {
 /// mechanism cannot carry, and for USER and APOP, which are not SASL.
 pub fn start(mech: Mechanism, creds: &Credentials<'_>) -> Result<Box<dyn Exchange>, Error> {
     Ok(match mech {
-        Mechanism::User | Mechanism::Apop => return Err(Error::Unsupported("USER or APOP over AUTH")),
+        Mechanism::User | Mechanism::Apop => {
+            return Err(Error::Unsupported("USER or APOP over AUTH"))
+        }
         Mechanism::Plain => Box::new(simple::Plain::new(creds.user, creds.secret)?),
         Mechanism::Login => Box::new(simple::Login::new(creds.user, creds.secret)),
         Mechanism::CramMd5 => Box::new(simple::CramMd5::new(creds.user, creds.secret)),

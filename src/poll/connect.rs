@@ -1,0 +1,156 @@
+//! Setting up a session, shared by a poll and `--probe`: connect, secure
+//! the connection as the account says (POP3S, or STLS per RFC 2595),
+//! explain a certificate that did not verify, and log in by the account's
+//! policy (see `auth`).
+
+use crate::auth;
+use crate::config::{Account, TlsMode};
+use crate::pop3::{Capabilities, Client, Greeting, Session};
+use crate::secret::Password;
+use crate::tls::{self, Stream};
+
+use super::Error;
+
+/// A logged-in session and what was learned on the way.
+pub struct Opened {
+    /// TRANSACTION state.
+    pub session: Session<Stream>,
+    /// CAPA (after STLS, if any).
+    pub caps: Capabilities,
+    /// The greeting.
+    pub greeting: Greeting,
+    /// The mechanism that logged in.
+    pub mechanism: crate::mechanism::Mechanism,
+}
+
+/// A connection secured as the account says, before login.
+pub struct Connected {
+    /// AUTHORIZATION state.
+    pub client: Client<Stream>,
+    /// The greeting.
+    pub greeting: Greeting,
+    /// CAPA (after STLS, if any).
+    pub caps: Capabilities,
+}
+
+/// Connect and secure the connection as the account says; nothing of the
+/// login has been sent yet.
+pub fn connect(acct: &Account) -> Result<Connected, Error> {
+    let tls_cfg = match acct.tls {
+        TlsMode::None => None,
+        _ => Some(tls::Tls::new(acct).map_err(Error::Tls)?),
+    };
+    match connect_with(acct, tls_cfg.as_ref()) {
+        Err(Error::Tls(e)) if e.is_verification_failure() => {
+            // Read on demand, the system store is its hashed directory; a
+            // CA found only in the bundle must still be trusted.
+            let whole = tls_cfg.as_ref().and_then(|t| t.whole_store(acct));
+            let Some(whole) = whole else {
+                return Err(explain_tls(acct, e));
+            };
+            let whole = whole.map_err(Error::Tls)?;
+            let r = connect_with(acct, Some(&whole));
+            if r.is_ok() {
+                log::warn!(
+                    "{}: the server's CA is in the system certificate bundle but not in the \
+                     hashed certificate directory; reading the whole bundle from now on \
+                     (run update-ca-certificates or c_rehash to fix the directory)",
+                    acct.name
+                );
+            }
+            r.map_err(|e| match e {
+                Error::Tls(e) => explain_tls(acct, e),
+                e => e,
+            })
+        }
+        Err(Error::Tls(e)) => Err(explain_tls(acct, e)),
+        r => r,
+    }
+}
+
+/// [`connect`] with a given TLS configuration; a failed handshake is
+/// returned as it is, for the caller to explain.
+fn connect_with(acct: &Account, tls_cfg: Option<&tls::Tls>) -> Result<Connected, Error> {
+    let tcp =
+        tls::connect(&acct.host, acct.port, acct.source_ip, acct.timeout).map_err(Error::Tls)?;
+    let stream = match (tls_cfg, acct.tls) {
+        (Some(t), TlsMode::Implicit) => t
+            .handshake(&acct.host, acct.port, tcp)
+            .map_err(Error::Tls)?,
+        _ => Stream::Plain(tcp),
+    };
+    let deadline = Some(acct.timeout * 2);
+    let (mut client, greeting) =
+        Client::connect_with_deadline(stream, deadline).map_err(Error::Pop3)?;
+    let mut caps = client.capa().map_err(Error::Pop3)?;
+    if let (Some(t), TlsMode::StartTls) = (tls_cfg, acct.tls) {
+        if !caps.stls {
+            let _ = client.quit();
+            return Err(Error::StlsNotOffered);
+        }
+        let plain = client.stls().map_err(Error::Pop3)?;
+        let tcp = match plain {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(_) => unreachable!("STLS is only offered before TLS"),
+        };
+        let secured = t
+            .handshake(&acct.host, acct.port, tcp)
+            .map_err(Error::Tls)?;
+        // RFC 2595 section 4: forget the capabilities learned before TLS.
+        // The greeting's APOP timestamp is kept: a forged one gains an
+        // attacker nothing, since the digest then travels inside TLS.
+        client = Client::from_upgraded(secured);
+        client.set_response_deadline(deadline);
+        caps = client.capa().map_err(Error::Pop3)?;
+    }
+    Ok(Connected {
+        client,
+        greeting,
+        caps,
+    })
+}
+
+/// A certificate that did not verify: fetch it over a second, unverified
+/// connection that carries nothing else, so the error can say what it is
+/// and what to pin or trust. The failed session is never continued.
+fn explain_tls(acct: &Account, e: tls::Error) -> Error {
+    if !e.is_verification_failure() {
+        return Error::Tls(e);
+    }
+    let cert = tls::inspect(acct, &|tcp| stls_only(acct, tcp)).and_then(|side| side.cert);
+    Error::Tls(e.with_presented(cert))
+}
+
+/// The plain-text prelude of a side connection: for STLS, greeting and
+/// `STLS`; nothing at all for implicit TLS.
+pub fn stls_only(acct: &Account, tcp: std::net::TcpStream) -> Option<std::net::TcpStream> {
+    if acct.tls != TlsMode::StartTls {
+        return Some(tcp);
+    }
+    let (client, _) = Client::connect(tcp).ok()?;
+    client.stls().ok()
+}
+
+/// Connect, secure and log in, following the account's policy.
+pub fn open(acct: &Account, password: &Password) -> Result<Opened, Error> {
+    let Connected {
+        client,
+        greeting,
+        caps,
+    } = connect(acct)?;
+    let tls_active = client.get_ref().is_tls();
+    let mechanism = match auth::choose(acct, &greeting, &caps, tls_active) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = client.quit();
+            return Err(Error::Auth(e));
+        }
+    };
+    let session = auth::login(client, mechanism, acct, password, &greeting).map_err(Error::Auth)?;
+    Ok(Opened {
+        session,
+        caps,
+        greeting,
+        mechanism,
+    })
+}

@@ -1,0 +1,312 @@
+//! One message into its spool entry, the stages of the entry pipeline:
+//!
+//! 1. **download**: the next RETR streams into `message.eml` in `tmp/`,
+//!    hashed on the way (the journal recognises delivered content by it);
+//! 2. **decode**: the message's structure into the entry (body,
+//!    attachments, report), inside a guard so that a panic in the decoder
+//!    delivers the message raw instead of stopping the mailbox. Steps that
+//!    transform the message before MIME decoding (unwrapping S/MIME) belong
+//!    in [`decode`], inside the same guard;
+//! 3. **stage**: `meta.json` is written last; the entry is complete in
+//!    `tmp/` and waits for its batch's commit (see the `drain` module, which
+//!    also runs what happens once an entry is durable).
+
+use std::fs;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::Account;
+use crate::journal;
+use crate::meta::{self, Meta};
+use crate::mime;
+use crate::pop3::Retrieval;
+use crate::spool::{self, Dest};
+use crate::timefmt;
+use crate::tls::Stream;
+
+use super::listing::Listed;
+use super::Error;
+
+/// A message up to this size is kept in memory while it streams to
+/// `message.eml`, so decoding does not read it back. Nearly all mail is far
+/// smaller; bigger messages are read back from the page cache, which costs
+/// little next to their download. Only one message is in memory at a time.
+const TEE_MAX_BYTES: usize = 1 << 20;
+
+/// Write buffer once a message is too big to keep: few system calls, little memory.
+const SINK_BUF_BYTES: usize = 64 << 10;
+
+/// A complete entry in `tmp/`, waiting for its batch's commit.
+pub(super) struct Staged {
+    /// What the journal records for it.
+    pub fact: journal::Fact,
+    /// The entry's ID.
+    pub id: String,
+    /// `new/`, or `quarantine/` when the decoder says so.
+    pub dest: Dest,
+    /// Its message number in this session.
+    pub n: u32,
+    /// Bytes of `message.eml`.
+    pub bytes: u64,
+}
+
+/// A downloaded message, to be decoded into its entry.
+pub(super) struct Job<'s> {
+    /// The entry in `tmp/`, holding `message.eml`.
+    pub entry: spool::Entry<'s>,
+    /// What the journal will record for it.
+    pub fact: journal::Fact,
+    /// Its message number in this session.
+    pub n: u32,
+    /// Its UIDL, for `meta.json`.
+    pub uidl: Option<String>,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// The message, if it was small enough to keep ([`TEE_MAX_BYTES`]).
+    pub raw: Option<Vec<u8>>,
+}
+
+/// A complete entry, or the failure and the ID of the entry to discard.
+pub(super) type Done = Result<Staged, Box<(String, Error)>>;
+
+/// What a finished download hands over: size, SHA-256 (the journal keeps
+/// it to recognise content it has delivered) and the message when kept.
+pub(super) struct Downloaded {
+    /// Bytes written to `message.eml`.
+    pub bytes: u64,
+    /// SHA-256 of them, hex.
+    pub sha: String,
+    /// The message, when kept ([`TEE_MAX_BYTES`]).
+    pub raw: Option<Vec<u8>>,
+}
+
+/// The next RETR straight into `message.eml`, and its SHA-256.
+pub(super) fn download(
+    retrieval: &mut Retrieval<'_, Stream>,
+    m: &Listed,
+    stop: &AtomicBool,
+    entry: &spool::Entry<'_>,
+    mut buf: Vec<u8>,
+) -> Result<Downloaded, Error> {
+    let path = || entry.dir().join("message.eml");
+    let file = entry.create("message.eml").map_err(|source| Error::Spool {
+        path: path(),
+        source,
+    })?;
+    let expect = usize::try_from(m.size).unwrap_or(usize::MAX);
+    buf.clear();
+    buf.reserve(expect.saturating_add(64).min(TEE_MAX_BYTES));
+    let mut sink = Sink {
+        file,
+        buf,
+        written: 0,
+        tee: true,
+        hasher: openssl::sha::Sha256::new(),
+        stop,
+        local: None,
+    };
+    let bytes = match (retrieval.read_next(&mut sink), sink.local.take()) {
+        (Ok(b), _) => b,
+        // The failure was on our side of the sink: the disk, or a shutdown.
+        (Err(_), Some(Local::Stopped)) => return Err(Error::Interrupted),
+        (Err(_), Some(Local::Io(source))) => {
+            return Err(Error::Spool {
+                path: path(),
+                source,
+            })
+        }
+        (Err(e), None) => return Err(Error::Pop3(e)),
+    };
+    // Not synced here: the batch is made durable at once in commit().
+    sink.flush().map_err(|source| Error::Spool {
+        path: path(),
+        source,
+    })?;
+    let Sink {
+        buf, tee, hasher, ..
+    } = sink;
+    Ok(Downloaded {
+        bytes,
+        sha: journal::hex(&hasher.finish()),
+        raw: tee.then_some(buf),
+    })
+}
+
+/// Decode and write meta.json; the entry is then complete in `tmp/`, and
+/// made durable with its batch in [`Run::commit`]. Hands the message's
+/// buffer back for reuse.
+pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done, Option<Vec<u8>>) {
+    let Job {
+        entry,
+        fact,
+        n,
+        uidl,
+        bytes,
+        raw,
+    } = job;
+    let fail = |source: io::Error| Error::Spool {
+        path: entry.dir(),
+        source,
+    };
+    let mut kept = None;
+    let result = (|| {
+        let raw = match raw {
+            Some(raw) => kept.insert(raw),
+            None => &fs::read(entry.dir().join("message.eml")).map_err(fail)?,
+        };
+        let decoded = decode(raw, acct, &entry).map_err(fail)?;
+        let meta = Meta {
+            version: meta::VERSION,
+            id: entry.id(),
+            account: &acct.name,
+            uidl: uidl.as_deref(),
+            size: bytes,
+            server,
+            retrieved_at: timefmt::rfc3339(timefmt::unix_now()),
+            decoded: &decoded,
+            smime: None,
+            quarantine: decoded.quarantine.as_deref(),
+        };
+        let json = meta.to_json().map_err(|e| fail(io::Error::other(e)))?;
+        // meta.json last: its presence means the entry is complete.
+        entry.write_file("meta.json", &json).map_err(fail)?;
+        Ok(if decoded.quarantine.is_some() {
+            Dest::Quarantine
+        } else {
+            Dest::New
+        })
+    })();
+    let id = entry.into_id();
+    let done = match result {
+        Ok(dest) => Ok(Staged {
+            fact,
+            id,
+            dest,
+            n,
+            bytes,
+        }),
+        Err(e) => Err(Box::new((id, e))),
+    };
+    (done, kept)
+}
+
+/// The decode stage, with a last line of defence: a panic inside it must
+/// not stop the mailbox; the message is still delivered raw.
+fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mime::Decoded> {
+    let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_steps(raw, acct, entry)
+    }));
+    match guarded {
+        Ok(r) => r,
+        Err(_) => {
+            log::error!("MIME decoder failed on a message; delivering it raw");
+            for e in fs::read_dir(entry.dir())?.flatten() {
+                let name = e.file_name();
+                if name != "message.eml" {
+                    let p = e.path();
+                    if p.is_dir() {
+                        fs::remove_dir_all(&p)?;
+                    } else {
+                        fs::remove_file(&p)?;
+                    }
+                }
+            }
+            let mut d = mime::headers_only(raw);
+            d.kind = mime::Kind::Undecodable;
+            d.problems
+                .push("internal error in the MIME decoder; the message is delivered raw".into());
+            Ok(d)
+        }
+    }
+}
+
+/// What decoding does to one message, in order: with `mime = no` only its
+/// headers are read; otherwise its MIME structure is decoded into the entry.
+fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mime::Decoded> {
+    if !acct.mime {
+        return Ok(mime::headers_only(raw));
+    }
+    let opts = mime::Options {
+        body_part_index: acct.body_part_index,
+        body_part_content_type: acct.body_part_content_type.clone(),
+    };
+    mime::decode_into(raw, &opts, entry)
+}
+
+/// Where RETR writes: the file, through `buf`, which also keeps the whole
+/// message (`tee`) until it passes [`TEE_MAX_BYTES`] and is from then on
+/// only a write buffer; a SHA-256 when the message needs one; and a
+/// shutdown check so SIGTERM abandons a long download promptly (the message
+/// stays on the server and is fetched again next time). A failure on this
+/// side is kept in `local`, so it is not mistaken for the server's.
+struct Sink<'a> {
+    file: fs::File,
+    buf: Vec<u8>,
+    /// Bytes of a kept `buf` already in the file.
+    written: usize,
+    tee: bool,
+    hasher: openssl::sha::Sha256,
+    stop: &'a AtomicBool,
+    local: Option<Local>,
+}
+
+impl Sink<'_> {
+    /// Writes out `buf`; a kept message stays in it.
+    fn write_out(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.buf[self.written..])?;
+        if self.tee {
+            self.written = self.buf.len();
+        } else {
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn keep_error(&mut self, e: io::Error) -> io::Error {
+        let copy = match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        };
+        self.local = Some(Local::Io(copy));
+        e
+    }
+}
+
+enum Local {
+    Stopped,
+    Io(io::Error),
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            self.local = Some(Local::Stopped);
+            return Err(io::Error::other("shutdown requested"));
+        }
+        if self.tee && self.buf.len() + data.len() > TEE_MAX_BYTES {
+            // Too big to keep: write out what we have, stream from here on.
+            if let Err(e) = self.write_out() {
+                return Err(self.keep_error(e));
+            }
+            self.tee = false;
+            self.written = 0;
+            self.buf = Vec::with_capacity(SINK_BUF_BYTES);
+        }
+        self.buf.extend_from_slice(data);
+        if !self.tee && self.buf.len() >= SINK_BUF_BYTES {
+            if let Err(e) = self.write_out() {
+                return Err(self.keep_error(e));
+            }
+        }
+        self.hasher.update(data);
+        Ok(data.len())
+    }
+
+    /// Writes out what is buffered (the whole message, if it was kept).
+    fn flush(&mut self) -> io::Result<()> {
+        match self.write_out() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.keep_error(e)),
+        }
+    }
+}

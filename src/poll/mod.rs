@@ -1,0 +1,310 @@
+//! One poll of one account: lock, recover, connect, log in, list, drain
+//! what is new into the spool, delete, quit.
+//!
+//! The order is the delivery guarantee (README "Delivery guarantee"): a
+//! message is written and fsynced in `tmp/`, journaled as pending, renamed
+//! into `new/` (or `quarantine/`), journaled as delivered, and only then
+//! `DELE`d; the journal forgets it only after a `+OK` to `QUIT`.
+//!
+//! The jobs, each in its own module: [`connect`] sets a session up (shared
+//! with `--probe`); `listing` turns LIST/UIDL into journal keys; `entry`
+//! takes one message through download, decode and staging; `drain` runs the
+//! retrieval loop and commits batches; `deletes` is the one queue of DELEs.
+
+mod connect;
+mod deletes;
+mod drain;
+mod entry;
+mod listing;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use crate::auth;
+use crate::config::{Account, Delete};
+use crate::journal::{self, Journal};
+use crate::pop3::{self, Session};
+use crate::secret;
+use crate::spool::Spool;
+use crate::timefmt;
+use crate::tls::{self, Stream};
+
+pub use connect::{connect, open, stls_only, Connected, Opened};
+use drain::Drain;
+use listing::listing;
+
+/// What a successful poll did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Entries published to `new/`.
+    pub delivered: u64,
+    /// Entries published to `quarantine/`.
+    pub quarantined: u64,
+    /// Bytes of raw messages published.
+    pub bytes: u64,
+    /// Messages deleted on the server (committed by QUIT).
+    pub deleted: u64,
+    /// Messages left on the server because of `max_message_size`.
+    pub too_large: u64,
+    /// Messages the server refused to send (`-ERR` to RETR), left there.
+    pub refused: u64,
+    /// The poll stopped early for a shutdown request.
+    pub interrupted: bool,
+}
+
+/// Why a poll failed. Nothing is deleted on the server for a message that
+/// was not stored, whatever the error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Lock or journal.
+    State(journal::Error),
+    /// The spool directory cannot be created or written.
+    Spool {
+        /// The path involved.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Less free space than `min_free_space`.
+    LowSpace {
+        /// The spool.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// The configured minimum.
+        min: u64,
+    },
+    /// The password could not be obtained.
+    Secret(secret::Error),
+    /// Connection or TLS.
+    Tls(tls::Error),
+    /// `tls = starttls` and the server does not offer STLS.
+    StlsNotOffered,
+    /// Login.
+    Auth(auth::Error),
+    /// The POP3 conversation failed.
+    Pop3(pop3::Error),
+    /// `delete = no` or a duration needs UIDL, and the server lacks it.
+    NoUidl,
+    /// A shutdown request abandoned a download; nothing was lost.
+    Interrupted,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::State(e) => write!(f, "state: {e}"),
+            Error::Spool { path, source } if journal::is_no_space(source) => write!(
+                f,
+                "spool {} is full ({source}); nothing was deleted on the server, will retry",
+                path.display()
+            ),
+            Error::Spool { path, source } => write!(f, "spool {}: {source}", path.display()),
+            Error::LowSpace { path, free, min } => write!(
+                f,
+                "spool {} has {} free, below min_free_space {}; not downloading until there is room",
+                path.display(),
+                human(*free),
+                human(*min)
+            ),
+            Error::Secret(e) => write!(f, "password: {e}"),
+            Error::Tls(e) => write!(f, "{e}"),
+            Error::StlsNotOffered => write!(
+                f,
+                "tls = starttls but the server does not offer STLS; refusing to continue without TLS"
+            ),
+            Error::Auth(e) => write!(f, "{e}"),
+            Error::Pop3(e) => write!(f, "{e}"),
+            Error::Interrupted => write!(f, "download abandoned for shutdown; the message stays on the server"),
+            Error::NoUidl => write!(
+                f,
+                "the server does not support UIDL, which delete = no / delete = <duration> need \
+                 to recognise messages already delivered; use delete = yes for this server"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// Whether the same poll may succeed later without anyone changing
+    /// anything: network trouble, a busy or temporarily failing server, a
+    /// full disk. Wrong credentials, certificates or settings are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Tls(e) => e.is_transient(),
+            Error::Auth(e) => e.is_transient(),
+            Error::Pop3(e) => e.is_transient(),
+            Error::Spool { source, .. } => journal::is_no_space(source),
+            Error::State(e) => matches!(e, journal::Error::Locked { .. }) || e.is_no_space(),
+            Error::LowSpace { .. } | Error::Interrupted => true,
+            Error::Secret(_) | Error::StlsNotOffered | Error::NoUidl => false,
+        }
+    }
+
+    /// Whether only a person can fix it (credentials refused, no acceptable
+    /// mechanism, a server that failed to prove itself): the daemon backs
+    /// off at once instead of trying again every `poll_interval`.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::Auth(e) if e.is_permanent())
+    }
+
+    /// Whether the failure is the local spool or state directory being
+    /// unusable (exit 73), rather than the network or the server.
+    pub fn is_local_dir(&self) -> bool {
+        match self {
+            Error::Spool { source, .. } => !journal::is_no_space(source),
+            Error::State(journal::Error::Io { source, .. }) => !journal::is_no_space(source),
+            _ => false,
+        }
+    }
+}
+
+fn human(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// What a poll remembers between polls of the same account in one process,
+/// so a message left on the server is reported once, not every minute.
+#[derive(Debug, Default)]
+pub struct Memo {
+    reported_too_large: HashSet<String>,
+    reported_refused: HashSet<String>,
+}
+
+/// Everything `poll` needs besides the account.
+pub struct Context<'a> {
+    /// `state_dir`.
+    pub state_dir: &'a Path,
+    /// Set by SIGTERM/SIGINT: finish what is safe, then stop.
+    pub stop: &'a AtomicBool,
+}
+
+/// Poll `acct` once. The outcome counts what was done even when the poll
+/// then failed (entries published before a connection dropped).
+pub fn poll(acct: &Account, ctx: &Context, memo: &mut Memo) -> (Outcome, Result<(), Error>) {
+    let mut out = Outcome::default();
+    let r = poll_into(acct, ctx, memo, &mut out);
+    (out, r)
+}
+
+fn poll_into(
+    acct: &Account,
+    ctx: &Context,
+    memo: &mut Memo,
+    out: &mut Outcome,
+) -> Result<(), Error> {
+    let _lock = journal::lock(ctx.state_dir, &acct.name).map_err(Error::State)?;
+    let spool = Spool::open(&acct.spool).map_err(|source| Error::Spool {
+        path: acct.spool.clone(),
+        source,
+    })?;
+    let identity = journal::identity(&acct.host, &acct.user);
+    let mut journal = Journal::open(ctx.state_dir, &acct.name, &identity).map_err(Error::State)?;
+    let recovered = journal
+        .recover(&spool, timefmt::unix_now())
+        .map_err(Error::State)?;
+    out.delivered += recovered as u64;
+    check_space(&spool, acct.min_free_space)?;
+    let password = secret::resolve(&acct.secret, acct.timeout).map_err(Error::Secret)?;
+    let Opened {
+        mut session, caps, ..
+    } = open(acct, &password)?;
+    drop(password);
+    let (listed, has_uidl) = listing(&mut session, &caps)?;
+    if !has_uidl && acct.delete != Delete::Yes {
+        let _ = session.quit();
+        return Err(Error::NoUidl);
+    }
+    // A key the server no longer lists is gone for good. It is forgotten
+    // at the end of a successful poll, not now: until then its content hash
+    // still recognises a message the server has merely renumbered.
+    let gone: Vec<String> = if has_uidl {
+        let present: HashSet<&str> = listed.iter().filter_map(|l| l.key.as_deref()).collect();
+        journal
+            .keys()
+            .filter(|k| k.starts_with("u:") && !present.contains(k))
+            .map(String::from)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    log::debug!("{}: {} message(s) on the server", acct.name, listed.len());
+
+    let server = format!("{}:{}", acct.host, acct.port);
+    let mut drain = Drain::new(acct, &spool, &mut journal, &server, out);
+    // From here to the last commit only entries are created and no process
+    // is started, as the mask requires.
+    let mask = spool.entry_mask();
+    let fetched = drain.fetch_all(&mut session, &listed, caps.pipelining, ctx.stop, memo);
+    // Whatever happened, entries already complete in tmp/ are published:
+    // that is local work and saves downloading them again.
+    let committed = drain.commit();
+    drop(mask);
+    let mut deletes = drain.into_deletes();
+    // After a failed drain the session may be out of step (an aborted
+    // RETR): no QUIT, so the server deletes nothing, and the journal makes
+    // the next poll DELE what was delivered.
+    if let Err(e) = fetched {
+        return abandon(session, &mut journal, e);
+    }
+    // Without QUIT the server deletes nothing, committed or not.
+    committed?;
+    // The last RETR may have stretched the deadline; DELE and QUIT are short.
+    session.set_response_deadline(Some(acct.timeout * 2));
+    if let Err(e) = deletes.send_rest(&mut session, caps.pipelining) {
+        return abandon(session, &mut journal, Error::Pop3(e));
+    }
+    let deleted = deletes.len();
+    match session.quit() {
+        Ok(()) => {
+            out.deleted = deleted as u64;
+            let mut keys = deletes.into_keys();
+            keys.extend(gone);
+            journal.forget(&keys).map_err(Error::State)?;
+        }
+        Err(e) => return abandon_quit(&mut journal, Error::Pop3(e)),
+    }
+    journal.sync().map_err(Error::State)?;
+    journal.maybe_compact().map_err(Error::State)
+}
+
+/// Leave a session without QUIT, so the server deletes nothing, keeping
+/// what the journal learned; returns `e`.
+fn abandon(session: Session<Stream>, journal: &mut Journal, e: Error) -> Result<(), Error> {
+    drop(session);
+    abandon_quit(journal, e)
+}
+
+/// After a failed QUIT: keep what the journal learned; returns `e`.
+fn abandon_quit(journal: &mut Journal, e: Error) -> Result<(), Error> {
+    journal.sync().map_err(Error::State)?;
+    Err(e)
+}
+
+fn check_space(spool: &Spool, min: u64) -> Result<(), Error> {
+    if min == 0 {
+        return Ok(());
+    }
+    let free = spool.free_space().map_err(|source| Error::Spool {
+        path: spool.root().to_path_buf(),
+        source,
+    })?;
+    if free < min {
+        return Err(Error::LowSpace {
+            path: spool.root().to_path_buf(),
+            free,
+            min,
+        });
+    }
+    Ok(())
+}
