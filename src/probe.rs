@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::auth;
 use crate::config::{Account, Auth, Config, Delete, SecretSource, TlsMode};
 use crate::poll::{self, Connected};
-use crate::pop3::proto::sanitize;
 use crate::secret;
+use crate::text::printable;
 use crate::tls;
 
 /// `password_command` gets this long under `--check` and `--probe`, as in a poll.
@@ -126,7 +126,7 @@ fn probe_one(a: &Account) -> Result<(), poll::Error> {
         }
     };
     // Server text is untrusted: no control characters reach the terminal.
-    println!("  greeting {}", sanitize(&greeting.text, 300));
+    println!("  greeting {}", printable(&greeting.text, 300));
     let tls_active = client.get_ref().is_tls();
     if tls_active {
         let main = client
@@ -153,7 +153,7 @@ fn probe_one(a: &Account) -> Result<(), poll::Error> {
     } else {
         println!("  tls      none: plain TCP");
     }
-    println!("  capa     {}", sanitize(&caps.raw.join(" | "), 1000));
+    println!("  capa     {}", printable(&caps.raw.join(" | "), 1000));
     let offered = auth::offered(&greeting, &caps);
     println!(
         "  offers   {}",
