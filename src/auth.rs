@@ -184,7 +184,7 @@ pub fn offered(greeting: &Greeting, caps: &Capabilities) -> Vec<String> {
             Some(m) => v.push(m.name().to_string()),
             None => v.push(format!(
                 "{} (unsupported)",
-                pop3::proto::sanitize(name, MAX_MECHANISM_SHOWN)
+                crate::text::printable(name, MAX_MECHANISM_SHOWN)
             )),
         }
     }

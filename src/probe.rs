@@ -7,8 +7,8 @@ use crate::auth;
 use crate::config::{Account, Auth, Config, Delete, SecretSource, TlsMode};
 use crate::exit::Exit;
 use crate::poll::{self, Connected};
-use crate::pop3::proto::sanitize;
 use crate::secret;
+use crate::text::printable;
 use crate::tls;
 
 /// `password_command` gets this long under `--check` and `--probe`, as in a poll.
@@ -128,7 +128,7 @@ fn probe_one(a: &Account) -> Result<(), poll::Error> {
         }
     };
     // Server text is untrusted: no control characters reach the terminal.
-    println!("  greeting {}", sanitize(&greeting.text, 300));
+    println!("  greeting {}", printable(&greeting.text, 300));
     let tls_active = client.get_ref().is_tls();
     if tls_active {
         let main = client
@@ -155,7 +155,7 @@ fn probe_one(a: &Account) -> Result<(), poll::Error> {
     } else {
         println!("  tls      none: plain TCP");
     }
-    println!("  capa     {}", sanitize(&caps.raw.join(" | "), 1000));
+    println!("  capa     {}", printable(&caps.raw.join(" | "), 1000));
     let offered = auth::offered(&greeting, &caps);
     println!(
         "  offers   {}",

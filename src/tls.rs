@@ -711,7 +711,7 @@ const MAX_NAMES_SHOWN: usize = 10;
 impl CertInfo {
     /// Reads `cert`.
     pub fn of(cert: &X509) -> CertInfo {
-        let shown = |s: String| crate::pop3::proto::sanitize(&s, MAX_CERT_TEXT);
+        let shown = |s: String| crate::text::printable(&s, MAX_CERT_TEXT);
         let now = openssl::asn1::Asn1Time::days_from_now(0).ok();
         let (expired, not_yet_valid) = match &now {
             Some(now) => (cert.not_after() < *now, cert.not_before() > *now),

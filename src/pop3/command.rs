@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use super::proto::sanitize;
 use super::{Error, MAX_LINE};
+use crate::text::printable;
 
 /// RFC 2449 §4: "Commands ... may be up to 255 octets, including the
 /// terminating CRLF". RFC 5034 §4 applies it to `AUTH` with an initial response.
@@ -220,7 +220,7 @@ impl Command<'_> {
     /// The command for logs, without CRLF: passwords, APOP digests and SASL
     /// payloads become `<redacted>`, and user text is sanitized.
     pub fn redacted(&self) -> String {
-        let shown = |s: &str| sanitize(s, MAX_LOGGED_ARG);
+        let shown = |s: &str| printable(s, MAX_LOGGED_ARG);
         match *self {
             Self::User(user) => format!("USER {}", shown(user)),
             Self::Pass(_) => "PASS <redacted>".into(),

@@ -1,10 +1,14 @@
-//! A scripted stream for unit tests, after rust-imap's `MockStream`.
+//! A scripted stream for unit tests, after rust-imap's `MockStream`, and the
+//! clients and sessions on it that the tests of every POP3 file share.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::thread;
 use std::time::Duration;
+
+use super::conn::Limits;
+use super::{Client, Session};
 
 /// What the client wrote, shared so it can be inspected after the client is consumed.
 #[derive(Debug, Default)]
@@ -147,4 +151,60 @@ impl Write for MockStream {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+pub(super) const GREETING: &[u8] = b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n";
+pub(super) const LOGIN_OK: &[u8] = b"+OK\r\n+OK logged in\r\n";
+
+/// What the client wrote, as [`MockStream::written`] hands it out.
+pub(super) type Log = Rc<RefCell<Written>>;
+
+pub(super) fn mock(parts: &[&[u8]], one_byte: bool) -> MockStream {
+    let stream = MockStream::new(parts.concat());
+    if one_byte {
+        stream.one_byte_reads()
+    } else {
+        stream
+    }
+}
+
+pub(super) fn sent(log: &Log) -> String {
+    String::from_utf8_lossy(&log.borrow().bytes).into_owned()
+}
+
+/// A client past the greeting whose server then plays `script`.
+pub(super) fn client_with(script: &[u8], one_byte: bool) -> (Client<MockStream>, Log) {
+    let stream = mock(&[GREETING, script], one_byte);
+    let log = stream.written();
+    let (client, _) = Client::connect(stream).unwrap();
+    (client, log)
+}
+
+/// A logged-in session whose server then plays `script`; the log starts empty.
+pub(super) fn session_with(
+    script: &[u8],
+    one_byte: bool,
+    limits: Limits,
+) -> (Session<MockStream>, Log) {
+    let stream = mock(&[GREETING, LOGIN_OK, script], one_byte);
+    let log = stream.written();
+    let (client, _) = Client::connect_with(stream, limits, None).unwrap();
+    let session = client.user_pass("u", "p").unwrap();
+    *log.borrow_mut() = Written::default();
+    (session, log)
+}
+
+pub(super) fn session(script: &[u8]) -> (Session<MockStream>, Log) {
+    session_with(script, false, Limits::default())
+}
+
+/// A logged-in session with a server that answers only what was asked
+/// ([`MockStream::gated`]); the log keeps the login (`USER u`, `PASS p`).
+pub(super) fn gated_session(replies: &[&[u8]]) -> (Session<MockStream>, Log) {
+    let mut all: Vec<&[u8]> = vec![b"+OK\r\n", b"+OK logged in\r\n"];
+    all.extend_from_slice(replies);
+    let stream = MockStream::gated(GREETING, &all);
+    let log = stream.written();
+    let (client, _) = Client::connect(stream).unwrap();
+    (client.user_pass("u", "p").unwrap(), log)
 }

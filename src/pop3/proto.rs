@@ -79,7 +79,7 @@ impl fmt::Display for RespCode {
 }
 
 /// A parsed status line. `text` is what follows the indicator and any
-/// response code, decoded lossily; it is untrusted (see [`sanitize`]).
+/// response code, decoded lossily; it is untrusted (see [`crate::text::printable`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// `+OK` rather than `-ERR`.
@@ -271,7 +271,7 @@ pub enum Expire {
 }
 
 /// What the server said in its reply to CAPA (RFC 2449 §6, RFC 3206 §6).
-/// Strings are as sent by the server: untrusted, sanitize before display.
+/// Strings are as sent by the server: untrusted, pass them through [`crate::text::printable`] before display.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// `TOP`.
@@ -383,29 +383,10 @@ pub fn is_valid_apop_timestamp(stamp: &str) -> bool {
 
 /// RFC 1939 §7: lowercase hex MD5 of the timestamp followed by the secret.
 pub fn apop_digest(timestamp: &str, secret: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut md5 = Md5::new();
     md5.update(timestamp.as_bytes());
     md5.update(secret.as_bytes());
-    md5.finalize()
-        .iter()
-        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
-        .map(char::from)
-        .collect()
-}
-
-/// Makes server text safe to show: control characters become `?`, and it is
-/// cut to `max_chars` characters (marked with `…`).
-pub fn sanitize(text: &str, max_chars: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(max_chars)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if text.chars().nth(max_chars).is_some() {
-        out.push('…');
-    }
-    out
+    crate::hex::lower(&md5.finalize())
 }
 
 /// How far [`Unstuffer::feed`] got in one chunk.
@@ -740,13 +721,6 @@ mod tests {
             apop_digest("<1896.697170952@dbc.mtview.ca.us>", "tanstaaf"),
             "c4c9334bac560ecc979e58001b3e22fb"
         );
-    }
-
-    #[test]
-    fn sanitizing() {
-        assert_eq!(sanitize("a\r\nb\x1b[31m", 100), "a??b?[31m");
-        assert_eq!(sanitize("abcdef", 3), "abc…");
-        assert_eq!(sanitize("abc", 3), "abc");
     }
 
     /// Feeds `wire` in the given chunks; returns the output and the offset just

@@ -119,7 +119,7 @@ impl Error {
 
 /// Server text made safe for one log line: control characters become `?`.
 fn quoted(text: &[u8]) -> String {
-    crate::pop3::proto::sanitize(&String::from_utf8_lossy(text), MAX_QUOTED)
+    crate::text::printable_bytes(text, MAX_QUOTED)
 }
 
 /// Whether `mech`'s initial response may go on the `AUTH` line (RFC 5034
