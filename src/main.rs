@@ -124,7 +124,7 @@ fn run(args: Args) -> u8 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("popspool: {e}");
-            return e.exit_code();
+            return e.exit_code().code();
         }
     };
     log::set_max_level(
