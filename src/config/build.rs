@@ -275,7 +275,7 @@ fn account(
 }
 
 /// Refuse a file that holds an inline secret yet others can read
-/// (popspool.ini(5), SECRETS). `meta` is that of the handle `text` was read
+/// (popspool.ini(5), under `password`). `meta` is that of the handle `text` was read
 /// from, so the mode checked is that of the bytes parsed.
 pub(super) fn check_private(text: &str, meta: &Metadata, path: &Path) -> Result<(), Error> {
     if !scan::holds_inline_secret(text) {

@@ -129,7 +129,7 @@ pub(crate) enum Secrecy {
     /// Never echoed: a command line may carry a passphrase.
     Hidden,
     /// A secret in the file itself: never echoed, and the file must be
-    /// private (popspool.ini(5), SECRETS).
+    /// private (popspool.ini(5), under `password`).
     Inline,
 }
 
