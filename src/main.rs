@@ -141,18 +141,18 @@ fn run(args: Args) -> u8 {
         return exit::USAGE;
     }
     // popspool is single-threaded (the only threads it starts read a
-    // password_command's pipes), which these two need: see their
-    // documentation.
+    // password_command's pipes), which this needs: see its documentation.
     popspool::spool::switch_umask_for_entries();
-    match tls::read_system_store_on_demand() {
+    let connectors = tls::Connectors::for_system();
+    match connectors.on_demand_dir() {
         Some(dir) => log::debug!("system trust store: {}, read on demand", dir.display()),
         None => log::debug!("system trust store: OpenSSL's default paths, read whole"),
     }
     if args.check {
-        return probe::check(&cfg, &args.accounts);
+        return probe::check(&cfg, &args.accounts, &connectors);
     }
     if args.probe {
-        return probe::probe(&cfg, &args.accounts);
+        return probe::probe(&cfg, &args.accounts, &connectors);
     }
     if let Err(e) = prepare_dirs(&cfg) {
         eprintln!("popspool: {e}");
@@ -166,14 +166,14 @@ fn run(args: Args) -> u8 {
         }
     };
     if args.once {
-        let code = daemon::run_once(&cfg, &args.accounts, &signals.stop);
+        let code = daemon::run_once(&cfg, &args.accounts, &signals.stop, &connectors);
         return if code == exit::TEMPFAIL || code == exit::CANTCREAT || code == 0 {
             code
         } else {
             exit::SOFTWARE
         };
     }
-    daemon::run(&path, cfg, &args.accounts, &mut signals);
+    daemon::run(&path, cfg, &args.accounts, &mut signals, &connectors);
     0
 }
 

@@ -42,7 +42,7 @@ fn tls_text(t: TlsMode) -> &'static str {
 }
 
 /// `--check`: validate and summarise. Returns the exit code (0 or 78).
-pub fn check(cfg: &Config, only: &[String]) -> u8 {
+pub fn check(cfg: &Config, only: &[String], connectors: &tls::Connectors) -> u8 {
     println!("configuration {}: ok", cfg.path.display());
     println!("spool     {}", cfg.spool.display());
     println!("state_dir {}", cfg.state_dir.display());
@@ -76,7 +76,7 @@ pub fn check(cfg: &Config, only: &[String]) -> u8 {
             }
         }
         if a.tls != TlsMode::None {
-            match tls::Tls::new(a) {
+            match connectors.get(&tls::Settings::of(a)) {
                 Ok(_) => println!("  tls      ok"),
                 Err(e) => {
                     println!("  tls      ERROR: {e}");
@@ -95,7 +95,7 @@ pub fn check(cfg: &Config, only: &[String]) -> u8 {
 
 /// `--probe`: connect to each selected account and report. Returns 0 when
 /// every account could log in, else 75.
-pub fn probe(cfg: &Config, only: &[String]) -> u8 {
+pub fn probe(cfg: &Config, only: &[String], connectors: &tls::Connectors) -> u8 {
     let mut code = 0;
     for a in selected(cfg, only) {
         println!(
@@ -105,7 +105,7 @@ pub fn probe(cfg: &Config, only: &[String]) -> u8 {
             a.port,
             tls_text(a.tls)
         );
-        if let Err(e) = probe_one(a) {
+        if let Err(e) = probe_one(a, connectors) {
             println!("  ERROR: {e}");
             code = 75;
         }
@@ -113,12 +113,12 @@ pub fn probe(cfg: &Config, only: &[String]) -> u8 {
     code
 }
 
-fn probe_one(a: &Account) -> Result<(), poll::Error> {
+fn probe_one(a: &Account, connectors: &tls::Connectors) -> Result<(), poll::Error> {
     let Connected {
         client,
         greeting,
         caps,
-    } = match poll::connect(a) {
+    } = match poll::connect(a, connectors) {
         Ok(c) => c,
         Err(e) => {
             println!("  connect  FAILED");
@@ -138,7 +138,7 @@ fn probe_one(a: &Account) -> Result<(), poll::Error> {
         }
         // native-tls does not say which version and cipher it negotiated:
         // a second handshake (nothing sent over it) tells.
-        match tls::inspect(a, &|tcp| poll::stls_only(a, tcp)) {
+        match tls::inspect(&tls::Settings::of(a), &|tcp| poll::stls_only(a, tcp)) {
             Some(side) => {
                 println!("  tls      {}, {}", side.version, side.cipher);
                 let other = side.cert.map(|c| c.sha256) != main.map(|c| c.sha256);
