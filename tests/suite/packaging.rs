@@ -155,6 +155,7 @@ fn man_pages_carry_the_crate_version() {
 const SCRIPT_TIME_LIMIT: Duration = Duration::from_secs(20 * 60);
 
 #[test]
+#[ignore = "needs root (packages) and systemd-nspawn"]
 fn packages_build_install_and_run() {
     let log_path =
         std::env::temp_dir().join(format!("popspool-test-packages-{}.log", std::process::id()));

@@ -3,14 +3,12 @@
 //! `${CREDENTIALS_DIRECTORY}` in `password_file` for `LoadCredential=`.
 //! The variables are set on the child process only.
 
-mod common;
-
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::popspool::{bin, stderr, Setup};
+use crate::common::popspool::{bin, stderr, Setup};
 
 /// An account whose server port is closed: every poll fails at once.
 const CLOSED_PORT_ACCOUNT: &str =
