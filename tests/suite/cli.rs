@@ -1,5 +1,5 @@
-//! The command line contract (spec §1) and the service's signals, using the
-//! real binary.
+//! The command line contract (README, "Command line") and the service's
+//! signals, using the real binary.
 
 use std::fs;
 use std::io::Read;

@@ -1,6 +1,7 @@
-//! Logins against a real, private Dovecot (issue 5): every mechanism it
-//! serves over implicit TLS and STLS, and every refusal, with a recording
-//! relay proving that no password left the machine where none should.
+//! Logins against a real, private Dovecot (README, "Logging in"): every
+//! mechanism it serves over implicit TLS and STLS, and every refusal, with a
+//! recording relay proving that no password left the machine where none
+//! should.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

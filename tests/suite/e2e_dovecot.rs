@@ -28,7 +28,7 @@ fn add(dc: &Dovecot, user: &str) {
     dc.add_user(user, &format!("secret-{user}"));
 }
 
-/// The spec's main promise, at the size the core issue asks for: 1,000
+/// The main promise (README, "Delivery guarantee"), at scale: 1,000
 /// mixed messages over POP3S, byte-exact, none lost or doubled, server
 /// empty, and a second run adds nothing.
 #[test]

@@ -1,7 +1,8 @@
 //! The packages and the man pages: the man pages hold every configuration
 //! key the parser accepts and every option the binary offers, and
 //! packaging/test-packages.sh builds the .deb and .rpm, installs them into
-//! scratch roots and checks them (it needs root, as the whole suite does).
+//! scratch roots and checks them (it needs root, so a plain `cargo test`
+//! ignores it; `tests/run.sh` runs it).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};

@@ -7,7 +7,10 @@
 //! directory. Each call gets its own server, so tests run in parallel freely.
 //!
 //! Needs root and Debian's `dovecot-core`, `dovecot-pop3d`, `openssl` and
-//! `python3` (`tests/deps.sh` installs them). See NOTES.md for the details.
+//! `python3` (`tests/deps.sh` installs them); the tests that start one are
+//! `#[ignore = "needs root and Dovecot"]`. How the server is set up (its
+//! configuration, certificates, users and delivery) is in the header and
+//! the comments of `tests/dovecot/dovecot.sh`.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
