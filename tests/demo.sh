@@ -12,7 +12,8 @@ DEMO_DIR=${DEMO_DIR:-/tmp/popspool-demo}
 bash tests/deps.sh --core
 echo "== building popspool"
 cargo build --release --locked --quiet
-BIN=$PWD/target/release/popspool
+# Where cargo put it: CARGO_TARGET_DIR, if set, moves target/.
+BIN=$(realpath "${CARGO_TARGET_DIR:-target}")/release/popspool
 
 bash tests/dovecot/dovecot.sh stop "$DEMO_DIR/dovecot" 2>/dev/null || true
 rm -rf "$DEMO_DIR"

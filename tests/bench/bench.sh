@@ -98,7 +98,7 @@ else
 fi
 
 if [[ -z $popspool ]]; then
-	popspool=$repo/target/release/popspool
+	popspool=$(cd "$repo" && realpath "${CARGO_TARGET_DIR:-target}")/release/popspool
 	if ((build)); then
 		(cd "$repo" && cargo build --release --locked >&2)
 	fi

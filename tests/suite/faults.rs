@@ -39,6 +39,24 @@ fn assert_exactly_once(s: &Setup, name: &str, sent: &[Vec<u8>]) {
     assert_eq!(tmp_count(&spool), 0, "nothing stray in tmp/");
 }
 
+/// `n` messages on a server with `faults` on its first connection: the first
+/// poll fails (exit 75) with `left` messages still on the server, the second
+/// finishes, and every message is in the spool of account `name` once.
+/// Returns the setup, for checks of the state directory.
+fn a_failed_poll_then_a_good_one(name: &str, n: usize, faults: Faults, left: usize) -> Setup {
+    let msgs = messages(n);
+    let srv = FakeServer::start(msgs.clone(), faults);
+    let s = Setup::new(name);
+    s.write_config(&srv.account(name, ""));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
+    assert_eq!(srv.remaining(), left, "after the failed poll");
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(srv.remaining(), 0);
+    assert_exactly_once(&s, name, &msgs);
+    s
+}
+
 #[test]
 fn connection_cut_mid_retr_loses_and_doubles_nothing() {
     let msgs = messages(5);
@@ -77,20 +95,12 @@ fn connection_cut_mid_retr_loses_and_doubles_nothing() {
 
 #[test]
 fn lost_quit_reply_after_commit() {
-    let msgs = messages(4);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            quit_commit_no_reply: Some(0),
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("quitok");
-    s.write_config(&srv.account("q", ""));
-    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
-    assert_eq!(srv.remaining(), 0);
-    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
-    assert_exactly_once(&s, "q", &msgs);
+    // The server committed the deletions: none are left after the failure.
+    let faults = Faults {
+        quit_commit_no_reply: Some(0),
+        ..Faults::default()
+    };
+    let s = a_failed_poll_then_a_good_one("q", 4, faults, 0);
     let journal = std::fs::read_to_string(s.state.join("q.journal")).unwrap();
     let mut live = std::collections::HashSet::new();
     for l in journal.lines() {
@@ -109,22 +119,12 @@ fn lost_quit_reply_after_commit() {
 
 #[test]
 fn quit_dropped_without_commit_is_deleted_next_time_not_redelivered() {
-    let msgs = messages(4);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            quit_drop: Some(0),
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("quitdrop");
-    s.write_config(&srv.account("q", ""));
-    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
-    assert_eq!(srv.remaining(), 4, "server rolled back");
-    let out = s.run(&["--once"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(srv.remaining(), 0);
-    assert_exactly_once(&s, "q", &msgs);
+    // The server rolls the deletions back: all 4 are still there.
+    let faults = Faults {
+        quit_drop: Some(0),
+        ..Faults::default()
+    };
+    a_failed_poll_then_a_good_one("q", 4, faults, 4);
 }
 
 #[test]
@@ -703,41 +703,21 @@ fn pipelined_cut_mid_retr_keeps_exactly_once() {
 /// Every pipelined DELE refused: nothing deleted, nothing delivered twice.
 #[test]
 fn pipelined_dele_refused_keeps_exactly_once() {
-    let msgs = messages(5);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            dele_err: Some(0),
-            pipelining: true,
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("pdele");
-    s.write_config(&srv.account("pdele", ""));
-    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
-    assert_eq!(srv.remaining(), 5);
-    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
-    assert_eq!(srv.remaining(), 0);
-    assert_exactly_once(&s, "pdele", &msgs);
+    let faults = Faults {
+        dele_err: Some(0),
+        pipelining: true,
+        ..Faults::default()
+    };
+    a_failed_poll_then_a_good_one("pdele", 5, faults, 5);
 }
 
 /// QUIT dropped without committing: the deletions happen next time.
 #[test]
 fn pipelined_quit_dropped_keeps_exactly_once() {
-    let msgs = messages(6);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            quit_drop: Some(0),
-            pipelining: true,
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("pquit");
-    s.write_config(&srv.account("pquit", ""));
-    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
-    assert_eq!(srv.remaining(), 6);
-    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
-    assert_eq!(srv.remaining(), 0);
-    assert_exactly_once(&s, "pquit", &msgs);
+    let faults = Faults {
+        quit_drop: Some(0),
+        pipelining: true,
+        ..Faults::default()
+    };
+    a_failed_poll_then_a_good_one("pquit", 6, faults, 6);
 }

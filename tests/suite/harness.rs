@@ -4,6 +4,7 @@
 use crate::common::dovecot::{
     connect_from, disk_form, listed_size, stored_form, Dovecot, HOST, INSECURE_HOST,
 };
+use crate::common::fake::openssl_dgst;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::path::Path;
@@ -423,20 +424,12 @@ fn apop_cram_md5_and_scram_logins_work() {
 }
 
 fn md5_hex(data: &[u8], hmac_key: Option<&str>) -> String {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["dgst", "-md5", "-r"]);
-    if let Some(key) = hmac_key {
-        cmd.args(["-hmac", key]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let out = String::from_utf8(out.stdout).unwrap();
-    out.split_whitespace().next().unwrap().to_owned()
+    let hex = match hmac_key {
+        None => openssl_dgst(&["-md5"], data),
+        Some(key) => openssl_dgst(&["-md5", "-hmac", key], data),
+    };
+    assert!(!hex.is_empty(), "openssl dgst printed nothing");
+    hex
 }
 
 fn b64_encode(data: &[u8]) -> String {

@@ -493,24 +493,34 @@ fn utf16le(s: &str) -> Vec<u8> {
 
 /// `openssl dgst` over `data`: MD4 (legacy provider) or HMAC-MD5 with `key`.
 fn openssl_digest(data: &[u8], hmac_key: Option<&[u8]>) -> Vec<u8> {
-    use std::process::{Command, Stdio};
-    let mut cmd = Command::new("openssl");
-    match hmac_key {
-        None => cmd.args([
-            "dgst",
-            "-md4",
-            "-provider",
-            "legacy",
-            "-provider",
-            "default",
-            "-r",
-        ]),
-        Some(k) => cmd
-            .args(["dgst", "-md5", "-mac", "HMAC", "-macopt"])
-            .arg(format!("hexkey:{}", hex_encode(k)))
-            .arg("-r"),
+    let hex = match hmac_key {
+        None => openssl_dgst(
+            &["-md4", "-provider", "legacy", "-provider", "default"],
+            data,
+        ),
+        Some(k) => openssl_dgst(
+            &[
+                "-md5",
+                "-mac",
+                "HMAC",
+                "-macopt",
+                &format!("hexkey:{}", hex_encode(k)),
+            ],
+            data,
+        ),
     };
-    let mut child = cmd
+    hex_decode(&hex)
+}
+
+/// The lowercase hex digest `openssl dgst ARGS` prints for `data`: the
+/// openssl CLI checks the fake's and the harness's digests independently of
+/// the code under test.
+pub fn openssl_dgst(args: &[&str], data: &[u8]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .arg("dgst")
+        .args(args)
+        .arg("-r")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -518,7 +528,7 @@ fn openssl_digest(data: &[u8], hmac_key: Option<&[u8]>) -> Vec<u8> {
     child.stdin.take().unwrap().write_all(data).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    hex_decode(text.split_whitespace().next().unwrap_or(""))
+    text.split_whitespace().next().unwrap_or("").to_owned()
 }
 
 /// Checks an NTLMv2 AUTHENTICATE message against `password`, the way a
