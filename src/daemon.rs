@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::config::{self, Account, Config};
+use crate::logging;
 use crate::notify::Notifier;
 use crate::poll::{self, Context, Memo};
 use crate::status::{self, Status};
@@ -95,11 +96,18 @@ pub enum Result {
 }
 
 /// Poll one account and update its status record; logs the outcome.
-fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut Slot) -> Result {
+fn poll_and_record(
+    acct: &Account,
+    cfg: &Config,
+    stop: &AtomicBool,
+    log: logging::Output,
+    slot: &mut Slot,
+) -> Result {
     let started = Instant::now();
     let ctx = Context {
         state_dir: &cfg.state_dir,
         stop,
+        log,
     };
     let (o, r) = poll::poll(acct, &ctx, &mut slot.memo);
     let now = timefmt::unix_now();
@@ -247,7 +255,7 @@ fn slot_for(cfg: &Config, name: &str) -> Slot {
 }
 
 /// `--once`: poll every selected account once. Returns the exit code.
-pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> u8 {
+pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool, log: logging::Output) -> u8 {
     let mut slots = HashMap::new();
     let mut code = 0;
     let mut order: Vec<&Account> = selected(cfg, only);
@@ -263,7 +271,7 @@ pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> u8 {
         let slot = slots
             .get_mut(&acct.name)
             .expect("slot exists for every selected account");
-        match poll_and_record(acct, cfg, stop, slot) {
+        match poll_and_record(acct, cfg, stop, log, slot) {
             Result::Ok => {}
             Result::Failed { local_dir: true } => code = 73,
             Result::Failed { local_dir: false } if code == 0 => code = 75,
@@ -275,7 +283,13 @@ pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> u8 {
 }
 
 /// The service loop; returns when SIGTERM/SIGINT arrives.
-pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals) {
+pub fn run(
+    path: &Path,
+    mut cfg: Config,
+    only: &[String],
+    signals: &mut Signals,
+    log: logging::Output,
+) {
     let mut slots: HashMap<String, Slot> = HashMap::new();
     let names = |cfg: &Config| -> Vec<String> {
         selected(cfg, only).iter().map(|a| a.name.clone()).collect()
@@ -331,7 +345,7 @@ pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals)
             if let Some(n) = &systemd {
                 n.watchdog();
             }
-            poll_and_record(acct, &cfg, &signals.stop, slot);
+            poll_and_record(acct, &cfg, &signals.stop, log, slot);
             slot.due = Instant::now()
                 + next_interval(acct, slot.status.consecutive_failures, slot.permanent);
             write_prom(&cfg, &slots);

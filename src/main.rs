@@ -111,11 +111,11 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    popspool::logging::init();
-    ExitCode::from(run(args))
+    let log = popspool::logging::init();
+    ExitCode::from(run(args, log))
 }
 
-fn run(args: Args) -> u8 {
+fn run(args: Args, log: popspool::logging::Output) -> u8 {
     let path = args
         .config
         .clone()
@@ -140,10 +140,6 @@ fn run(args: Args) -> u8 {
         eprintln!("popspool: no account '{unknown}' in {}", path.display());
         return exit::USAGE;
     }
-    // popspool is single-threaded (the only threads it starts read a
-    // password_command's pipes), which these two need: see their
-    // documentation.
-    popspool::spool::switch_umask_for_entries();
     match tls::read_system_store_on_demand() {
         Some(dir) => log::debug!("system trust store: {}, read on demand", dir.display()),
         None => log::debug!("system trust store: OpenSSL's default paths, read whole"),
@@ -166,14 +162,14 @@ fn run(args: Args) -> u8 {
         }
     };
     if args.once {
-        let code = daemon::run_once(&cfg, &args.accounts, &signals.stop);
+        let code = daemon::run_once(&cfg, &args.accounts, &signals.stop, log);
         return if code == exit::TEMPFAIL || code == exit::CANTCREAT || code == 0 {
             code
         } else {
             exit::SOFTWARE
         };
     }
-    daemon::run(&path, cfg, &args.accounts, &mut signals);
+    daemon::run(&path, cfg, &args.accounts, &mut signals, log);
     0
 }
 

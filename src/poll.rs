@@ -208,6 +208,8 @@ pub struct Context<'a> {
     pub state_dir: &'a Path,
     /// Set by SIGTERM/SIGINT: finish what is safe, then stop.
     pub stop: &'a AtomicBool,
+    /// Where a committed batch's lines go out together.
+    pub log: crate::logging::Output,
 }
 
 /// A logged-in session and what was learned on the way.
@@ -360,7 +362,7 @@ struct Listed {
     n: u32,
     size: u64,
     /// `u:<UIDL>` when the server gave this message a usable, unique UIDL.
-    key: Option<String>,
+    key: Option<journal::Key>,
     uidl: Option<String>,
 }
 
@@ -397,7 +399,7 @@ fn listing(
             let key = uidl
                 .as_deref()
                 .filter(|u| seen.get(*u) == Some(&1))
-                .map(journal::uidl_key);
+                .map(journal::Key::uidl);
             Listed { n, size, key, uidl }
         })
         .collect();
@@ -452,12 +454,13 @@ fn poll_into(
     // A key the server no longer lists is gone for good. It is forgotten
     // at the end of a successful poll, not now: until then its content hash
     // still recognises a message the server has merely renumbered.
-    let gone: Vec<String> = if has_uidl {
-        let present: HashSet<&str> = listed.iter().filter_map(|l| l.key.as_deref()).collect();
+    let gone: Vec<journal::Key> = if has_uidl {
+        let present: HashSet<&journal::Key> =
+            listed.iter().filter_map(|l| l.key.as_ref()).collect();
         journal
             .keys()
-            .filter(|k| k.starts_with("u:") && !present.contains(k))
-            .map(String::from)
+            .filter(|k| k.kind() == journal::KeyKind::Uidl && !present.contains(k))
+            .cloned()
             .collect()
     } else {
         Vec::new()
@@ -477,15 +480,12 @@ fn poll_into(
         dele_sent: 0,
         spare: Vec::new(),
         out,
+        log: ctx.log,
     };
-    // From here to the last commit only entries are created and no process
-    // is started, as the mask requires.
-    let mask = spool.entry_mask();
     let result = run.fetch_all(&mut session, &listed, caps.pipelining, ctx.stop, memo);
     // Whatever happened, entries already complete in tmp/ are published:
     // that is local work and saves downloading them again.
     let committed = run.commit();
-    drop(mask);
     let numbers = run.unsent_deletes();
     let to_delete = std::mem::take(&mut run.to_delete);
     match (result, committed) {
@@ -515,7 +515,7 @@ fn poll_into(
     match session.quit() {
         Ok(()) => {
             out.deleted = to_delete.len() as u64;
-            let mut keys: Vec<String> = to_delete.into_iter().map(|(_, k)| k).collect();
+            let mut keys: Vec<journal::Key> = to_delete.into_iter().map(|(_, k)| k).collect();
             keys.extend(gone);
             journal.forget(&keys).map_err(Error::State)?;
         }
@@ -587,7 +587,7 @@ struct Run<'a> {
     /// journaled when the batch is.
     copies: Vec<(u32, journal::Fact)>,
     /// (message number, journal key) to DELE once committed.
-    to_delete: Vec<(u32, String)>,
+    to_delete: Vec<(u32, journal::Key)>,
     /// How many of `to_delete` have been sent as DELE already.
     dele_sent: usize,
     /// The last message's buffer, reused for the next: a few KiB per
@@ -595,6 +595,8 @@ struct Run<'a> {
     /// its slow path.
     spare: Vec<u8>,
     out: &'a mut Outcome,
+    /// Lines of a committed batch go out in one write.
+    log: crate::logging::Output,
 }
 
 impl<'a> Run<'a> {
@@ -646,7 +648,11 @@ impl<'a> Run<'a> {
             if let Some(max) = self.acct.max_message_size {
                 if m.size > max {
                     self.out.too_large += 1;
-                    let tag = m.key.clone().unwrap_or_else(|| format!("#{}", m.n));
+                    let tag = m
+                        .key
+                        .clone()
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("#{}", m.n));
                     if memo.reported_too_large.insert(tag) {
                         log::warn!(
                             "{}: message {} is {} bytes, over max_message_size {max}; left on the server",
@@ -715,7 +721,11 @@ impl<'a> Run<'a> {
                 // must not wait for it. It stays on the server.
                 Err(Error::Pop3(e @ pop3::Error::Server { .. })) => {
                     self.out.refused += 1;
-                    let tag = m.key.clone().unwrap_or_else(|| format!("#{}", m.n));
+                    let tag = m
+                        .key
+                        .clone()
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("#{}", m.n));
                     if memo.reported_refused.insert(tag) {
                         log::warn!(
                             "{}: message {} not retrieved: {e}; left on the server",
@@ -792,7 +802,10 @@ impl<'a> Run<'a> {
             }
         };
         let fact = journal::Fact {
-            key: m.key.clone().unwrap_or_else(|| journal::hash_key(&got.sha)),
+            key: m
+                .key
+                .clone()
+                .unwrap_or_else(|| journal::Key::hash(&got.sha)),
             size: m.size,
             hash: got.sha,
         };
@@ -881,7 +894,7 @@ impl<'a> Run<'a> {
             .mark_delivered(&facts, now)
             .map_err(Error::State)?;
         // One write for the batch's lines (see logging.rs).
-        let _held = crate::logging::hold();
+        let _batch = self.log.batch();
         for s in self.batch.drain(..) {
             log::info!(
                 "{}: message {} ({} bytes) delivered to {}/{}",
@@ -953,7 +966,7 @@ fn download(
     } = sink;
     Ok(Downloaded {
         bytes,
-        sha: journal::hex(&hasher.finish()),
+        sha: crate::hex::lower(&hasher.finish()),
         raw: tee.then_some(buf),
     })
 }
