@@ -23,6 +23,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::config::{self, Account, Config};
 use crate::exit::Exit;
+use crate::logging;
 use crate::notify::Notifier;
 use crate::poll::{self, Context, Memo};
 use crate::status::{self, Status};
@@ -103,12 +104,14 @@ fn poll_and_record(
     stop: &AtomicBool,
     slot: &mut Slot,
     connectors: &tls::Connectors,
+    log: logging::Output,
 ) -> Result {
     let started = Instant::now();
     let ctx = Context {
         state_dir: &cfg.state_dir,
         stop,
         tls: connectors,
+        log,
     };
     let (o, r) = poll::poll(acct, &ctx, &mut slot.memo);
     let now = timefmt::unix_now();
@@ -261,6 +264,7 @@ pub fn run_once(
     only: &[String],
     stop: &AtomicBool,
     connectors: &tls::Connectors,
+    log: logging::Output,
 ) -> Exit {
     let mut slots = HashMap::new();
     let mut code = Exit::Ok;
@@ -277,7 +281,7 @@ pub fn run_once(
         let slot = slots
             .get_mut(&acct.name)
             .expect("slot exists for every selected account");
-        match poll_and_record(acct, cfg, stop, slot, connectors) {
+        match poll_and_record(acct, cfg, stop, slot, connectors, log) {
             Result::Ok => {}
             Result::Failed { local_dir: true } => code = Exit::CantCreate,
             Result::Failed { local_dir: false } if code == Exit::Ok => code = Exit::TempFail,
@@ -295,6 +299,7 @@ pub fn run(
     only: &[String],
     signals: &mut Signals,
     connectors: &tls::Connectors,
+    log: logging::Output,
 ) {
     let mut slots: HashMap<String, Slot> = HashMap::new();
     let names = |cfg: &Config| -> Vec<String> {
@@ -351,7 +356,7 @@ pub fn run(
             if let Some(n) = &systemd {
                 n.watchdog();
             }
-            poll_and_record(acct, &cfg, &signals.stop, slot, connectors);
+            poll_and_record(acct, &cfg, &signals.stop, slot, connectors, log);
             slot.due = Instant::now()
                 + next_interval(acct, slot.status.consecutive_failures, slot.permanent);
             write_prom(&cfg, &slots);

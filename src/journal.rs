@@ -10,12 +10,13 @@
 //! F <key>                                          forget <key>: it is gone from the server
 //! ```
 //!
-//! `<key>` is `u:<UIDL>` or, when the server has no usable UIDL for a
-//! message, `h:<SHA-256 of the message>`. `<size>` is the size the server
+//! `<key>` is a [`Key`]: `u:<UIDL>` or, when the server has no usable UIDL
+//! for a message, `h:<SHA-256 of the message>`. `<size>` is the size the server
 //! listed, `<sha256>` the hash of what was stored: together they recognise a
 //! UIDL the server gave to a different message (the size differs) and a
-//! message the server renumbered (its content is already delivered). A `P` record is fsynced after the
-//! entry and `tmp/` are durable and before the rename; on start-up a `P`
+//! message the server renumbered (its content is already delivered). A `P`
+//! record is fsynced after the entry and `tmp/` are durable and before the
+//! rename; on start-up a `P`
 //! without `D` is settled by looking at `tmp/<id>`: still there means the
 //! rename never happened (finish it now), gone means it did. Either way the
 //! message is delivered once, and only a delivered message is ever deleted
@@ -151,11 +152,76 @@ struct Record {
     hash: String,
 }
 
+/// How the journal names a message: by the server's UIDL, or by its content
+/// when the server gave it no usable one. Held in its on-disk form
+/// (`u:<UIDL>`, `h:<sha256>`), which is also its order in a compacted file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(String);
+
+/// What a [`Key`] is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A UIDL, unique on the server when the key was made.
+    Uidl,
+    /// The SHA-256 of the message, lowercase hex.
+    Hash,
+}
+
+const UIDL_PREFIX: &str = "u:";
+const HASH_PREFIX: &str = "h:";
+
+impl Key {
+    /// The key of a message with a usable, unique UIDL.
+    pub fn uidl(uidl: &str) -> Key {
+        Key(format!("{UIDL_PREFIX}{uidl}"))
+    }
+
+    /// The key of a message known by its content (lowercase hex SHA-256).
+    pub fn hash(sha256_hex: &str) -> Key {
+        Key(format!("{HASH_PREFIX}{sha256_hex}"))
+    }
+
+    /// A key as written in the journal; `None` for anything popspool never
+    /// writes.
+    fn parse(s: &str) -> Option<Key> {
+        let rest = s
+            .strip_prefix(UIDL_PREFIX)
+            .or_else(|| s.strip_prefix(HASH_PREFIX))?;
+        (!rest.is_empty()).then(|| Key(s.to_string()))
+    }
+
+    /// What the key is made from.
+    pub fn kind(&self) -> KeyKind {
+        if self.0.starts_with(UIDL_PREFIX) {
+            KeyKind::Uidl
+        } else {
+            KeyKind::Hash
+        }
+    }
+
+    /// The on-disk form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Key> for String {
+    fn from(k: Key) -> String {
+        k.0
+    }
+}
+
 /// A message as the journal identifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fact {
-    /// `u:<UIDL>` or `h:<sha256>`.
-    pub key: String,
+    /// Its key.
+    pub key: Key,
     /// The size the server listed.
     pub size: u64,
     /// SHA-256 of the stored message, lowercase hex.
@@ -177,20 +243,10 @@ pub struct Journal {
     path: PathBuf,
     identity: String,
     file: File,
-    records: HashMap<String, Record>,
+    records: HashMap<Key, Record>,
     /// How many records carry each content hash.
     hashes: HashMap<String, usize>,
     lines: usize,
-}
-
-/// The journal key for a server UIDL.
-pub fn uidl_key(uidl: &str) -> String {
-    format!("u:{uidl}")
-}
-
-/// The journal key for a message identified by its content.
-pub fn hash_key(sha256_hex: &str) -> String {
-    format!("h:{sha256_hex}")
 }
 
 /// A short stable hash of who the mailbox belongs to, so a journal is never
@@ -199,16 +255,13 @@ pub fn identity(host: &str, user: &str) -> String {
     let mut data = host.to_ascii_lowercase().into_bytes();
     data.push(0);
     data.extend_from_slice(user.as_bytes());
-    hex(&openssl::sha::sha256(&data)[..12])
+    crate::hex::lower(&openssl::sha::sha256(&data)[..12])
 }
 
-/// Lowercase hex.
-pub use crate::sasl::crypto::hex;
-
 impl Record {
-    fn fact(&self, key: &str) -> Fact {
+    fn fact(&self, key: &Key) -> Fact {
         Fact {
-            key: key.to_string(),
+            key: key.clone(),
             size: self.size,
             hash: self.hash.clone(),
         }
@@ -294,7 +347,7 @@ impl Journal {
     }
 
     /// What is known of `key`'s delivery, if it was delivered.
-    pub fn delivered(&self, key: &str) -> Option<Delivered> {
+    pub fn delivered(&self, key: &Key) -> Option<Delivered> {
         match self.records.get(key) {
             Some(
                 r @ Record {
@@ -323,8 +376,8 @@ impl Journal {
     }
 
     /// Every key the journal holds.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.records.keys().map(|k| k.as_str())
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.records.keys()
     }
 
     /// Record entries about to be renamed out of `tmp/`, durably.
@@ -415,8 +468,8 @@ impl Journal {
     }
 
     /// Drop keys for messages that are no longer on the server.
-    pub fn forget(&mut self, keys: &[String]) -> Result<(), Error> {
-        let keys: Vec<&String> = keys
+    pub fn forget(&mut self, keys: &[Key]) -> Result<(), Error> {
+        let keys: Vec<&Key> = keys
             .iter()
             .filter(|k| self.records.contains_key(*k))
             .collect();
@@ -450,7 +503,7 @@ impl Journal {
     }
 
     fn compact(&mut self) -> Result<(), Error> {
-        let mut keys: Vec<&String> = self.records.keys().collect();
+        let mut keys: Vec<&Key> = self.records.keys().collect();
         keys.sort();
         let mut buf = format!("{MAGIC} {}\n", self.identity);
         for k in keys {
@@ -482,7 +535,7 @@ impl Journal {
     }
 }
 
-type Parsed = (HashMap<String, Record>, usize, Option<String>);
+type Parsed = (HashMap<Key, Record>, usize, Option<String>);
 
 fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
     let mut records = HashMap::new();
@@ -514,8 +567,9 @@ fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
             let ok = s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
             ok.then(|| s.to_string()).ok_or_else(damaged)
         };
+        let key = |s: &str| Key::parse(s).ok_or_else(damaged);
         match f.as_slice() {
-            ["P", key, id, dest, t, size, h] if spool::is_valid_id(id) => {
+            ["P", k, id, dest, t, size, h] if spool::is_valid_id(id) => {
                 let dest = Dest::from_dir_name(dest).ok_or_else(damaged)?;
                 let state = State::Pending {
                     id: id.to_string(),
@@ -527,13 +581,14 @@ fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
                     size: num(size)?,
                     hash: hash(h)?,
                 };
-                records.insert(key.to_string(), r);
+                records.insert(key(k)?, r);
             }
-            ["D", key, t, size, h] => {
+            ["D", k, t, size, h] => {
+                let k = key(k)?;
                 // A repeated D for the same content keeps the first delivery
                 // time (delete = <duration> counts from it).
                 let hash = hash(h)?;
-                let time = match records.get(*key) {
+                let time = match records.get(&k) {
                     Some(
                         r @ Record {
                             state: State::Delivered,
@@ -548,10 +603,10 @@ fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
                     size: num(size)?,
                     hash,
                 };
-                records.insert(key.to_string(), r);
+                records.insert(k, r);
             }
-            ["F", key] => {
-                records.remove(*key);
+            ["F", k] => {
+                records.remove(&key(k)?);
             }
             _ => return Err(damaged()),
         }
@@ -562,6 +617,12 @@ fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex::lower as hex;
+
+    /// A key in its on-disk form.
+    fn k(s: &str) -> Key {
+        Key::parse(s).unwrap()
+    }
 
     fn dirs(tag: &str) -> (PathBuf, Spool) {
         let d = std::env::temp_dir().join(format!("popspool-journal-{tag}-{}", std::process::id()));
@@ -573,14 +634,14 @@ mod tests {
 
     fn fact(key: &str, n: u8) -> Fact {
         Fact {
-            key: key.to_string(),
+            key: k(key),
             size: 100 + u64::from(n),
             hash: hex(&[n; 32]),
         }
     }
 
     fn at(j: &Journal, key: &str) -> Option<u64> {
-        j.delivered(key).map(|d| d.at)
+        j.delivered(&k(key)).map(|d| d.at)
     }
 
     fn make_entry(sp: &Spool) -> String {
@@ -672,10 +733,10 @@ mod tests {
         let mut j = Journal::open(&st, "a", "two").unwrap();
         assert_eq!(at(&j, "u:1"), None);
         for round in 0..5u64 {
-            let keys: Vec<String> = (0..1000)
-                .map(|i| uidl_key(&format!("{round}-{i}")))
+            let keys: Vec<Key> = (0..1000)
+                .map(|i| Key::uidl(&format!("{round}-{i}")))
                 .collect();
-            let facts: Vec<Fact> = keys.iter().map(|k| fact(k, round as u8)).collect();
+            let facts: Vec<Fact> = keys.iter().map(|k| fact(k.as_str(), round as u8)).collect();
             j.mark_delivered(&facts, round).unwrap();
             j.forget(&keys).unwrap();
             j.maybe_compact().unwrap();
@@ -703,16 +764,61 @@ mod tests {
         assert!(j.has_hash(&hex(&[2; 32])));
         drop(j);
         let mut j = Journal::open(&st, "a", "idn").unwrap();
-        assert_eq!(j.delivered("u:1"), Some(Delivered { at: 30, size: 102 }));
+        assert_eq!(
+            j.delivered(&k("u:1")),
+            Some(Delivered { at: 30, size: 102 })
+        );
         assert!(j.has_hash(&hex(&[2; 32])));
         // Two keys with one content: the hash stays known until both go.
         j.add_pending(&[(fact("u:9", 2), "x", Dest::New)], 40)
             .unwrap();
         j.mark_delivered(&[&fact("u:9", 2)], 40).unwrap();
-        j.forget(&["u:1".to_string()]).unwrap();
+        j.forget(&[k("u:1")]).unwrap();
         assert!(j.has_hash(&hex(&[2; 32])));
-        j.forget(&["u:9".to_string()]).unwrap();
+        j.forget(&[k("u:9")]).unwrap();
         assert!(!j.has_hash(&hex(&[2; 32])));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A journal as popspool 2 writes it loads, its keys keep their kind,
+    /// and compaction writes the same records back.
+    #[test]
+    fn current_on_disk_form_loads_and_round_trips() {
+        let (d, _sp) = dirs("disk");
+        let st = d.join("state");
+        let p = st.join("a.journal");
+        let h = hex(&[9; 32]);
+        let id = "01795311924.991169.0021518";
+        let text = format!(
+            "{MAGIC} idn\nD h:{h} 3 9 {h}\nP u:000000026b024934 {id} quarantine 5 10 {h}\nD u:x!~ 4 11 {h}\n"
+        );
+        fs::write(&p, &text).unwrap();
+        let mut j = Journal::open(&st, "a", "idn").unwrap();
+        assert_eq!(
+            j.delivered(&Key::hash(&h)),
+            Some(Delivered { at: 3, size: 9 })
+        );
+        assert_eq!(
+            j.delivered(&Key::uidl("x!~")),
+            Some(Delivered { at: 4, size: 11 })
+        );
+        let mut kinds: Vec<(String, KeyKind)> =
+            j.keys().map(|k| (k.to_string(), k.kind())).collect();
+        kinds.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            kinds,
+            [
+                (format!("h:{h}"), KeyKind::Hash),
+                ("u:000000026b024934".to_string(), KeyKind::Uidl),
+                ("u:x!~".to_string(), KeyKind::Uidl),
+            ]
+        );
+        j.compact().unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), text);
+        for bad in ["x:1", "u:", "h:", "1"] {
+            fs::write(&p, format!("{MAGIC} idn\nD {bad} 3 9 {h}\n")).unwrap();
+            assert!(Journal::open(&st, "a", "idn").is_err(), "{bad}");
+        }
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -104,11 +104,11 @@ fn main() -> ExitCode {
             return Exit::Usage.into();
         }
     };
-    popspool::logging::init();
-    run(args).into()
+    let log = popspool::logging::init();
+    run(args, log).into()
 }
 
-fn run(args: Args) -> Exit {
+fn run(args: Args, log: popspool::logging::Output) -> Exit {
     let path = args
         .config
         .clone()
@@ -133,9 +133,6 @@ fn run(args: Args) -> Exit {
         eprintln!("popspool: no account '{unknown}' in {}", path.display());
         return Exit::Usage;
     }
-    // popspool is single-threaded (the only threads it starts read a
-    // password_command's pipes), which this needs: see its documentation.
-    popspool::spool::switch_umask_for_entries();
     let connectors = tls::Connectors::for_system();
     match connectors.on_demand_dir() {
         Some(dir) => log::debug!("system trust store: {}, read on demand", dir.display()),
@@ -159,9 +156,9 @@ fn run(args: Args) -> Exit {
         }
     };
     if args.once {
-        return daemon::run_once(&cfg, &args.accounts, &signals.stop, &connectors);
+        return daemon::run_once(&cfg, &args.accounts, &signals.stop, &connectors, log);
     }
-    daemon::run(&path, cfg, &args.accounts, &mut signals, &connectors);
+    daemon::run(&path, cfg, &args.accounts, &mut signals, &connectors, log);
     Exit::Ok
 }
 

@@ -1,7 +1,7 @@
 //! The spool directory: entries are built in `tmp/` and appear in `new/` or
 //! `quarantine/` with one `rename(2)`.
 //!
-//! Durability order (spec §4): every file of an entry and the entry
+//! Durability order (README, "Delivery guarantee"): every file of an entry and the entry
 //! directory are made durable, then `tmp/` itself (so the entry survives a
 //! power cut before it is published), then the rename, then `new/`. The
 //! journal decides what the server may delete; this module only moves bytes.
@@ -18,7 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where a finished entry goes.
@@ -92,6 +92,9 @@ pub struct Spool {
     new: File,
     quarantine: File,
     durability: Durability,
+    /// The process's umask when the spool was opened: entry files and
+    /// directories whose mode it would narrow get their mode set again.
+    umask: libc::mode_t,
 }
 
 /// The spool root and `tmp/`: the service's group may look, not touch.
@@ -99,11 +102,11 @@ const PRIVATE_DIR_MODE: u32 = 0o750;
 /// `new/`, `quarantine/` and every entry: a consumer in the service's group
 /// takes an entry by renaming it away or deleting it, which needs write
 /// access to the directory it leaves and (for a directory moving to another
-/// parent) to the entry itself. Nobody else sees mail.
-pub const SHARED_DIR_MODE: u32 = 0o770;
+/// parent) to the entry itself. Nobody else sees mail (README, "The spool").
+const SHARED_DIR_MODE: u32 = 0o770;
 /// Files in an entry: the group reads them; removing them is the entry's
 /// directory's business.
-pub const FILE_MODE: u32 = 0o640;
+const FILE_MODE: u32 = 0o640;
 
 impl Spool {
     /// Open (creating if needed) `root` with `tmp/`, `new/` and `quarantine/`.
@@ -135,6 +138,7 @@ impl Spool {
             new: File::open(root.join("new"))?,
             quarantine: File::open(root.join("quarantine"))?,
             durability,
+            umask: process_umask(),
         })
     }
 
@@ -179,36 +183,8 @@ impl Spool {
 
     /// Start a new entry `tmp/<id>`.
     pub fn begin(&self, id: String) -> io::Result<Entry<'_>> {
-        at::mkdir(&self.tmp, &[&id], SHARED_DIR_MODE)?;
+        at::mkdir(&self.tmp, &[&id], SHARED_DIR_MODE, self.umask)?;
         Ok(Entry { spool: self, id })
-    }
-
-    /// Hold a umask under which entries get their modes with no umask
-    /// switch per file; see [`EntryMask`].
-    #[allow(unsafe_code)]
-    pub fn entry_mask(&self) -> EntryMask {
-        let inert = EntryMask {
-            restore: None,
-            held: false,
-        };
-        if !SWITCH_UMASK.load(Ordering::Relaxed) || MASK_HELD.load(Ordering::Relaxed) {
-            return inert;
-        }
-        let entry_bits = (FILE_MODE | SHARED_DIR_MODE) as libc::mode_t;
-        // umask(2) cannot be read without being set: set the narrowest
-        // candidate, then the exact one if the old mask kept more bits.
-        // SAFETY: umask only swaps the process's mask.
-        let old = unsafe { libc::umask(0o777 & !entry_bits) };
-        let want = old & !entry_bits;
-        if want != 0o777 & !entry_bits {
-            // SAFETY: as above.
-            unsafe { libc::umask(want) };
-        }
-        MASK_HELD.store(true, Ordering::Relaxed);
-        EntryMask {
-            restore: (want != old).then_some(old),
-            held: true,
-        }
     }
 
     /// Move a finished, synced entry from `tmp/` to `dest`. The caller syncs
@@ -297,12 +273,22 @@ impl Entry<'_> {
     /// Create a new file in the entry (`name` may be in a subdirectory made
     /// by [`Entry::create_dir`]); never overwrites.
     pub fn create(&self, name: &str) -> io::Result<File> {
-        at::create_new(&self.spool.tmp, &self.rel(name)?, FILE_MODE)
+        at::create_new(
+            &self.spool.tmp,
+            &self.rel(name)?,
+            FILE_MODE,
+            self.spool.umask,
+        )
     }
 
     /// Create a subdirectory of the entry (`attachments/`).
     pub fn create_dir(&self, name: &str) -> io::Result<()> {
-        at::mkdir(&self.spool.tmp, &self.rel(name)?, SHARED_DIR_MODE)
+        at::mkdir(
+            &self.spool.tmp,
+            &self.rel(name)?,
+            SHARED_DIR_MODE,
+            self.spool.umask,
+        )
     }
 
     /// Write a whole small file (meta.json). Not synced: see [`Spool::make_durable`].
@@ -318,12 +304,36 @@ impl Entry<'_> {
 }
 
 impl crate::mime::Files for Entry<'_> {
+    type File = File;
+
     fn create_file(&self, name: &str) -> io::Result<File> {
         self.create(name)
     }
 
     fn create_dir(&self, name: &str) -> io::Result<()> {
         Entry::create_dir(self, name)
+    }
+}
+
+/// A plain directory outside any spool (`mime::decode`, for tests and
+/// tools): files and subdirectories get the modes of an entry's.
+impl crate::mime::Files for Path {
+    type File = File;
+
+    fn create_file(&self, name: &str) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(self.join(name))?;
+        f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+        Ok(f)
+    }
+
+    fn create_dir(&self, name: &str) -> io::Result<()> {
+        let d = self.join(name);
+        fs::create_dir(&d)?;
+        fs::set_permissions(&d, fs::Permissions::from_mode(SHARED_DIR_MODE))
     }
 }
 
@@ -368,55 +378,18 @@ fn kernel_at_least(want: (u32, u32)) -> bool {
     }
 }
 
-/// Set by [`switch_umask_for_entries`].
-static SWITCH_UMASK: AtomicBool = AtomicBool::new(false);
-
-/// True while an [`EntryMask`] holds a umask that lets entry modes through.
-static MASK_HELD: AtomicBool = AtomicBool::new(false);
-
-/// From now on, entry files and directories are made under a umask
-/// switched for the duration of their openat(2) or mkdirat(2) instead of
-/// being chmod'ed after it: two trivial system calls instead of a path
-/// lookup and an inode update each.
-///
-/// Only for a single-threaded process: a file another thread created in
-/// that instant would get the switched mask. (popspool's only other threads
-/// read a password_command's pipes and create nothing.) Child processes
-/// never see it: the mask is back before mkdirat returns to us.
-pub fn switch_umask_for_entries() {
-    SWITCH_UMASK.store(true, Ordering::Relaxed);
-}
-
-/// While alive, the process's umask lets [`FILE_MODE`] and
-/// [`SHARED_DIR_MODE`] through unchanged, so each entry file and directory
-/// is made by one system call instead of three (a poll of 10,000 messages
-/// made 80,000 umask calls without it). It clears only the owner and group
-/// bits of the mask; the bits for others stay as they were.
-///
-/// Made by [`Spool::entry_mask`]; inert unless [`switch_umask_for_entries`]
-/// was called, and for the same reason: no other thread may create files
-/// meanwhile. Its holder must not start processes nor create files other
-/// than entries while it lives (children would inherit the mask).
-#[derive(Debug)]
-#[must_use = "the mask is restored when this is dropped"]
-pub struct EntryMask {
-    /// The mask to put back, when this guard changed it.
-    restore: Option<libc::mode_t>,
-    /// Whether this guard set [`MASK_HELD`] (a nested one does not).
-    held: bool,
-}
-
-impl Drop for EntryMask {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        if let Some(old) = self.restore {
-            // SAFETY: umask only swaps the process's mask.
-            unsafe { libc::umask(old) };
-        }
-        if self.held {
-            MASK_HELD.store(false, Ordering::Relaxed);
-        }
-    }
+/// The process's file-creation mask, from `/proc/self/status` (Linux 4.7
+/// and later): umask(2) cannot read it without setting it, and setting it
+/// would change every file the process creates meanwhile. Unknown means
+/// "narrows everything", so every mode is set again.
+fn process_umask() -> libc::mode_t {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+            libc::mode_t::from_str_radix(line.trim(), 8).ok()
+        })
+        .unwrap_or(0o777)
 }
 
 /// The `*at(2)` calls the spool needs, relative to an open directory. Paths
@@ -471,34 +444,29 @@ mod at {
     /// Runs `make` (which creates one file or directory with `mode`) so
     /// that the result has exactly `mode`, whatever the umask (0027 in the
     /// shipped unit would take the group's write bit from directories, a
-    /// user's 0077 would hide files from the group): as it is under an
-    /// [`super::EntryMask`]; else under a umask switched for the call when
-    /// the process allows it (see [`super::switch_umask_for_entries`]);
-    /// else by setting the mode again afterwards with `fix`.
+    /// user's 0077 would hide files from the group): when `umask` narrows
+    /// `mode`, `fix` sets it again. Under 0022 or 0027 that is one extra
+    /// call for each directory and none for files.
     fn with_mode<T>(
         mode: libc::mode_t,
+        umask: libc::mode_t,
         make: impl FnOnce() -> io::Result<T>,
         fix: impl FnOnce(&T) -> io::Result<()>,
     ) -> io::Result<T> {
-        if super::MASK_HELD.load(std::sync::atomic::Ordering::Relaxed) {
-            return make();
-        }
-        if super::SWITCH_UMASK.load(std::sync::atomic::Ordering::Relaxed) {
-            // SAFETY: umask only swaps the process's mask; see
-            // switch_umask_for_entries for why no other thread is affected.
-            let old = unsafe { libc::umask(!mode & 0o777) };
-            let made = make();
-            // SAFETY: as above.
-            unsafe { libc::umask(old) };
-            return made;
-        }
         let made = make()?;
-        fix(&made)?;
+        if mode & umask != 0 {
+            fix(&made)?;
+        }
         Ok(made)
     }
 
     /// A new file (never an existing one, never through a symlink), write-only.
-    pub fn create_new(dir: &File, rel: &[&str], mode: u32) -> io::Result<File> {
+    pub fn create_new(
+        dir: &File,
+        rel: &[&str],
+        mode: u32,
+        umask: libc::mode_t,
+    ) -> io::Result<File> {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
         let mode = mode as libc::mode_t;
         with_c_path(rel, |p| {
@@ -514,12 +482,12 @@ mod at {
                 use std::os::unix::fs::PermissionsExt;
                 f.set_permissions(std::fs::Permissions::from_mode(mode))
             };
-            with_mode(mode, open, fix)
+            with_mode(mode, umask, open, fix)
         })
     }
 
     /// A new directory with exactly `mode`.
-    pub fn mkdir(dir: &File, rel: &[&str], mode: u32) -> io::Result<()> {
+    pub fn mkdir(dir: &File, rel: &[&str], mode: u32, umask: libc::mode_t) -> io::Result<()> {
         let mode = mode as libc::mode_t;
         with_c_path(rel, |p| {
             // SAFETY: `p` is NUL-terminated and outlives the call; `dir` is open.
@@ -528,7 +496,7 @@ mod at {
             // directory was just made by us inside our own tmp/.
             let fix =
                 |_: &()| check(unsafe { libc::fchmodat(dir.as_raw_fd(), p, mode, 0) }).map(drop);
-            with_mode(mode, make, fix)
+            with_mode(mode, umask, make, fix)
         })
     }
 
@@ -653,6 +621,7 @@ fn free_space(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mime::Files;
 
     fn tempdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("popspool-spool-{tag}-{}", std::process::id()));
@@ -706,6 +675,41 @@ mod tests {
         );
         assert!(sp.tmp_entries().unwrap().is_empty());
         assert!(sp.free_space().unwrap() > 0);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The umask read from /proc is the one the kernel applies; whatever
+    /// it is, entries get their documented modes.
+    #[test]
+    fn modes_are_exact_under_any_umask() {
+        let root = tempdir("umask");
+        let mut sp = Spool::open(&root).unwrap();
+        let probe = root.join("probe");
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o777)
+            .open(&probe)
+            .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&probe), 0o777 & !sp.umask);
+        // As if the umask took every bit: each mode is set again.
+        sp.umask = 0o777;
+        let e = sp.begin(new_id()).unwrap();
+        e.write_file("message.eml", b"x").unwrap();
+        e.create_dir("attachments").unwrap();
+        assert_eq!(mode(&e.dir()), SHARED_DIR_MODE);
+        assert_eq!(mode(&e.dir().join("message.eml")), FILE_MODE);
+        assert_eq!(mode(&e.dir().join("attachments")), SHARED_DIR_MODE);
+        // A plain directory as mime's Files gets the same modes.
+        let plain = root.join("plain");
+        fs::create_dir(&plain).unwrap();
+        let files = plain.as_path();
+        files.create_file("body.txt").unwrap();
+        files.create_dir("attachments").unwrap();
+        assert!(files.create_file("body.txt").is_err(), "never overwrites");
+        assert_eq!(mode(&plain.join("body.txt")), FILE_MODE);
+        assert_eq!(mode(&plain.join("attachments")), SHARED_DIR_MODE);
         fs::remove_dir_all(&root).unwrap();
     }
 

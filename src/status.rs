@@ -1,4 +1,5 @@
-//! Per-account status records and the Prometheus textfile (spec §5).
+//! Per-account status records and the Prometheus textfile (README,
+//! "Troubleshooting"; popspool(8), FILES).
 //!
 //! `<state_dir>/<account>.status.json` and `<state_dir>/popspool.prom` are
 //! rewritten atomically after every poll, so a reader never sees half a file.

@@ -1,4 +1,5 @@
-//! MIME decoding for a spool entry (spec sections 2 and 3).
+//! MIME decoding for a spool entry (README, "The spool": meta.json, body
+//! selection, attachment names and limits).
 //!
 //! [`decode`] reads the message as received and writes `body.txt` or
 //! `body.html` and `attachments/<name>` into the entry directory; what it
@@ -12,6 +13,8 @@
 //! encoded words, parameter values), RFC 6532 (UTF-8 headers), RFC 6522,
 //! 3464 and 8098 (reports).
 
+mod address;
+mod date;
 mod header;
 mod names;
 mod report;
@@ -20,9 +23,7 @@ mod text;
 mod transfer;
 mod tree;
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path};
 
 use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
@@ -57,7 +58,7 @@ pub const MAX_ATTACHMENTS: usize = 1_000;
 /// `report` (those are a few KiB; they are held in memory).
 pub const MAX_REPORT_BYTES: usize = 1 << 20;
 
-/// The entry's subdirectory for attachments (spec §3).
+/// The entry's subdirectory for attachments (README, "The spool").
 const ATTACHMENTS_DIR: &str = "attachments";
 
 /// Body-part selection, from the account's configuration.
@@ -96,7 +97,7 @@ pub struct Headers {
     pub disposition_notification_to: Option<String>,
 }
 
-/// What the message is, for consumers (spec section 3).
+/// What the message is, for consumers (README, "The spool").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -183,45 +184,32 @@ pub fn headers_only(raw: &[u8]) -> Decoded {
 }
 
 /// Where [`decode_into`] creates an entry's files; names are relative to
-/// the entry (`body.txt`, `attachments`, `attachments/report.pdf`).
+/// the entry (`body.txt`, `attachments`, `attachments/report.pdf`). The
+/// implementation decides the files' modes and where they live; this module
+/// writes only through it.
 pub trait Files {
+    /// What a created file is written through.
+    type File: Write;
     /// A new file, readable by the service's group; never an existing one.
-    fn create_file(&self, name: &str) -> io::Result<File>;
-    /// A new directory the service's group may empty (see spool.rs).
+    fn create_file(&self, name: &str) -> io::Result<Self::File>;
+    /// A new directory the service's group may empty (README, "The spool").
     fn create_dir(&self, name: &str) -> io::Result<()>;
 }
 
-/// A plain directory as [`Files`].
-struct DirFiles<'a>(&'a Path);
-
-impl Files for DirFiles<'_> {
-    fn create_file(&self, name: &str) -> io::Result<File> {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(crate::spool::FILE_MODE)
-            .open(self.0.join(name))
-    }
-
-    fn create_dir(&self, name: &str) -> io::Result<()> {
-        let d = self.0.join(name);
-        fs::create_dir(&d)?;
-        fs::set_permissions(
-            &d,
-            fs::Permissions::from_mode(crate::spool::SHARED_DIR_MODE),
-        )
-    }
-}
-
 /// `mime = yes`: decodes `raw` and writes the body and attachments into `dir`
-/// (an existing, empty entry directory). See [`decode_into`].
+/// (an existing, empty entry directory), through the spool's plain-directory
+/// [`Files`]. See [`decode_into`].
 pub fn decode(raw: &[u8], opts: &Options, dir: &Path) -> io::Result<Decoded> {
-    decode_into(raw, opts, &DirFiles(dir))
+    decode_into(raw, opts, dir)
 }
 
 /// Decodes `raw` and writes the body and attachments through `files`. Every
 /// file is new. Returns an error only for I/O failures in `files`.
-pub fn decode_into(raw: &[u8], opts: &Options, files: &dyn Files) -> io::Result<Decoded> {
+pub fn decode_into<F: Files + ?Sized>(
+    raw: &[u8],
+    opts: &Options,
+    files: &F,
+) -> io::Result<Decoded> {
     let a = analyze(raw, opts);
     let mut out = Decoded {
         headers: a.headers,
@@ -355,7 +343,7 @@ fn extract_headers(h: &HeaderBlock<'_>) -> Headers {
         h.fields
             .iter()
             .filter(|f| f.name.eq_ignore_ascii_case(name))
-            .flat_map(|f| header::addresses(f.value))
+            .flat_map(|f| address::addresses(f.value))
             .collect()
     };
     let joined = |name: &str| {
@@ -365,7 +353,7 @@ fn extract_headers(h: &HeaderBlock<'_>) -> Headers {
     let date = h.text("date").filter(|d| !d.is_empty());
     Headers {
         message_id: h.raw_text("message-id").filter(|s| !s.is_empty()),
-        date_iso: h.raw_text("date").and_then(|d| header::date_iso(&d)),
+        date_iso: h.raw_text("date").and_then(|d| date::date_iso(&d)),
         date,
         from: joined("from"),
         to: all_addresses("to"),
@@ -385,14 +373,14 @@ fn is_ascii_label(label: &str) -> bool {
     )
 }
 
-struct Writer<'d> {
-    files: &'d dyn Files,
+struct Writer<'d, F: Files + ?Sized> {
+    files: &'d F,
     names: UniqueNames,
     /// Whether `attachments/` exists yet.
     attachments_dir: bool,
 }
 
-impl Writer<'_> {
+impl<F: Files + ?Sized> Writer<'_, F> {
     /// Writes the body; returns false (writing nothing) when a non-text part
     /// was selected and does not decode as text.
     fn write_body(&mut self, part: &Part<'_>, out: &mut Decoded) -> io::Result<bool> {
@@ -493,7 +481,7 @@ impl Writer<'_> {
             }
         };
         out.files.push(rel.clone());
-        let mut sink = HashingFile::new(file);
+        let mut sink = HashingSink::new(file);
         let stats = transfer::decode(&part.cte, part.body, |c| sink.write(c))?;
         let (size, sha256) = sink.finish()?;
         let label = part.label();
@@ -514,8 +502,8 @@ impl Writer<'_> {
 
     fn attachments_dir(&mut self, out: &mut Decoded) -> io::Result<()> {
         if !self.attachments_dir {
-            // Like the entry around it (see spool.rs): the service's group
-            // may take the entry away, which means deleting what is in here.
+            // Like the entry around it: the service's group may take the
+            // entry away, which means deleting what is in here.
             self.files.create_dir(ATTACHMENTS_DIR)?;
             out.dirs.push(ATTACHMENTS_DIR.to_string());
             self.attachments_dir = true;
@@ -561,15 +549,15 @@ fn inner_subject(part: &Part<'_>) -> Option<String> {
 }
 
 /// Writes decoded attachment bytes while counting and hashing them.
-struct HashingFile {
-    file: File,
+struct HashingSink<W> {
+    file: W,
     hasher: Sha256,
     size: u64,
 }
 
-impl HashingFile {
-    fn new(file: File) -> Self {
-        HashingFile {
+impl<W: Write> HashingSink<W> {
+    fn new(file: W) -> Self {
+        HashingSink {
             file,
             hasher: Sha256::new(),
             size: 0,
@@ -583,8 +571,6 @@ impl HashingFile {
     }
 
     fn finish(self) -> io::Result<(u64, String)> {
-        let digest = self.hasher.finish();
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Ok((self.size, hex))
+        Ok((self.size, crate::hex::lower(&self.hasher.finish())))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-/// Longest file name written (spec section 3). Linux allows 255 bytes; 200
+/// Longest file name written (README, "The spool"). Linux allows 255 bytes; 200
 /// leaves room for the " (NNN)" uniqueness suffix and for consumers that
 /// append their own suffixes.
 pub const MAX_NAME_BYTES: usize = 200;

@@ -1,4 +1,4 @@
-//! Body-part selection (spec section 2, as the BizTalk POP3 adapter does it)
+//! Body-part selection (README, "The spool", as the BizTalk POP3 adapter does it)
 //! and the attachment plan that follows from it.
 
 use super::tree::Tree;

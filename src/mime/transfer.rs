@@ -7,7 +7,7 @@
 
 use std::io;
 
-use super::header::hex;
+use crate::hex::digit;
 
 /// Size of the output buffer handed to sinks. 64 KiB keeps the number of
 /// write(2) calls low while staying negligible next to the memory bound.
@@ -171,8 +171,8 @@ fn decode_qp_line(line: &[u8], eol: &[u8], out: &mut Vec<u8>, bad: &mut u64) {
         let c = line[i];
         if c == b'=' {
             if let (Some(h), Some(l)) = (
-                line.get(i + 1).and_then(|&x| hex(x)),
-                line.get(i + 2).and_then(|&x| hex(x)),
+                line.get(i + 1).and_then(|&x| digit(x)),
+                line.get(i + 2).and_then(|&x| digit(x)),
             ) {
                 out.push(h << 4 | l);
                 i += 3;

@@ -7,6 +7,7 @@
 //! rest after the last one; the server deletes nothing before `+OK` to
 //! `QUIT`, and only then may the journal forget the keys.
 
+use crate::journal::Key;
 use crate::pop3::{self, Retrieval, Session};
 use crate::tls::Stream;
 
@@ -15,13 +16,13 @@ use crate::tls::Stream;
 #[derive(Debug, Default)]
 pub(super) struct Deletes {
     /// (message number, journal key).
-    queued: Vec<(u32, String)>,
+    queued: Vec<(u32, Key)>,
     sent: usize,
 }
 
 impl Deletes {
     /// Queue message `n`, delivered under `key`.
-    pub fn push(&mut self, n: u32, key: String) {
+    pub fn push(&mut self, n: u32, key: Key) {
         self.queued.push((n, key));
     }
 
@@ -53,7 +54,7 @@ impl Deletes {
     }
 
     /// After `+OK` to QUIT: the keys of the messages the server deleted.
-    pub fn into_keys(self) -> Vec<String> {
+    pub fn into_keys(self) -> Vec<Key> {
         self.queued.into_iter().map(|(_, k)| k).collect()
     }
 

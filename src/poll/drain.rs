@@ -63,6 +63,8 @@ pub(super) struct Drain<'a> {
     copies: Vec<(u32, journal::Fact)>,
     /// What is delivered and to be deleted on the server.
     deletes: Deletes,
+    /// Lines of a committed batch go out in one write.
+    log: crate::logging::Output,
     /// The last message's buffer, reused for the next: a few KiB per
     /// message is past malloc's per-thread cache, so each fresh one took
     /// its slow path.
@@ -77,6 +79,7 @@ impl<'a> Drain<'a> {
         spool: &'a Spool,
         journal: &'a mut Journal,
         server: &'a str,
+        log: crate::logging::Output,
         out: &'a mut Outcome,
     ) -> Self {
         Drain {
@@ -88,6 +91,7 @@ impl<'a> Drain<'a> {
             batch_bytes: 0,
             copies: Vec::new(),
             deletes: Deletes::default(),
+            log,
             spare: Vec::new(),
             out,
         }
@@ -143,7 +147,11 @@ impl<'a> Drain<'a> {
             if let Some(max) = self.acct.max_message_size {
                 if m.size > max {
                     self.out.too_large += 1;
-                    let tag = m.key.clone().unwrap_or_else(|| format!("#{}", m.n));
+                    let tag = m
+                        .key
+                        .clone()
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("#{}", m.n));
                     if memo.reported_too_large.insert(tag) {
                         log::warn!(
                             "{}: message {} is {} bytes, over max_message_size {max}; left on the server",
@@ -212,7 +220,11 @@ impl<'a> Drain<'a> {
                 // must not wait for it. It stays on the server.
                 Err(Error::Pop3(e @ pop3::Error::Server { .. })) => {
                     self.out.refused += 1;
-                    let tag = m.key.clone().unwrap_or_else(|| format!("#{}", m.n));
+                    let tag = m
+                        .key
+                        .clone()
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("#{}", m.n));
                     if memo.reported_refused.insert(tag) {
                         log::warn!(
                             "{}: message {} not retrieved: {e}; left on the server",
@@ -281,7 +293,10 @@ impl<'a> Drain<'a> {
             }
         };
         let fact = journal::Fact {
-            key: m.key.clone().unwrap_or_else(|| journal::hash_key(&got.sha)),
+            key: m
+                .key
+                .clone()
+                .unwrap_or_else(|| journal::Key::hash(&got.sha)),
             size: m.size,
             hash: got.sha,
         };
@@ -384,7 +399,7 @@ impl<'a> Drain<'a> {
     /// the counts, and DELE when the policy says so.
     fn after_durable(&mut self, batch: &mut Vec<Staged>, now: u64) {
         // One write for the batch's lines (see logging.rs).
-        let _held = crate::logging::hold();
+        let _batch = self.log.batch();
         for s in batch.drain(..) {
             log::info!(
                 "{}: message {} ({} bytes) delivered to {}/{}",

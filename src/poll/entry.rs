@@ -127,7 +127,7 @@ pub(super) fn download(
     } = sink;
     Ok(Downloaded {
         bytes,
-        sha: journal::hex(&hasher.finish()),
+        sha: crate::hex::lower(&hasher.finish()),
         raw: tee.then_some(buf),
     })
 }

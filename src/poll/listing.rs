@@ -18,7 +18,7 @@ pub(super) struct Listed {
     /// Its size as LIST gives it.
     pub size: u64,
     /// `u:<UIDL>` when the server gave this message a usable, unique UIDL.
-    pub key: Option<String>,
+    pub key: Option<journal::Key>,
     /// Its UIDL, when valid (RFC 1939 section 7), for `meta.json`.
     pub uidl: Option<String>,
 }
@@ -57,7 +57,7 @@ pub(super) fn listing(
             let key = uidl
                 .as_deref()
                 .filter(|u| seen.get(*u) == Some(&1))
-                .map(journal::uidl_key);
+                .map(journal::Key::uidl);
             Listed { n, size, key, uidl }
         })
         .collect();

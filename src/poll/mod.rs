@@ -189,6 +189,8 @@ pub struct Context<'a> {
     pub stop: &'a AtomicBool,
     /// The TLS connectors and the system trust store decision.
     pub tls: &'a tls::Connectors,
+    /// Where a committed batch's lines go out together.
+    pub log: crate::logging::Output,
 }
 
 /// Poll `acct` once. The outcome counts what was done even when the poll
@@ -230,12 +232,13 @@ fn poll_into(
     // A key the server no longer lists is gone for good. It is forgotten
     // at the end of a successful poll, not now: until then its content hash
     // still recognises a message the server has merely renumbered.
-    let gone: Vec<String> = if has_uidl {
-        let present: HashSet<&str> = listed.iter().filter_map(|l| l.key.as_deref()).collect();
+    let gone: Vec<journal::Key> = if has_uidl {
+        let present: HashSet<&journal::Key> =
+            listed.iter().filter_map(|l| l.key.as_ref()).collect();
         journal
             .keys()
-            .filter(|k| k.starts_with("u:") && !present.contains(k))
-            .map(String::from)
+            .filter(|k| k.kind() == journal::KeyKind::Uidl && !present.contains(k))
+            .cloned()
             .collect()
     } else {
         Vec::new()
@@ -243,15 +246,11 @@ fn poll_into(
     log::debug!("{}: {} message(s) on the server", acct.name, listed.len());
 
     let server = format!("{}:{}", acct.host, acct.port);
-    let mut drain = Drain::new(acct, &spool, &mut journal, &server, out);
-    // From here to the last commit only entries are created and no process
-    // is started, as the mask requires.
-    let mask = spool.entry_mask();
+    let mut drain = Drain::new(acct, &spool, &mut journal, &server, ctx.log, out);
     let fetched = drain.fetch_all(&mut session, &listed, caps.pipelining, ctx.stop, memo);
     // Whatever happened, entries already complete in tmp/ are published:
     // that is local work and saves downloading them again.
     let committed = drain.commit();
-    drop(mask);
     let mut deletes = drain.into_deletes();
     // After a failed drain the session may be out of step (an aborted
     // RETR): no QUIT, so the server deletes nothing, and the journal makes
