@@ -110,7 +110,7 @@ fn compress(state: &mut [u32; 4], block: &[u8]) {
 mod tests {
     use super::*;
 
-    use crate::sasl::crypto::hex;
+    use crate::hex::lower as hex;
 
     /// RFC 1320 appendix A.5, the whole test suite.
     #[test]

@@ -2,8 +2,9 @@
 //! (draft-murchison-sasl-login-00), CRAM-MD5 (RFC 2195) and EXTERNAL
 //! (RFC 4422 appendix A).
 
-use super::crypto::{hex, hmac_md5};
+use super::crypto::hmac_md5;
 use super::{Error, Exchange};
+use crate::hex;
 
 fn no_nul(what: &'static str, s: &str) -> Result<(), Error> {
     if s.contains('\0') {
@@ -114,7 +115,7 @@ impl Exchange for CramMd5 {
         }
         self.answered = true;
         let digest = hmac_md5(self.password.as_bytes(), challenge);
-        Ok(format!("{} {}", self.user, hex(&digest)).into_bytes())
+        Ok(format!("{} {}", self.user, hex::lower(&digest)).into_bytes())
     }
 }
 
