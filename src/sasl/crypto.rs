@@ -158,6 +158,7 @@ pub fn b64_decode(text: &str) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex::lower as hex;
 
     /// RFC 4231 §4.2, §4.3 and §4.7 (HMAC-SHA-256), RFC 2202 §3 (HMAC-SHA-1)
     /// and §2 (HMAC-MD5): short key, text key, and a key longer than a block.
