@@ -147,12 +147,7 @@ impl<'a> Drain<'a> {
             if let Some(max) = self.acct.max_message_size {
                 if m.size > max {
                     self.out.too_large += 1;
-                    let tag = m
-                        .key
-                        .clone()
-                        .map(String::from)
-                        .unwrap_or_else(|| format!("#{}", m.n));
-                    if memo.reported_too_large.insert(tag) {
+                    if memo.reported_too_large.insert(m.tag()) {
                         log::warn!(
                             "{}: message {} is {} bytes, over max_message_size {max}; left on the server",
                             self.acct.name,
@@ -220,12 +215,7 @@ impl<'a> Drain<'a> {
                 // must not wait for it. It stays on the server.
                 Err(Error::Pop3(e @ pop3::Error::Server { .. })) => {
                     self.out.refused += 1;
-                    let tag = m
-                        .key
-                        .clone()
-                        .map(String::from)
-                        .unwrap_or_else(|| format!("#{}", m.n));
-                    if memo.reported_refused.insert(tag) {
+                    if memo.reported_refused.insert(m.tag()) {
                         log::warn!(
                             "{}: message {} not retrieved: {e}; left on the server",
                             self.acct.name,

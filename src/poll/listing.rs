@@ -23,6 +23,17 @@ pub(super) struct Listed {
     pub uidl: Option<String>,
 }
 
+impl Listed {
+    /// What names the message in the log's "reported once" memory: its
+    /// journal key, else its number in this session.
+    pub fn tag(&self) -> String {
+        match &self.key {
+            Some(k) => k.to_string(),
+            None => format!("#{}", self.n),
+        }
+    }
+}
+
 /// The mailbox as listed, and whether the server has UIDL.
 pub(super) fn listing(
     session: &mut Session<Stream>,
