@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds popspool's .deb and .rpm from this tree and proves that they
 # install, run and uninstall as documented. Run as root on Debian 12;
-# tests/packaging.rs runs it as part of `cargo test`.
+# tests/suite/packaging.rs runs it as part of the suite (tests/run.sh).
 #
 #   bash packaging/test-packages.sh           build, inspect, install, check
 #   bash packaging/test-packages.sh --tools   only install the tools it needs

@@ -27,6 +27,7 @@ use crate::notify::Notifier;
 use crate::poll::{self, Context, Memo};
 use crate::status::{self, Status};
 use crate::timefmt;
+use crate::tls;
 
 /// Flags set by signal handlers, and the pipe that wakes the scheduler.
 pub struct Signals {
@@ -96,11 +97,18 @@ pub enum Result {
 }
 
 /// Poll one account and update its status record; logs the outcome.
-fn poll_and_record(acct: &Account, cfg: &Config, stop: &AtomicBool, slot: &mut Slot) -> Result {
+fn poll_and_record(
+    acct: &Account,
+    cfg: &Config,
+    stop: &AtomicBool,
+    slot: &mut Slot,
+    connectors: &tls::Connectors,
+) -> Result {
     let started = Instant::now();
     let ctx = Context {
         state_dir: &cfg.state_dir,
         stop,
+        tls: connectors,
     };
     let (o, r) = poll::poll(acct, &ctx, &mut slot.memo);
     let now = timefmt::unix_now();
@@ -248,7 +256,12 @@ fn slot_for(cfg: &Config, name: &str) -> Slot {
 }
 
 /// `--once`: poll every selected account once. Returns the exit code.
-pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> Exit {
+pub fn run_once(
+    cfg: &Config,
+    only: &[String],
+    stop: &AtomicBool,
+    connectors: &tls::Connectors,
+) -> Exit {
     let mut slots = HashMap::new();
     let mut code = Exit::Ok;
     let mut order: Vec<&Account> = selected(cfg, only);
@@ -264,7 +277,7 @@ pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> Exit {
         let slot = slots
             .get_mut(&acct.name)
             .expect("slot exists for every selected account");
-        match poll_and_record(acct, cfg, stop, slot) {
+        match poll_and_record(acct, cfg, stop, slot, connectors) {
             Result::Ok => {}
             Result::Failed { local_dir: true } => code = Exit::CantCreate,
             Result::Failed { local_dir: false } if code == Exit::Ok => code = Exit::TempFail,
@@ -276,7 +289,13 @@ pub fn run_once(cfg: &Config, only: &[String], stop: &AtomicBool) -> Exit {
 }
 
 /// The service loop; returns when SIGTERM/SIGINT arrives.
-pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals) {
+pub fn run(
+    path: &Path,
+    mut cfg: Config,
+    only: &[String],
+    signals: &mut Signals,
+    connectors: &tls::Connectors,
+) {
     let mut slots: HashMap<String, Slot> = HashMap::new();
     let names = |cfg: &Config| -> Vec<String> {
         selected(cfg, only).iter().map(|a| a.name.clone()).collect()
@@ -302,7 +321,7 @@ pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals)
             break;
         }
         if signals.hup.swap(false, Ordering::Relaxed) {
-            reload(path, &mut cfg, &mut slots, &names);
+            reload(path, &mut cfg, &mut slots, &names, connectors);
         }
         if signals.usr1.swap(false, Ordering::Relaxed) {
             log::info!("SIGUSR1: polling every account now");
@@ -332,7 +351,7 @@ pub fn run(path: &Path, mut cfg: Config, only: &[String], signals: &mut Signals)
             if let Some(n) = &systemd {
                 n.watchdog();
             }
-            poll_and_record(acct, &cfg, &signals.stop, slot);
+            poll_and_record(acct, &cfg, &signals.stop, slot, connectors);
             slot.due = Instant::now()
                 + next_interval(acct, slot.status.consecutive_failures, slot.permanent);
             write_prom(&cfg, &slots);
@@ -397,6 +416,7 @@ fn reload(
     cfg: &mut Config,
     slots: &mut HashMap<String, Slot>,
     names: &dyn Fn(&Config) -> Vec<String>,
+    connectors: &tls::Connectors,
 ) {
     match config::load(path) {
         Ok(new) => {
@@ -407,7 +427,7 @@ fn reload(
             }
             log::info!("SIGHUP: configuration reloaded, {} account(s)", slots.len());
             // The system trust store is read again at the next poll.
-            crate::tls::clear_cache();
+            connectors.clear();
             *cfg = new;
         }
         Err(e) => log::error!("SIGHUP: {e}; keeping the previous configuration"),

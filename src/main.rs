@@ -134,18 +134,18 @@ fn run(args: Args) -> Exit {
         return Exit::Usage;
     }
     // popspool is single-threaded (the only threads it starts read a
-    // password_command's pipes), which these two need: see their
-    // documentation.
+    // password_command's pipes), which this needs: see its documentation.
     popspool::spool::switch_umask_for_entries();
-    match tls::read_system_store_on_demand() {
+    let connectors = tls::Connectors::for_system();
+    match connectors.on_demand_dir() {
         Some(dir) => log::debug!("system trust store: {}, read on demand", dir.display()),
         None => log::debug!("system trust store: OpenSSL's default paths, read whole"),
     }
     if args.check {
-        return probe::check(&cfg, &args.accounts);
+        return probe::check(&cfg, &args.accounts, &connectors);
     }
     if args.probe {
-        return probe::probe(&cfg, &args.accounts);
+        return probe::probe(&cfg, &args.accounts, &connectors);
     }
     if let Err(e) = prepare_dirs(&cfg) {
         eprintln!("popspool: {e}");
@@ -159,9 +159,9 @@ fn run(args: Args) -> Exit {
         }
     };
     if args.once {
-        return daemon::run_once(&cfg, &args.accounts, &signals.stop);
+        return daemon::run_once(&cfg, &args.accounts, &signals.stop, &connectors);
     }
-    daemon::run(&path, cfg, &args.accounts, &mut signals);
+    daemon::run(&path, cfg, &args.accounts, &mut signals, &connectors);
     Exit::Ok
 }
 

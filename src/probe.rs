@@ -44,7 +44,7 @@ fn tls_text(t: TlsMode) -> &'static str {
 
 /// `--check`: validate and summarise. Returns [`Exit::Config`] when a
 /// secret or TLS file is unusable.
-pub fn check(cfg: &Config, only: &[String]) -> Exit {
+pub fn check(cfg: &Config, only: &[String], connectors: &tls::Connectors) -> Exit {
     println!("configuration {}: ok", cfg.path.display());
     println!("spool     {}", cfg.spool.display());
     println!("state_dir {}", cfg.state_dir.display());
@@ -78,7 +78,7 @@ pub fn check(cfg: &Config, only: &[String]) -> Exit {
             }
         }
         if a.tls != TlsMode::None {
-            match tls::Tls::new(a) {
+            match connectors.get(&tls::Settings::of(a)) {
                 Ok(_) => println!("  tls      ok"),
                 Err(e) => {
                     println!("  tls      ERROR: {e}");
@@ -97,7 +97,7 @@ pub fn check(cfg: &Config, only: &[String]) -> Exit {
 
 /// `--probe`: connect to each selected account and report. Returns
 /// [`Exit::TempFail`] when an account could not log in.
-pub fn probe(cfg: &Config, only: &[String]) -> Exit {
+pub fn probe(cfg: &Config, only: &[String], connectors: &tls::Connectors) -> Exit {
     let mut code = Exit::Ok;
     for a in selected(cfg, only) {
         println!(
@@ -107,7 +107,7 @@ pub fn probe(cfg: &Config, only: &[String]) -> Exit {
             a.port,
             tls_text(a.tls)
         );
-        if let Err(e) = probe_one(a) {
+        if let Err(e) = probe_one(a, connectors) {
             println!("  ERROR: {e}");
             code = Exit::TempFail;
         }
@@ -115,12 +115,12 @@ pub fn probe(cfg: &Config, only: &[String]) -> Exit {
     code
 }
 
-fn probe_one(a: &Account) -> Result<(), poll::Error> {
+fn probe_one(a: &Account, connectors: &tls::Connectors) -> Result<(), poll::Error> {
     let Connected {
         client,
         greeting,
         caps,
-    } = match poll::connect(a) {
+    } = match poll::connect(a, connectors) {
         Ok(c) => c,
         Err(e) => {
             println!("  connect  FAILED");
@@ -138,19 +138,8 @@ fn probe_one(a: &Account) -> Result<(), poll::Error> {
         if let Some(cert) = &main {
             print_cert(cert);
         }
-        // native-tls does not say which version and cipher it negotiated:
-        // a second handshake (nothing sent over it) tells.
-        match tls::inspect(a, &|tcp| poll::stls_only(a, tcp)) {
-            Some(side) => {
-                println!("  tls      {}, {}", side.version, side.cipher);
-                let other = side.cert.map(|c| c.sha256) != main.map(|c| c.sha256);
-                if other {
-                    println!(
-                        "           (seen on a second connection, which met another certificate)"
-                    );
-                }
-            }
-            None => println!("  tls      version and cipher unknown (a second connection failed)"),
+        if let Some((version, cipher)) = client.get_ref().negotiated() {
+            println!("  tls      {version}, {cipher}");
         }
     } else {
         println!("  tls      none: plain TCP");

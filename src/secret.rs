@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::SecretSource;
+use crate::text::one_line;
 
 /// A secret string whose `Debug` never shows it (and which has no `Display`, so it cannot be printed by mistake).
 #[derive(Clone, PartialEq, Eq)]
@@ -256,7 +257,7 @@ fn run(argv: &[String], timeout: Duration) -> Result<Password, Error> {
         // Killed: its stderr pipe closes, unless something it started holds it.
         // Whatever it said so far: its stderr may stay open in a grandchild.
         thread::sleep(STDERR_GRACE);
-        return Err(timed_out(tidy(&so_far(&stderr))));
+        return Err(timed_out(one_line(&so_far(&stderr), STDERR_KEPT)));
     };
 
     if !status.success() {
@@ -266,7 +267,7 @@ fn run(argv: &[String], timeout: Duration) -> Result<Password, Error> {
         return Err(Error::Failed {
             program: program.clone(),
             status,
-            stderr: tidy(&said),
+            stderr: one_line(&said, STDERR_KEPT),
         });
     }
     // The command has exited; if stdout is still open, something it started holds it.
@@ -357,21 +358,6 @@ fn so_far(c: &Captured) -> Vec<u8> {
         .lock()
         .map(|mut k| std::mem::take(&mut *k))
         .unwrap_or_default()
-}
-
-/// Stderr as one printable log line, cut at [`STDERR_KEPT`] bytes.
-fn tidy(stderr: &[u8]) -> String {
-    let cut = stderr.len() > STDERR_KEPT;
-    let text = String::from_utf8_lossy(&stderr[..stderr.len().min(STDERR_KEPT)]);
-    let mut line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    line.truncate(line.trim_end().len());
-    if cut {
-        line.push_str("...");
-    }
-    line.trim_start().to_owned()
 }
 
 /// The first line of `bytes` without its line ending, as a password.
@@ -505,10 +491,7 @@ mod tests {
         let e = get(&sh("head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1"))
             .unwrap_err()
             .to_string();
-        assert!(
-            e.ends_with(&format!("{}...", "x".repeat(STDERR_KEPT))),
-            "{e}"
-        );
+        assert!(e.ends_with(&format!("{}…", "x".repeat(STDERR_KEPT))), "{e}");
         let absent = SecretSource::Command(vec!["/nonexistent/pass".into(), "hunter2".into()]);
         let e = get(&absent).unwrap_err().to_string();
         assert!(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# popspool end to end on this machine: installs Dovecot, starts a private one
-# on free loopback ports with its own CA and a sample mailbox, builds
+# popspool end to end on this machine: installs Dovecot and the build's
+# dependencies (tests/deps.sh --core: apt packages only), starts a private
+# Dovecot on free loopback ports with its own CA and a sample mailbox, builds
 # popspool, drains the mailbox over POP3S into a spool, and shows the spool.
 # Everything lives under DEMO_DIR (default /tmp/popspool-demo); the Dovecot
 # is stopped again at the end.
@@ -8,10 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-/tmp/popspool-demo}
 
-bash tests/deps.sh
+bash tests/deps.sh --core
 echo "== building popspool"
 cargo build --release --locked --quiet
-BIN=$PWD/target/release/popspool
+# Where cargo put it: CARGO_TARGET_DIR, if set, moves target/.
+BIN=$(realpath "${CARGO_TARGET_DIR:-target}")/release/popspool
 
 bash tests/dovecot/dovecot.sh stop "$DEMO_DIR/dovecot" 2>/dev/null || true
 rm -rf "$DEMO_DIR"

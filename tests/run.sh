@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, as README and CI run it: installs what the tests need
-# (Dovecot, openssl), then formatting, lints, unit and integration tests.
-# Integration tests start their own private Dovecot on free loopback ports.
+# The whole test suite, as README and CI run it, as root: installs what the
+# tests need (tests/deps.sh: Dovecot, openssl, the packaging tools), then
+# formatting, lints, and every unit and integration test, the ignored ones
+# included (they need root, Dovecot or systemd-nspawn, which a plain
+# `cargo test` by any user leaves out). Integration tests start their own
+# private Dovecot on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/deps.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --all-targets 2>&1
+cargo test --locked --all-targets -- --include-ignored 2>&1

@@ -35,16 +35,19 @@ pub struct Connected {
 
 /// Connect and secure the connection as the account says; nothing of the
 /// login has been sent yet.
-pub fn connect(acct: &Account) -> Result<Connected, Error> {
+pub fn connect(acct: &Account, connectors: &tls::Connectors) -> Result<Connected, Error> {
+    let settings = tls::Settings::of(acct);
     let tls_cfg = match acct.tls {
         TlsMode::None => None,
-        _ => Some(tls::Tls::new(acct).map_err(Error::Tls)?),
+        _ => Some(connectors.get(&settings).map_err(Error::Tls)?),
     };
     match connect_with(acct, tls_cfg.as_ref()) {
         Err(Error::Tls(e)) if e.is_verification_failure() => {
             // Read on demand, the system store is its hashed directory; a
             // CA found only in the bundle must still be trusted.
-            let whole = tls_cfg.as_ref().and_then(|t| t.whole_store(acct));
+            let whole = tls_cfg
+                .as_ref()
+                .and_then(|t| connectors.whole_store(t, &settings));
             let Some(whole) = whole else {
                 return Err(explain_tls(acct, e));
             };
@@ -117,7 +120,7 @@ fn explain_tls(acct: &Account, e: tls::Error) -> Error {
     if !e.is_verification_failure() {
         return Error::Tls(e);
     }
-    let cert = tls::inspect(acct, &|tcp| stls_only(acct, tcp)).and_then(|side| side.cert);
+    let cert = tls::inspect(&tls::Settings::of(acct), &|tcp| stls_only(acct, tcp));
     Error::Tls(e.with_presented(cert))
 }
 
@@ -132,8 +135,12 @@ pub fn stls_only(acct: &Account, tcp: std::net::TcpStream) -> Option<std::net::T
 }
 
 /// Connect, secure and log in, following the account's policy.
-pub fn open(acct: &Account, password: &Password) -> Result<Opened, Error> {
-    log_in(connect(acct)?, acct, password)
+pub fn open(
+    acct: &Account,
+    password: &Password,
+    connectors: &tls::Connectors,
+) -> Result<Opened, Error> {
+    log_in(connect(acct, connectors)?, acct, password)
 }
 
 /// Log in on a connection by the account's policy (see `auth`): the

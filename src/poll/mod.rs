@@ -187,6 +187,8 @@ pub struct Context<'a> {
     pub state_dir: &'a Path,
     /// Set by SIGTERM/SIGINT: finish what is safe, then stop.
     pub stop: &'a AtomicBool,
+    /// The TLS connectors and the system trust store decision.
+    pub tls: &'a tls::Connectors,
 }
 
 /// Poll `acct` once. The outcome counts what was done even when the poll
@@ -218,7 +220,7 @@ fn poll_into(
     let password = secret::resolve(&acct.secret, acct.timeout).map_err(Error::Secret)?;
     let Opened {
         mut session, caps, ..
-    } = open(acct, &password)?;
+    } = open(acct, &password, ctx.tls)?;
     drop(password);
     let (listed, has_uidl) = listing(&mut session, &caps)?;
     if !has_uidl && acct.delete != Delete::Yes {

@@ -1,6 +1,5 @@
 //! SCRAM-SHA-1 (RFC 5802) and SCRAM-SHA-256 (RFC 7677), without channel
-//! binding (GS2 header `n,,`: native-tls exposes neither the TLS exporter
-//! nor the Finished messages that `-PLUS` needs).
+//! binding (GS2 header `n,,`): the `-PLUS` variants are not implemented.
 //!
 //! What this client insists on, beyond computing the proof:
 //! - the server nonce must extend ours (RFC 5802 §5.1), else a replayed or

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # popspool benchmark: popspool against mpop, fetchmail and getmail6 on a
-# private Dovecot (mail on tmpfs), as issue 6 asks. Prints one table.
+# private Dovecot (mail on tmpfs); README "Performance" reports its figures.
+# Prints one table.
 #
 #   bash tests/bench/bench.sh [--quick] [--runs N] [--scenarios abcdef]
 #                             [--clients popspool,mpop,fetchmail,getmail]
@@ -15,7 +16,7 @@
 #
 # --quick: a correctness run of the harness itself (popspool, plus mpop when
 # it is installed or installs), small sizes, one run each; the test suite
-# runs this (tests/bench_quick.rs). No timing is asserted anywhere.
+# runs this (tests/suite/bench_quick.rs). No timing is asserted anywhere.
 #
 # Needs root (private Dovecot, tmpfs mounts) on Debian 12. Installs mpop,
 # fetchmail, getmail6 and safecat (fetchmail's Maildir MDA) when missing.
@@ -37,7 +38,7 @@ while [[ $# -gt 0 ]]; do
 		shift
 		;;
 	-h | --help)
-		sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*) pass+=("$1") ;;
@@ -77,7 +78,7 @@ install_missing() {
 	return $rc
 }
 
-bash "$repo/tests/deps.sh" >&2
+bash "$repo/tests/deps.sh" --core >&2
 py=/usr/bin/python3
 [[ -x $py ]] || py=python3
 
@@ -97,7 +98,7 @@ else
 fi
 
 if [[ -z $popspool ]]; then
-	popspool=$repo/target/release/popspool
+	popspool=$(cd "$repo" && realpath "${CARGO_TARGET_DIR:-target}")/release/popspool
 	if ((build)); then
 		(cd "$repo" && cargo build --release --locked >&2)
 	fi

@@ -10,7 +10,8 @@
 # Everything lives under DIR (config, CA, certificates, passwd, mail, logs,
 # sockets, pid file); nothing is read from /etc/dovecot. Must run as root:
 # Dovecot's master needs it to drop privileges (login: dovenull, auth:
-# dovecot, mail access: uid/gid 5000). See NOTES.md next to the Rust harness.
+# dovecot, mail access: uid/gid 5000). tests/suite/common/dovecot.rs drives it
+# for the Rust tests (one server per test, stopped when the test ends).
 set -euo pipefail
 
 readonly MAIL_UID=5000

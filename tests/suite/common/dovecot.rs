@@ -7,10 +7,10 @@
 //! directory. Each call gets its own server, so tests run in parallel freely.
 //!
 //! Needs root and Debian's `dovecot-core`, `dovecot-pop3d`, `openssl` and
-//! `python3` (`tests/deps.sh` installs them). See NOTES.md for the details.
-
-// Each integration-test binary compiles this module and uses part of it.
-#![allow(dead_code)]
+//! `python3` (`tests/deps.sh` installs them); the tests that start one are
+//! `#[ignore = "needs root and Dovecot"]`. How the server is set up (its
+//! configuration, certificates, users and delivery) is in the header and
+//! the comments of `tests/dovecot/dovecot.sh`.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -87,22 +87,16 @@ impl Dovecot {
     /// Starts a fresh server in a new directory; panics (with the script's
     /// stderr and the log tail) if it does not come up.
     pub fn start() -> Dovecot {
-        Self::start_inner(false, None)
-    }
-
-    /// Like [`Dovecot::start`], with the mail on a tmpfs: for benchmarks,
-    /// where deleting many messages on a disk costs Dovecot up to a second.
-    pub fn start_tmpfs() -> Dovecot {
-        Self::start_inner(true, None)
+        Self::start_inner(None)
     }
 
     /// Like [`Dovecot::start`], offering only `mechanisms` (Dovecot's
     /// `auth_mechanisms`, e.g. `"plain login"`; APOP only if `apop` is listed).
     pub fn start_with_mechanisms(mechanisms: &str) -> Dovecot {
-        Self::start_inner(false, Some(mechanisms))
+        Self::start_inner(Some(mechanisms))
     }
 
-    fn start_inner(tmpfs: bool, mechanisms: Option<&str>) -> Dovecot {
+    fn start_inner(mechanisms: Option<&str>) -> Dovecot {
         let dir = loop {
             let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
             let dir = std::env::temp_dir().join(format!("popspool-dovecot-{}-{n}", process::id()));
@@ -115,9 +109,6 @@ impl Dovecot {
         };
         let mut cmd = script_cmd();
         cmd.arg("start").arg(&dir);
-        if tmpfs {
-            cmd.arg("--tmpfs");
-        }
         if let Some(m) = mechanisms {
             cmd.arg("--mechanisms").arg(m);
         }

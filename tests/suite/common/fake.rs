@@ -2,7 +2,6 @@
 //! connection mid-message, lose the QUIT reply, repeat UIDLs, drip bytes.
 //! Plain TCP on 127.0.0.1, one connection at a time, mailbox kept across
 //! connections with RFC 1939 semantics (DELE takes effect only at QUIT).
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,26 +10,28 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-/// What to do wrong, and on which connection (0-based count of logins).
+/// A connection to the fake, numbered from 0 in the order they arrive.
+pub type Connection = usize;
+
+/// What to do wrong, and on which connection.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     /// No CAPA UIDL, and `-ERR` to UIDL.
     pub no_uidl: bool,
     /// Every message gets the same UIDL.
     pub same_uidl: bool,
-    /// On connection `.0`, close the socket after `.2` bytes of message `.1`'s RETR.
-    pub cut_retr: Option<(usize, u32, usize)>,
-    /// On connection N: commit the deletions at QUIT, then close without replying.
-    pub quit_commit_no_reply: Option<usize>,
-    /// On connection N: close at QUIT without committing or replying.
-    pub quit_drop: Option<usize>,
-    /// On connection N: answer DELE with -ERR.
-    pub dele_err: Option<usize>,
+    /// Close the socket inside one RETR reply.
+    pub cut_retr: Option<CutRetr>,
+    /// On this connection: commit the deletions at QUIT, then close without replying.
+    pub quit_commit_no_reply: Option<Connection>,
+    /// On this connection: close at QUIT without committing or replying.
+    pub quit_drop: Option<Connection>,
+    /// On this connection: answer DELE with -ERR.
+    pub dele_err: Option<Connection>,
     /// Answer RETR of this message number with -ERR, always.
     pub retr_err: Option<usize>,
-    /// Send RETR data in chunks of `.1` bytes with a delay of `.0` between
-    /// them, on connections numbered below `.2`.
-    pub drip: Option<(Duration, usize, usize)>,
+    /// Send RETR replies slowly.
+    pub drip: Option<Drip>,
     /// Answer PASS with this line (e.g. `-ERR [IN-USE] locked`).
     pub pass_reply: Option<String>,
     /// Answer LIST with this many (fictitious) entries.
@@ -41,6 +42,27 @@ pub struct Faults {
     pub endless_retr: bool,
     /// Offer SASL and answer AUTH (otherwise AUTH is an unknown command).
     pub sasl: Option<Sasl>,
+}
+
+/// Where [`Faults::cut_retr`] closes the socket.
+#[derive(Debug, Clone, Copy)]
+pub struct CutRetr {
+    pub connection: Connection,
+    /// The message number (1-based, as in `RETR n`).
+    pub message: usize,
+    /// Bytes of the reply (status line included) sent before the close.
+    pub after_bytes: usize,
+}
+
+/// How [`Faults::drip`] sends RETR replies.
+#[derive(Debug, Clone, Copy)]
+pub struct Drip {
+    /// The pause after each chunk.
+    pub delay: Duration,
+    /// Bytes per chunk.
+    pub chunk: usize,
+    /// Only on connections numbered below this; later ones are healthy.
+    pub connections_before: Connection,
 }
 
 /// How the fake answers `AUTH`. The user is always `u`.
@@ -187,7 +209,7 @@ fn serve(
     s: TcpStream,
     mailbox: &Mutex<Mailbox>,
     f: &Faults,
-    idx: usize,
+    idx: Connection,
     received: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
@@ -289,18 +311,17 @@ fn serve(
                 Some(n) => {
                     let mut o = b"+OK\r\n".to_vec();
                     o.extend(stuff(&msgs[n - 1].1));
-                    if let Some((c, m, cut)) = f.cut_retr {
-                        if c == idx && m as usize == n {
-                            let cut = cut.min(o.len());
-                            w.write_all(&o[..cut])?;
+                    if let Some(cut) = f.cut_retr {
+                        if cut.connection == idx && cut.message == n {
+                            w.write_all(&o[..cut.after_bytes.min(o.len())])?;
                             return Ok(());
                         }
                     }
-                    if let Some((delay, chunk, conns)) = f.drip {
-                        if idx < conns {
-                            for c in o.chunks(chunk) {
+                    if let Some(drip) = f.drip {
+                        if idx < drip.connections_before {
+                            for c in o.chunks(drip.chunk) {
                                 w.write_all(c)?;
-                                thread::sleep(delay);
+                                thread::sleep(drip.delay);
                             }
                             continue;
                         }
@@ -472,24 +493,34 @@ fn utf16le(s: &str) -> Vec<u8> {
 
 /// `openssl dgst` over `data`: MD4 (legacy provider) or HMAC-MD5 with `key`.
 fn openssl_digest(data: &[u8], hmac_key: Option<&[u8]>) -> Vec<u8> {
-    use std::process::{Command, Stdio};
-    let mut cmd = Command::new("openssl");
-    match hmac_key {
-        None => cmd.args([
-            "dgst",
-            "-md4",
-            "-provider",
-            "legacy",
-            "-provider",
-            "default",
-            "-r",
-        ]),
-        Some(k) => cmd
-            .args(["dgst", "-md5", "-mac", "HMAC", "-macopt"])
-            .arg(format!("hexkey:{}", hex_encode(k)))
-            .arg("-r"),
+    let hex = match hmac_key {
+        None => openssl_dgst(
+            &["-md4", "-provider", "legacy", "-provider", "default"],
+            data,
+        ),
+        Some(k) => openssl_dgst(
+            &[
+                "-md5",
+                "-mac",
+                "HMAC",
+                "-macopt",
+                &format!("hexkey:{}", hex_encode(k)),
+            ],
+            data,
+        ),
     };
-    let mut child = cmd
+    hex_decode(&hex)
+}
+
+/// The lowercase hex digest `openssl dgst ARGS` prints for `data`: the
+/// openssl CLI checks the fake's and the harness's digests independently of
+/// the code under test.
+pub fn openssl_dgst(args: &[&str], data: &[u8]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .arg("dgst")
+        .args(args)
+        .arg("-r")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -497,7 +528,7 @@ fn openssl_digest(data: &[u8], hmac_key: Option<&[u8]>) -> Vec<u8> {
     child.stdin.take().unwrap().write_all(data).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    hex_decode(text.split_whitespace().next().unwrap_or(""))
+    text.split_whitespace().next().unwrap_or("").to_owned()
 }
 
 /// Checks an NTLMv2 AUTHENTICATE message against `password`, the way a

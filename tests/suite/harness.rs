@@ -1,11 +1,10 @@
 //! Tests of the Dovecot test harness itself (tests/dovecot/dovecot.sh and
 //! tests/common/dovecot.rs), against the real server, over raw TCP.
 
-mod common;
-
-use common::dovecot::{
+use crate::common::dovecot::{
     connect_from, disk_form, listed_size, stored_form, Dovecot, HOST, INSECURE_HOST,
 };
+use crate::common::fake::openssl_dgst;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::path::Path;
@@ -135,6 +134,7 @@ fn stored_form_rules() {
 /// The whole path a popspool test takes: user added after start, mail
 /// delivered, USER/PASS over the plain port, STAT/UIDL/LIST/RETR, DELE, QUIT.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn session_on_plain_port_returns_stored_form() {
     let dc = Dovecot::start();
     dc.add_user("alice", "s3cret pass\"word");
@@ -188,6 +188,7 @@ fn session_on_plain_port_returns_stored_form() {
 
 /// What Dovecot really sends for awkward input, so stored_form stays true.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn stored_form_matches_dovecot_on_edge_cases() {
     let dc = Dovecot::start();
     dc.add_user("edge", "pw");
@@ -212,6 +213,7 @@ fn stored_form_matches_dovecot_on_edge_cases() {
 
 /// deliver_many keeps the order even when delivering faster than the clock ticks.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn many_messages_keep_delivery_order() {
     let dc = Dovecot::start();
     dc.add_user("bulk", "pw");
@@ -232,6 +234,7 @@ fn many_messages_keep_delivery_order() {
 /// `dovecot.sh deliver` and `Dovecot::deliver` store the same bytes under
 /// the same S=/W= sizes; `dovecot.sh count` agrees with `count`.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn script_and_rust_delivery_agree() {
     let dc = Dovecot::start();
     dc.add_user("s", "pw");
@@ -283,6 +286,7 @@ fn script_and_rust_delivery_agree() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn pop3s_and_stls_verify_with_test_ca_only() {
     let dc = Dovecot::start();
     let ca = dc.ca_file();
@@ -363,6 +367,7 @@ fn pop3s_and_stls_verify_with_test_ca_only() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn plain_port_offers_stls_scram_and_apop() {
     let dc = Dovecot::start();
     let mut pop = Pop::connect(dc.pop3_port);
@@ -383,6 +388,7 @@ fn plain_port_offers_stls_scram_and_apop() {
 
 /// The `{PLAIN}` passwd-file serves the challenge-response mechanisms too.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn apop_cram_md5_and_scram_logins_work() {
     let dc = Dovecot::start();
     dc.add_user("erin", "pw 1");
@@ -418,33 +424,26 @@ fn apop_cram_md5_and_scram_logins_work() {
 }
 
 fn md5_hex(data: &[u8], hmac_key: Option<&str>) -> String {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["dgst", "-md5", "-r"]);
-    if let Some(key) = hmac_key {
-        cmd.args(["-hmac", key]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let out = String::from_utf8(out.stdout).unwrap();
-    out.split_whitespace().next().unwrap().to_owned()
+    let hex = match hmac_key {
+        None => openssl_dgst(&["-md5"], data),
+        Some(key) => openssl_dgst(&["-md5", "-hmac", key], data),
+    };
+    assert!(!hex.is_empty(), "openssl dgst printed nothing");
+    hex
 }
 
 fn b64_encode(data: &[u8]) -> String {
-    common::relay::b64_encode(data)
+    crate::common::relay::b64_encode(data)
 }
 
 fn b64_decode(text: &str) -> Vec<u8> {
-    common::relay::b64_decode(text).expect("base64")
+    crate::common::relay::b64_decode(text).expect("base64")
 }
 
 /// Dovecot counts 127.0.0.1 -> 127.0.0.1 as secured; from another source
 /// address (bound 127.0.0.2, or connecting to 127.0.0.2) cleartext is out.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn cleartext_login_refused_from_non_local_address() {
     let dc = Dovecot::start();
     dc.add_user("carol", "pw");
@@ -494,6 +493,7 @@ fn cleartext_login_refused_from_non_local_address() {
 /// A wrong password costs ~0.5 s, not Dovecot's growing per-IP penalty
 /// (2, 4, 8, 15 s), so failure tests stay fast.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn failed_logins_are_answered_quickly() {
     let dc = Dovecot::start();
     dc.add_user("dave", "right");
@@ -517,6 +517,7 @@ fn failed_logins_are_answered_quickly() {
 /// (Dovecot checks a passwd-file it knows at most once per second, hence
 /// one passwd-file per user).
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn users_added_while_running_log_in_at_once() {
     let dc = Dovecot::start();
     for i in 0..5 {
@@ -535,6 +536,7 @@ fn users_added_while_running_log_in_at_once() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn two_servers_run_side_by_side() {
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(Dovecot::start);
@@ -558,6 +560,7 @@ fn two_servers_run_side_by_side() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn drop_stops_server_and_removes_dir() {
     let dc = Dovecot::start();
     let dir = dc.dir.clone();
@@ -581,6 +584,7 @@ fn drop_stops_server_and_removes_dir() {
 
 /// If the test process dies without destructors, the watchdog cleans up.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn watchdog_stops_server_when_owner_dies() {
     let dir = std::env::temp_dir().join(format!("popspool-dovecot-wd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,6 +1,5 @@
 //! Shared test support: a private Dovecot, a scripted fake server, test
 //! messages, and running the popspool binary.
-#![allow(dead_code)]
 
 pub mod dovecot;
 pub mod fake;

@@ -8,15 +8,13 @@
 //! `POPSPOOL_TORTURE_SEED` (default 1) scale it; `tests/torture.sh` runs a
 //! long version.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::dovecot::{stored_form, Dovecot};
-use common::mail::{self, Rng};
-use common::popspool::{bin, entries, sorted, tmp_count, Setup};
-use common::proxy::Proxy;
+use crate::common::dovecot::{stored_form, Dovecot};
+use crate::common::mail::{self, Rng};
+use crate::common::popspool::{bin, entries, sorted, tmp_count, Setup};
+use crate::common::proxy::Proxy;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -26,6 +24,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn sigkill_and_connection_cuts_never_lose_or_duplicate() {
     let rounds = env_u64("POPSPOOL_TORTURE_ROUNDS", 30);
     let seed = env_u64("POPSPOOL_TORTURE_SEED", 1);

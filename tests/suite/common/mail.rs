@@ -1,5 +1,4 @@
 //! Test messages: varied, deterministic, made up (no real mail).
-#![allow(dead_code)]
 
 /// A tiny deterministic generator (xorshift), so runs are repeatable.
 pub struct Rng(u64);

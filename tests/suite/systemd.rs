@@ -3,18 +3,27 @@
 //! `${CREDENTIALS_DIRECTORY}` in `password_file` for `LoadCredential=`.
 //! The variables are set on the child process only.
 
-mod common;
-
 use std::fs;
 use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::popspool::{bin, stderr, Setup};
+use crate::common::popspool::{bin, stderr, Setup};
 
 /// An account whose server port is closed: every poll fails at once.
 const CLOSED_PORT_ACCOUNT: &str =
     "[account lab]\nhost = 127.0.0.1\nport = 9\nuser = u\npassword = p\npoll_interval = 1h\n";
+
+/// A NOTIFY_SOCKET for the child in the setup's directory, and its path.
+fn notify_socket(s: &Setup) -> (UnixDatagram, PathBuf) {
+    let path = s.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (socket, path)
+}
 
 fn recv(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
@@ -26,11 +35,7 @@ fn recv(socket: &UnixDatagram) -> String {
 fn service_notifies_readiness_status_watchdog_and_stopping() {
     let s = Setup::new("notify");
     s.write_config(CLOSED_PORT_ACCOUNT);
-    let path = s.dir.join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (socket, path) = notify_socket(&s);
     let mut child = Command::new(bin())
         .arg("-c")
         .arg(&s.config)
@@ -83,11 +88,7 @@ fn service_notifies_readiness_status_watchdog_and_stopping() {
 fn no_watchdog_pings_when_meant_for_another_process() {
     let s = Setup::new("notify-pid");
     s.write_config(CLOSED_PORT_ACCOUNT);
-    let path = s.dir.join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (socket, path) = notify_socket(&s);
     let mut child = Command::new(bin())
         .arg("-c")
         .arg(&s.config)

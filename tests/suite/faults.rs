@@ -2,12 +2,10 @@
 //! every case checks that nothing is lost, nothing doubled, and nothing
 //! deleted on the server that was not stored.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::fake::{FakeServer, Faults};
-use common::popspool::{entries, sorted, stderr, tmp_count, Setup};
+use crate::common::fake::{CutRetr, Drip, FakeServer, Faults};
+use crate::common::popspool::{entries, sorted, stderr, tmp_count, Setup};
 
 fn crlf(m: Vec<u8>) -> Vec<u8> {
     String::from_utf8(m)
@@ -19,7 +17,7 @@ fn crlf(m: Vec<u8>) -> Vec<u8> {
 fn messages(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
-            crlf(common::mail::simple(
+            crlf(crate::common::mail::simple(
                 i,
                 &format!("m{i}"),
                 &format!("body {i}\n.dot line\n"),
@@ -41,13 +39,35 @@ fn assert_exactly_once(s: &Setup, name: &str, sent: &[Vec<u8>]) {
     assert_eq!(tmp_count(&spool), 0, "nothing stray in tmp/");
 }
 
+/// `n` messages on a server with `faults` on its first connection: the first
+/// poll fails (exit 75) with `left` messages still on the server, the second
+/// finishes, and every message is in the spool of account `name` once.
+/// Returns the setup, for checks of the state directory.
+fn a_failed_poll_then_a_good_one(name: &str, n: usize, faults: Faults, left: usize) -> Setup {
+    let msgs = messages(n);
+    let srv = FakeServer::start(msgs.clone(), faults);
+    let s = Setup::new(name);
+    s.write_config(&srv.account(name, ""));
+    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
+    assert_eq!(srv.remaining(), left, "after the failed poll");
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(srv.remaining(), 0);
+    assert_exactly_once(&s, name, &msgs);
+    s
+}
+
 #[test]
 fn connection_cut_mid_retr_loses_and_doubles_nothing() {
     let msgs = messages(5);
     let srv = FakeServer::start(
         msgs.clone(),
         Faults {
-            cut_retr: Some((0, 3, 60)),
+            cut_retr: Some(CutRetr {
+                connection: 0,
+                message: 3,
+                after_bytes: 60,
+            }),
             ..Faults::default()
         },
     );
@@ -75,20 +95,12 @@ fn connection_cut_mid_retr_loses_and_doubles_nothing() {
 
 #[test]
 fn lost_quit_reply_after_commit() {
-    let msgs = messages(4);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            quit_commit_no_reply: Some(0),
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("quitok");
-    s.write_config(&srv.account("q", ""));
-    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
-    assert_eq!(srv.remaining(), 0);
-    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
-    assert_exactly_once(&s, "q", &msgs);
+    // The server committed the deletions: none are left after the failure.
+    let faults = Faults {
+        quit_commit_no_reply: Some(0),
+        ..Faults::default()
+    };
+    let s = a_failed_poll_then_a_good_one("q", 4, faults, 0);
     let journal = std::fs::read_to_string(s.state.join("q.journal")).unwrap();
     let mut live = std::collections::HashSet::new();
     for l in journal.lines() {
@@ -107,22 +119,12 @@ fn lost_quit_reply_after_commit() {
 
 #[test]
 fn quit_dropped_without_commit_is_deleted_next_time_not_redelivered() {
-    let msgs = messages(4);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            quit_drop: Some(0),
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("quitdrop");
-    s.write_config(&srv.account("q", ""));
-    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
-    assert_eq!(srv.remaining(), 4, "server rolled back");
-    let out = s.run(&["--once"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(srv.remaining(), 0);
-    assert_exactly_once(&s, "q", &msgs);
+    // The server rolls the deletions back: all 4 are still there.
+    let faults = Faults {
+        quit_drop: Some(0),
+        ..Faults::default()
+    };
+    a_failed_poll_then_a_good_one("q", 4, faults, 4);
 }
 
 #[test]
@@ -148,7 +150,11 @@ fn server_without_uidl_still_delivers_exactly_once() {
     for e in entries(&s.account_spool("n"), "new") {
         assert!(e.meta["uidl"].is_null());
     }
-    // delete = no cannot work without UIDL, and says so.
+}
+
+/// `delete = no` cannot work without UIDL, and says so.
+#[test]
+fn server_without_uidl_refuses_delete_no() {
     let srv = FakeServer::start(
         messages(1),
         Faults {
@@ -208,7 +214,11 @@ fn dripping_server_hits_the_response_deadline() {
     let srv = FakeServer::start(
         msgs,
         Faults {
-            drip: Some((Duration::from_millis(30), 1, usize::MAX)),
+            drip: Some(Drip {
+                delay: Duration::from_millis(30),
+                chunk: 1,
+                connections_before: usize::MAX,
+            }),
             ..Faults::default()
         },
     );
@@ -246,31 +256,44 @@ fn endless_message_is_bounded() {
     assert!(entries(&s.account_spool("e"), "new").is_empty());
 }
 
+/// The response code of a refused PASS (RFC 2449, RFC 3206) tells a
+/// temporary refusal from one that needs a person: `reply` is logged as `word`.
+fn pass_refusal_is_reported_as(reply: &str, word: &str) {
+    let srv = FakeServer::start(
+        messages(2),
+        Faults {
+            pass_reply: Some(reply.into()),
+            ..Faults::default()
+        },
+    );
+    let s = Setup::new("codes");
+    s.write_config(&srv.account("c", ""));
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(75));
+    assert!(stderr(&out).contains(word), "{reply}: {}", stderr(&out));
+    assert_eq!(srv.remaining(), 2);
+}
+
+const TEMPORARY: &str = "temporary, will retry";
+
 #[test]
-fn response_codes_tell_temporary_from_permanent() {
-    for (reply, word) in [
-        (
-            "-ERR [IN-USE] mailbox locked by another session",
-            "temporary, will retry",
-        ),
-        ("-ERR [LOGIN-DELAY] wait 5 minutes", "temporary, will retry"),
-        ("-ERR [SYS/TEMP] try later", "temporary, will retry"),
-        ("-ERR [AUTH] invalid credentials", "needs a person"),
-    ] {
-        let srv = FakeServer::start(
-            messages(2),
-            Faults {
-                pass_reply: Some(reply.into()),
-                ..Faults::default()
-            },
-        );
-        let s = Setup::new("codes");
-        s.write_config(&srv.account("c", ""));
-        let out = s.run(&["--once"]);
-        assert_eq!(out.status.code(), Some(75));
-        assert!(stderr(&out).contains(word), "{reply}: {}", stderr(&out));
-        assert_eq!(srv.remaining(), 2);
-    }
+fn response_code_in_use_is_temporary() {
+    pass_refusal_is_reported_as("-ERR [IN-USE] mailbox locked by another session", TEMPORARY);
+}
+
+#[test]
+fn response_code_login_delay_is_temporary() {
+    pass_refusal_is_reported_as("-ERR [LOGIN-DELAY] wait 5 minutes", TEMPORARY);
+}
+
+#[test]
+fn response_code_sys_temp_is_temporary() {
+    pass_refusal_is_reported_as("-ERR [SYS/TEMP] try later", TEMPORARY);
+}
+
+#[test]
+fn response_code_auth_needs_a_person() {
+    pass_refusal_is_reported_as("-ERR [AUTH] invalid credentials", "needs a person");
 }
 
 fn status(s: &Setup, name: &str) -> serde_json::Value {
@@ -340,7 +363,7 @@ fn delete_after_a_duration() {
 #[test]
 fn sigterm_during_a_large_download_exits_promptly_and_loses_nothing() {
     let big = {
-        let mut m = crlf(common::mail::simple(1, "big", ""));
+        let mut m = crlf(crate::common::mail::simple(1, "big", ""));
         let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
         while m.len() < 50 << 20 {
             m.extend_from_slice(line);
@@ -349,13 +372,17 @@ fn sigterm_during_a_large_download_exits_promptly_and_loses_nothing() {
     };
     // 256 KiB every 50 ms: the 50 MiB message would take about 10 s.
     let faults = Faults {
-        drip: Some((Duration::from_millis(50), 256 << 10, 1)),
+        drip: Some(Drip {
+            delay: Duration::from_millis(50),
+            chunk: 256 << 10,
+            connections_before: 1,
+        }),
         ..Faults::default()
     };
     let srv = FakeServer::start(vec![big.clone()], faults);
     let s = Setup::new("sigterm");
     s.write_config(&srv.account("b", "timeout = 30s"));
-    let mut child = std::process::Command::new(common::popspool::bin())
+    let mut child = std::process::Command::new(crate::common::popspool::bin())
         .arg("-c")
         .arg(&s.config)
         .arg("--once")
@@ -437,35 +464,43 @@ fn a_listing_of_millions_is_refused_with_bounded_memory() {
     assert!(entries(&s.account_spool("h"), "new").is_empty());
 }
 
-#[test]
-fn identical_copies_in_one_batch_are_delivered_once() {
+/// The first message twice, under two UIDLs, in one batch: the copy is
+/// journaled with its twin and deleted with it, so that no later poll takes
+/// it for new mail once the twin's key is forgotten. Two polls of account
+/// `name` (with `delete`), leaving `left` messages on the server.
+fn identical_copies_in_one_batch(name: &str, delete: &str, left: usize) {
     let msgs = messages(3);
-    // The first message twice, under two UIDLs, in one batch: the copy is
-    // journaled with its twin and deleted with it, so that no later poll
-    // takes it for new mail once the twin's key is forgotten.
     let mailbox = vec![
         msgs[0].clone(),
         msgs[1].clone(),
         msgs[0].clone(),
         msgs[2].clone(),
     ];
-    for (name, delete, left) in [("c", "", 0), ("k", "delete = no", 4)] {
-        let srv = FakeServer::start(mailbox.clone(), Faults::default());
-        let s = Setup::new(&format!("copies-{name}"));
-        s.write_config(&srv.account(name, delete));
-        for poll in 0..2 {
-            let out = s.run(&["--once"]);
-            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-            assert_eq!(
-                stderr(&out).contains("already delivered"),
-                poll == 0,
-                "{}",
-                stderr(&out)
-            );
-            assert_eq!(srv.remaining(), left, "{name}, poll {poll}");
-            assert_exactly_once(&s, name, &msgs);
-        }
+    let srv = FakeServer::start(mailbox, Faults::default());
+    let s = Setup::new(&format!("copies-{name}"));
+    s.write_config(&srv.account(name, delete));
+    for poll in 0..2 {
+        let out = s.run(&["--once"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("already delivered"),
+            poll == 0,
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(srv.remaining(), left, "{name}, poll {poll}");
+        assert_exactly_once(&s, name, &msgs);
     }
+}
+
+#[test]
+fn identical_copies_in_one_batch_are_delivered_once() {
+    identical_copies_in_one_batch("c", "", 0);
+}
+
+#[test]
+fn identical_copies_in_one_batch_are_delivered_once_with_delete_no() {
+    identical_copies_in_one_batch("k", "delete = no", 4);
 }
 
 #[test]
@@ -493,7 +528,7 @@ fn a_reused_uidl_with_new_content_is_delivered() {
     let s = Setup::new("reuse");
     s.write_config(&srv.account("r", "delete = no"));
     assert_eq!(s.run(&["--once"]).status.code(), Some(0));
-    let other = crlf(common::mail::simple(
+    let other = crlf(crate::common::mail::simple(
         99,
         "a different message",
         "with another size\n",
@@ -599,13 +634,17 @@ fn a_message_the_server_will_not_send_does_not_block_the_others() {
 fn two_processes_never_work_one_account() {
     let msgs = messages(2);
     let faults = Faults {
-        drip: Some((Duration::from_millis(20), 16, 1)),
+        drip: Some(Drip {
+            delay: Duration::from_millis(20),
+            chunk: 16,
+            connections_before: 1,
+        }),
         ..Faults::default()
     };
     let srv = FakeServer::start(msgs.clone(), faults);
     let s = Setup::new("lock");
     s.write_config(&srv.account("l", "timeout = 30s"));
-    let first = std::process::Command::new(common::popspool::bin())
+    let first = std::process::Command::new(crate::common::popspool::bin())
         .arg("-c")
         .arg(&s.config)
         .arg("--once")
@@ -629,16 +668,21 @@ fn two_processes_never_work_one_account() {
     assert_exactly_once(&s, "l", &msgs);
 }
 
-/// The same faults with a server that offers PIPELINING, so RETRs and DELEs
-/// are in flight when the connection breaks or a command is refused.
+// The same faults with a server that offers PIPELINING, so RETRs and DELEs
+// are in flight when the connection breaks or a command is refused.
+
+/// Cut inside message 3 while later RETRs are already asked for.
 #[test]
-fn pipelined_session_faults_keep_exactly_once() {
-    // Cut inside message 3 while later RETRs are already asked for.
+fn pipelined_cut_mid_retr_keeps_exactly_once() {
     let msgs = messages(8);
     let srv = FakeServer::start(
         msgs.clone(),
         Faults {
-            cut_retr: Some((0, 3, 60)),
+            cut_retr: Some(CutRetr {
+                connection: 0,
+                message: 3,
+                after_bytes: 60,
+            }),
             pipelining: true,
             ..Faults::default()
         },
@@ -654,40 +698,26 @@ fn pipelined_session_faults_keep_exactly_once() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(srv.remaining(), 0);
     assert_exactly_once(&s, "pcut", &msgs);
+}
 
-    // Every pipelined DELE refused: nothing deleted, nothing delivered twice.
-    let msgs = messages(5);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            dele_err: Some(0),
-            pipelining: true,
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("pdele");
-    s.write_config(&srv.account("pdele", ""));
-    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
-    assert_eq!(srv.remaining(), 5);
-    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
-    assert_eq!(srv.remaining(), 0);
-    assert_exactly_once(&s, "pdele", &msgs);
+/// Every pipelined DELE refused: nothing deleted, nothing delivered twice.
+#[test]
+fn pipelined_dele_refused_keeps_exactly_once() {
+    let faults = Faults {
+        dele_err: Some(0),
+        pipelining: true,
+        ..Faults::default()
+    };
+    a_failed_poll_then_a_good_one("pdele", 5, faults, 5);
+}
 
-    // QUIT dropped without committing: the deletions happen next time.
-    let msgs = messages(6);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            quit_drop: Some(0),
-            pipelining: true,
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("pquit");
-    s.write_config(&srv.account("pquit", ""));
-    assert_eq!(s.run(&["--once"]).status.code(), Some(75));
-    assert_eq!(srv.remaining(), 6);
-    assert_eq!(s.run(&["--once"]).status.code(), Some(0));
-    assert_eq!(srv.remaining(), 0);
-    assert_exactly_once(&s, "pquit", &msgs);
+/// QUIT dropped without committing: the deletions happen next time.
+#[test]
+fn pipelined_quit_dropped_keeps_exactly_once() {
+    let faults = Faults {
+        quit_drop: Some(0),
+        pipelining: true,
+        ..Faults::default()
+    };
+    a_failed_poll_then_a_good_one("pquit", 6, faults, 6);
 }

@@ -1,16 +1,15 @@
-//! Logins against a real, private Dovecot (issue 5): every mechanism it
-//! serves over implicit TLS and STLS, and every refusal, with a recording
-//! relay proving that no password left the machine where none should.
-
-mod common;
+//! Logins against a real, private Dovecot (README, "Logging in"): every
+//! mechanism it serves over implicit TLS and STLS, and every refusal, with a
+//! recording relay proving that no password left the machine where none
+//! should.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::dovecot::{Dovecot, HOST, INSECURE_HOST};
-use common::mail;
-use common::popspool::{entries, stderr, Setup};
-use common::relay::{b64_decode, b64_encode, Relay};
+use crate::common::dovecot::{Dovecot, HOST, INSECURE_HOST};
+use crate::common::mail;
+use crate::common::popspool::{entries, stderr, Setup};
+use crate::common::relay::{b64_decode, b64_encode, Relay};
 
 /// `password = secret-<user>`, TLS as `mode` says, CA of this Dovecot.
 fn account(dc: &Dovecot, mode: &str, user: &str, extra: &str) -> String {
@@ -53,6 +52,7 @@ fn dovecot_method(auth: &str) -> &'static str {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn every_mechanism_dovecot_serves_over_implicit_tls_and_stls() {
     let dc = Dovecot::start();
     dc.add_user("certuser", "secret-certuser");
@@ -116,6 +116,7 @@ fn every_mechanism_dovecot_serves_over_implicit_tls_and_stls() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn auto_without_tls_takes_scram_and_the_password_never_crosses() {
     let dc = Dovecot::start();
     dc.add_user("nossl", "secret-nossl");
@@ -137,6 +138,7 @@ fn auto_without_tls_takes_scram_and_the_password_never_crosses() {
 /// Each refusal: nothing deleted, nothing spooled, and the relay proves the
 /// password (in any encoding a mechanism would use) never crossed.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn refusals_without_tls_send_no_password() {
     // A server that offers only mechanisms sending the password itself.
     let cleartext_only = Dovecot::start_with_mechanisms("plain login");
@@ -229,6 +231,7 @@ fn forge_server_signature(line: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn scram_server_that_cannot_prove_itself_is_refused() {
     let dc = Dovecot::start();
     dc.add_user("victim", "secret-victim");
@@ -259,6 +262,7 @@ fn scram_server_that_cannot_prove_itself_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn certificate_failures_say_what_to_fix() {
     let dc = Dovecot::start();
     dc.add_user("tlsu", "secret-tlsu");
@@ -340,6 +344,7 @@ fn certificate_failures_say_what_to_fix() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn external_needs_a_certificate_the_server_trusts() {
     let dc = Dovecot::start();
     dc.add_user("certuser", "secret-certuser");
@@ -362,6 +367,7 @@ fn external_needs_a_certificate_the_server_trusts() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn probe_reports_tls_mechanisms_and_the_auto_choice() {
     let dc = Dovecot::start();
     dc.add_user("probe", "secret-probe");
@@ -412,6 +418,7 @@ fn probe_reports_tls_mechanisms_and_the_auto_choice() {
 /// once, and recovers by itself when the password file is fixed (here
 /// hurried along with SIGUSR1).
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn service_backs_off_after_a_refused_password() {
     let dc = Dovecot::start();
     dc.add_user("backoff", "secret-backoff");
@@ -427,7 +434,7 @@ fn service_backs_off_after_a_refused_password() {
         dc.ca_file().display(),
         pw.display()
     ));
-    let child = std::process::Command::new(common::popspool::bin())
+    let child = std::process::Command::new(crate::common::popspool::bin())
         .arg("-c")
         .arg(&s.config)
         .stderr(std::process::Stdio::piped())

@@ -2,14 +2,12 @@
 //! introspection server for XOAUTH2/OAUTHBEARER, and Debian's build has no
 //! NTLM), against the scripted fake server playing Microsoft 365 and Gmail.
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
-use common::fake::{FakeServer, Faults, Sasl};
-use common::popspool::{entries, stderr, Setup};
-use common::relay::b64_decode;
+use crate::common::fake::{FakeServer, Faults, Sasl};
+use crate::common::popspool::{entries, stderr, Setup};
+use crate::common::relay::b64_decode;
 
 const TOKEN: &str =
     "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJzY3AiOiJQT1AuQWNjZXNzQXNVc2VyLkFsbCJ9.c2lnbmF0dXJl";

@@ -2,7 +2,6 @@
 //! client sends is kept, so a test can prove that no password (nor its
 //! base64) left the machine. Optionally rewrites server lines, to play an
 //! impostor in front of a real server.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

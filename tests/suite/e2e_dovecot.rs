@@ -1,12 +1,10 @@
 //! popspool against a real, private Dovecot: what a user relies on.
 
-mod common;
-
 use std::path::Path;
 
-use common::dovecot::{stored_form, Dovecot};
-use common::mail;
-use common::popspool::{entries, sorted, stderr, tmp_count, Setup};
+use crate::common::dovecot::{stored_form, Dovecot};
+use crate::common::mail;
+use crate::common::popspool::{entries, sorted, stderr, tmp_count, Setup};
 
 fn account(name: &str, dc: &Dovecot, user: &str, extra: &str) -> String {
     format!(
@@ -30,10 +28,11 @@ fn add(dc: &Dovecot, user: &str) {
     dc.add_user(user, &format!("secret-{user}"));
 }
 
-/// The spec's main promise, at the size the core issue asks for: 1,000
+/// The main promise (README, "Delivery guarantee"), at scale: 1,000
 /// mixed messages over POP3S, byte-exact, none lost or doubled, server
 /// empty, and a second run adds nothing.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn drains_a_thousand_mixed_messages_over_pop3s_exactly_once() {
     let dc = Dovecot::start();
     add(&dc, "bulk");
@@ -63,6 +62,7 @@ fn drains_a_thousand_mixed_messages_over_pop3s_exactly_once() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn meta_json_describes_the_message() {
     let dc = Dovecot::start();
     add(&dc, "meta");
@@ -92,6 +92,7 @@ fn meta_json_describes_the_message() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn starttls_with_apop_and_user_pass() {
     let dc = Dovecot::start();
     let cases = [("apopu", "apop"), ("useru", "user"), ("autou", "auto")];
@@ -127,6 +128,7 @@ fn starttls_with_apop_and_user_pass() {
 
 /// Every refusal leaves the mailbox untouched and the spool empty.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn refusals_delete_nothing() {
     let dc = Dovecot::start();
     add(&dc, "keep");
@@ -189,6 +191,7 @@ fn refusals_delete_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn right_pin_trusts_a_server_without_ca_file() {
     let dc = Dovecot::start();
     add(&dc, "pin");
@@ -205,6 +208,7 @@ fn right_pin_trusts_a_server_without_ca_file() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn delete_no_leaves_mail_and_never_delivers_twice() {
     let dc = Dovecot::start();
     add(&dc, "keepall");
@@ -229,6 +233,7 @@ fn delete_no_leaves_mail_and_never_delivers_twice() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn oversized_messages_stay_on_the_server() {
     let dc = Dovecot::start();
     add(&dc, "big");
@@ -251,6 +256,7 @@ fn oversized_messages_stay_on_the_server() {
 }
 
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn account_selection_and_check_and_probe() {
     let dc = Dovecot::start();
     add(&dc, "one");
@@ -287,6 +293,7 @@ fn account_selection_and_check_and_probe() {
 /// and a CA that is in the bundle but missing from the hashed directory is
 /// still trusted (the connection is tried again against the whole bundle).
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn system_trust_store_is_used_without_ssl_environment() {
     let dc = Dovecot::start();
     add(&dc, "sys");
@@ -304,7 +311,7 @@ fn system_trust_store_is_used_without_ssl_environment() {
         let out = std::process::Command::new("unshare")
             .args(["--mount", "--", "sh", "-c", script, "sh"])
             .arg(store.unwrap_or(Path::new("/nonexistent")))
-            .arg(common::popspool::bin())
+            .arg(crate::common::popspool::bin())
             .arg(&s.config)
             .env_remove("SSL_CERT_FILE")
             .env_remove("SSL_CERT_DIR")
@@ -389,6 +396,7 @@ fn system_trust_store_is_used_without_ssl_environment() {
 /// umask only around each entry directory's mkdirat; the journal it writes
 /// meanwhile keeps 0600.
 #[test]
+#[ignore = "needs root and Dovecot"]
 fn entry_modes_hold_under_any_umask() {
     use std::os::unix::fs::PermissionsExt;
     let dc = Dovecot::start();
@@ -404,7 +412,7 @@ fn entry_modes_hold_under_any_umask() {
                 "-c",
                 &format!("umask {umask}; exec \"$0\" -c \"$1\" --once"),
             ])
-            .arg(common::popspool::bin())
+            .arg(crate::common::popspool::bin())
             .arg(&s.config)
             .output()
             .unwrap();

@@ -1,5 +1,4 @@
 //! Running the real popspool binary against a test setup.
-#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -83,7 +82,6 @@ pub struct SpoolEntry {
     pub id: String,
     pub message: Vec<u8>,
     pub meta: serde_json::Value,
-    pub dir: PathBuf,
 }
 
 /// Entries of `<spool>/<sub>/`, sorted by ID.
@@ -99,7 +97,6 @@ pub fn entries(spool: &Path, sub: &str) -> Vec<SpoolEntry> {
                     message: fs::read(dir.join("message.eml")).unwrap(),
                     meta: serde_json::from_slice(&fs::read(dir.join("meta.json")).unwrap())
                         .unwrap(),
-                    dir,
                 }
             })
             .collect(),

@@ -1,0 +1,606 @@
+//! Stage 2 of reading the configuration: scanned sections to the typed
+//! [`Config`] and its [`Account`]s. Every value is parsed exactly once, the
+//! `[global]` defaults are merged into each account, the defaults of
+//! popspool.ini(5) fill the rest, and the rules that tie keys together are
+//! checked (a client certificate needs its key, a secret sent in clear text
+//! needs `allow_plaintext`, no two accounts share a spool). Also here: the
+//! rule that a file holding a password must be private.
+//!
+//! Keys are read only through [`Key`] and a typed accessor, so a key the
+//! table lacks does not compile and a key read as the wrong type fails the
+//! unit tests.
+
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::keys::Key;
+use super::scan::{self, Entry, Scanned, Section};
+use super::values::{self, FromVal, Val};
+use super::{invalid, Account, Auth, Config, Delete, Error, SecretSource, TlsMode};
+use crate::mechanism::Mechanism;
+
+/// Default global `spool`.
+const DEFAULT_SPOOL: &str = "/var/spool/popspool";
+/// Default global `state_dir`.
+const DEFAULT_STATE_DIR: &str = "/var/lib/popspool";
+/// POP3S (RFC 8314), the default port for `tls = implicit`.
+const POP3S_PORT: u16 = 995;
+/// POP3 (RFC 1939), the default port otherwise.
+const POP3_PORT: u16 = 110;
+// Account defaults, as popspool.ini(5) (ACCOUNT KEYS) and the README's
+// "Configuration" table state them.
+/// `poll_interval`.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// `timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `max_backoff`.
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// `error_threshold`.
+const DEFAULT_ERROR_THRESHOLD: u32 = 10;
+/// `min_free_space`.
+const DEFAULT_MIN_FREE_SPACE: u64 = 64 << 20;
+
+/// The configuration `scanned` (from `path`) describes.
+pub(super) fn config(scanned: &Scanned<'_>, path: &Path) -> Result<Config, Error> {
+    let base = path.parent().unwrap_or(Path::new(""));
+    let global = typed(&scanned.global, path, base)?;
+    let top = Merged {
+        own: &global,
+        global: &[],
+    };
+    let spool = top
+        .get(Key::Spool)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL));
+    let state_dir = top
+        .get(Key::StateDir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let log_level = top.get(Key::LogLevel);
+
+    let mut accounts = Vec::with_capacity(scanned.accounts.len());
+    for section in &scanned.accounts {
+        let values = typed(section, path, base)?;
+        let acct = account(section, &values, &global, &spool, path)?;
+        // Each account's poll cleans its spool's tmp/ and owns what is in
+        // it: two accounts in one spool would remove each other's work.
+        if let Some(other) = accounts.iter().find(|a: &&Account| a.spool == acct.spool) {
+            let message = format!(
+                "[account {}] uses the same spool directory as [account {}]; give each account its own",
+                acct.name, other.name
+            );
+            return Err(invalid(
+                path,
+                section.line,
+                Some(Key::Spool.name()),
+                message,
+            ));
+        }
+        accounts.push(acct);
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        spool,
+        state_dir,
+        log_level,
+        accounts,
+    })
+}
+
+/// One parsed entry.
+struct Typed {
+    key: Key,
+    line: usize,
+    val: Val,
+}
+
+/// Parse every value of a section, so a bad `[global]` default is reported
+/// even when every account overrides it.
+fn typed(section: &Section<'_>, path: &Path, base: &Path) -> Result<Vec<Typed>, Error> {
+    let mut out = Vec::with_capacity(section.entries.len());
+    for &Entry { key, value, line } in &section.entries {
+        let val = values::parse(key, value, base)
+            .map_err(|message| invalid(path, line, Some(key.name()), message))?;
+        out.push(Typed { key, line, val });
+    }
+    Ok(out)
+}
+
+/// An account's own values in front of the `[global]` defaults.
+struct Merged<'a> {
+    own: &'a [Typed],
+    global: &'a [Typed],
+}
+
+impl<'a> Merged<'a> {
+    fn entry(&self, key: Key) -> Option<&'a Typed> {
+        self.own.iter().chain(self.global).find(|t| t.key == key)
+    }
+
+    /// The merged value of `key`, if set.
+    fn get<T: FromVal>(&self, key: Key) -> Option<T> {
+        debug_assert!(
+            T::reads(key.kind()),
+            "{key:?} is read as {}",
+            std::any::type_name::<T>()
+        );
+        self.entry(key).and_then(|t| T::from_val(&t.val))
+    }
+
+    /// The account's own value of `key`, ignoring `[global]`.
+    fn own<T: FromVal>(&self, key: Key) -> Option<T> {
+        Merged {
+            own: self.own,
+            global: &[],
+        }
+        .get(key)
+    }
+
+    fn line(&self, key: Key) -> Option<usize> {
+        self.entry(key).map(|t| t.line)
+    }
+
+    /// The password source: the account's own, else `[global]`'s. It is
+    /// chosen as a whole: an account's password_file replaces a global
+    /// password rather than conflicting with it.
+    fn secret(&self) -> Option<SecretSource> {
+        let of = |list: &'a [Typed]| list.iter().find(|t| t.key.is_secret_source());
+        of(self.own)
+            .or_else(|| of(self.global))
+            .and_then(|t| SecretSource::from_val(&t.val))
+    }
+}
+
+/// Build one account: its own values, else `[global]`'s, else the defaults.
+fn account(
+    section: &Section<'_>,
+    own: &[Typed],
+    global: &[Typed],
+    root: &Path,
+    path: &Path,
+) -> Result<Account, Error> {
+    let m = Merged { own, global };
+    let name = section.account.unwrap_or_default();
+    let err = |line, key: Key, message: String| invalid(path, line, Some(key.name()), message);
+    let required = |key: Key| {
+        err(
+            section.line,
+            key,
+            format!("is required in [account {name}] or [global]"),
+        )
+    };
+
+    let host = m.get(Key::Host).ok_or_else(|| required(Key::Host))?;
+    let user = m.get(Key::User).ok_or_else(|| required(Key::User))?;
+    let auth = m.get(Key::Auth).unwrap_or(Auth::Auto);
+    let secret = match m.secret() {
+        Some(s) => s,
+        // The certificate is the credential; a password given anyway is never used.
+        None if auth == Auth::Only(Mechanism::External) => SecretSource::None,
+        None => {
+            let message = format!(
+                "one of {}, {} or {} is required",
+                Key::Password.name(),
+                Key::PasswordFile.name(),
+                Key::PasswordCommand.name()
+            );
+            return Err(err(section.line, Key::Password, message));
+        }
+    };
+
+    let tls = m.get(Key::Tls).unwrap_or(TlsMode::Implicit);
+    let port = m.get(Key::Port).unwrap_or(if tls == TlsMode::Implicit {
+        POP3S_PORT
+    } else {
+        POP3_PORT
+    });
+    let tls_client_cert: Option<PathBuf> = m.get(Key::TlsClientCert);
+    let tls_client_key = m.get(Key::TlsClientKey);
+    for (have, lacks) in [
+        (Key::TlsClientCert, Key::TlsClientKey),
+        (Key::TlsClientKey, Key::TlsClientCert),
+    ] {
+        if let (Some(line), None) = (m.line(have), m.line(lacks)) {
+            return Err(err(line, have, format!("needs {} as well", lacks.name())));
+        }
+    }
+    let allow_plaintext = m.get(Key::AllowPlaintext).unwrap_or(false);
+    let sends_secret = matches!(auth, Auth::Only(m) if m.sends_secret());
+    let auth_line = m.line(Key::Auth).unwrap_or(section.line);
+    if tls == TlsMode::None && sends_secret && !allow_plaintext {
+        let message = format!(
+            "{} = {} with {} = none sends the {} in clear text; \
+             set {} = yes to allow that",
+            Key::Auth.name(),
+            auth.name(),
+            Key::Tls.name(),
+            if matches!(
+                auth,
+                Auth::Only(Mechanism::XOAuth2 | Mechanism::OAuthBearer)
+            ) {
+                "access token"
+            } else {
+                "password"
+            },
+            Key::AllowPlaintext.name()
+        );
+        return Err(err(auth_line, Key::Auth, message));
+    }
+    if auth == Auth::Only(Mechanism::External) {
+        let external = format!("{} = {}", Key::Auth.name(), auth.name());
+        if tls == TlsMode::None {
+            let message = format!("{external} needs TLS: the client certificate is the credential");
+            return Err(err(auth_line, Key::Auth, message));
+        }
+        if tls_client_cert.is_none() {
+            let message = format!(
+                "{external} needs {} and {}",
+                Key::TlsClientCert.name(),
+                Key::TlsClientKey.name()
+            );
+            return Err(err(auth_line, Key::Auth, message));
+        }
+    }
+    // `spool` in [global] is the root, not a default shared by every account.
+    let spool = m.own(Key::Spool).unwrap_or_else(|| root.join(name));
+
+    Ok(Account {
+        name: name.to_owned(),
+        host,
+        port,
+        tls,
+        ca_file: m.get(Key::CaFile),
+        tls_fingerprint: m.get(Key::TlsFingerprint),
+        tls_client_cert,
+        tls_client_key,
+        user,
+        secret,
+        auth,
+        allow_plaintext,
+        poll_interval: m.get(Key::PollInterval).unwrap_or(DEFAULT_POLL_INTERVAL),
+        timeout: m.get(Key::Timeout).unwrap_or(DEFAULT_TIMEOUT),
+        spool,
+        delete: m.get(Key::Delete).unwrap_or(Delete::Yes),
+        max_message_size: m.get(Key::MaxMessageSize),
+        mime: m.get(Key::Mime).unwrap_or(true),
+        body_part_index: m.get(Key::BodyPartIndex).unwrap_or(0),
+        body_part_content_type: m.get(Key::BodyPartContentType),
+        error_threshold: m
+            .get(Key::ErrorThreshold)
+            .unwrap_or(DEFAULT_ERROR_THRESHOLD),
+        max_backoff: m.get(Key::MaxBackoff).unwrap_or(DEFAULT_MAX_BACKOFF),
+        min_free_space: m.get(Key::MinFreeSpace).unwrap_or(DEFAULT_MIN_FREE_SPACE),
+        source_ip: m.get(Key::SourceIp),
+    })
+}
+
+/// Refuse a file that holds an inline secret yet others can read
+/// (popspool.ini(5), under `password`). `meta` is that of the handle `text` was read
+/// from, so the mode checked is that of the bytes parsed.
+pub(super) fn check_private(text: &str, meta: &Metadata, path: &Path) -> Result<(), Error> {
+    if !scan::holds_inline_secret(text) {
+        return Ok(());
+    }
+    let ok = match effective_gid() {
+        Some(egid) => secret_mode_ok(meta.mode(), meta.gid(), egid),
+        None => meta.mode() & 0o077 == 0,
+    };
+    if ok {
+        return Ok(());
+    }
+    let message = format!(
+        "holds a password but is readable by other users (mode {:04o}); \
+         run 'chmod 600 {}' or move the password to a password_file",
+        meta.mode() & 0o7777,
+        path.display()
+    );
+    Err(invalid(path, 0, None, message))
+}
+
+/// Whether a file holding an inline secret is private enough: nothing for
+/// others, and group access only for the group popspool itself runs as (a
+/// `root:popspool 0640` file is fine for a daemon running as group popspool).
+fn secret_mode_ok(mode: u32, file_gid: u32, egid: u32) -> bool {
+    mode & 0o007 == 0 && (mode & 0o070 == 0 || file_gid == egid)
+}
+
+/// The effective gid, from the second field of `Gid:` in /proc/self/status.
+/// std has no getegid, and reading /proc keeps this module free of unsafe
+/// code (libc's getegid would need an `unsafe` block).
+pub(super) fn effective_gid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let gids = status.lines().find_map(|l| l.strip_prefix("Gid:"))?;
+    gids.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+    use crate::config::testkit::{acct, cfg, check, path, MIN};
+    use crate::secret::Password;
+
+    #[test]
+    fn defaults() {
+        let c = cfg(MIN);
+        assert_eq!(c.path, path());
+        assert_eq!(c.spool, Path::new("/var/spool/popspool"));
+        assert_eq!(c.state_dir, Path::new("/var/lib/popspool"));
+        assert_eq!(c.log_level, None);
+        let a = &c.accounts[0];
+        assert_eq!(
+            (a.name.as_str(), a.host.as_str(), a.user.as_str()),
+            ("a", "pop.example.com", "u")
+        );
+        assert_eq!(
+            (a.port, a.tls, a.auth),
+            (995, TlsMode::Implicit, Auth::Auto)
+        );
+        assert_eq!(a.secret, SecretSource::Inline(Password::new("pw".into())));
+        assert_eq!((a.ca_file.as_ref(), a.tls_fingerprint), (None, None));
+        assert_eq!(
+            (a.tls_client_cert.as_ref(), a.tls_client_key.as_ref()),
+            (None, None)
+        );
+        assert!(!a.allow_plaintext && a.mime);
+        assert_eq!(
+            (a.poll_interval, a.timeout),
+            (Duration::from_secs(60), Duration::from_secs(60))
+        );
+        assert_eq!(a.spool, Path::new("/var/spool/popspool/a"));
+        assert_eq!((a.delete, a.max_message_size), (Delete::Yes, None));
+        assert_eq!(
+            (a.body_part_index, a.body_part_content_type.as_ref()),
+            (0, None)
+        );
+        assert_eq!(
+            (a.error_threshold, a.max_backoff),
+            (10, Duration::from_secs(3600))
+        );
+        assert_eq!(a.min_free_space, 64 * 1024 * 1024);
+        assert_eq!(acct("tls = starttls\n").port, 110);
+        assert_eq!(acct("tls = none\n").port, 110);
+    }
+
+    #[test]
+    fn every_key_set() {
+        let fp = "AB:".repeat(31) + "Cd";
+        let a = acct(&format!(
+            "port = 1995\ntls = STARTTLS\nca_file = ca.pem\ntls_fingerprint = {fp}\n\
+             tls_client_cert = /k/c.pem\ntls_client_key = k.pem\nauth = apop\nallow_plaintext = on\n\
+             poll_interval = 5m\ntimeout = 45\nspool = /srv/a\ndelete = 7d\nmax_message_size = 50M\n\
+             mime = false\nbody_part_index = 2\nbody_part_content_type = Text/XML\n\
+             error_threshold = 3\nmax_backoff = 2h\nmin_free_space = 1G\n"
+        ));
+        assert_eq!(
+            (a.port, a.tls, a.auth),
+            (1995, TlsMode::StartTls, Auth::Only(Mechanism::Apop))
+        );
+        assert_eq!(
+            a.ca_file.as_deref(),
+            Some(Path::new("/etc/popspool/ca.pem"))
+        );
+        let mut want = [0xab; 32];
+        want[31] = 0xcd;
+        assert_eq!(a.tls_fingerprint, Some(want));
+        assert_eq!(a.tls_client_cert.as_deref(), Some(Path::new("/k/c.pem")));
+        assert_eq!(
+            a.tls_client_key.as_deref(),
+            Some(Path::new("/etc/popspool/k.pem"))
+        );
+        assert!(a.allow_plaintext && !a.mime);
+        assert_eq!(
+            (a.poll_interval, a.timeout),
+            (Duration::from_secs(300), Duration::from_secs(45))
+        );
+        assert_eq!(a.spool, Path::new("/srv/a"));
+        assert_eq!(a.delete, Delete::After(Duration::from_secs(7 * 86_400)));
+        assert_eq!(a.max_message_size, Some(50 << 20));
+        assert_eq!(
+            (a.body_part_index, a.body_part_content_type.as_deref()),
+            (2, Some("text/xml"))
+        );
+        assert_eq!(
+            (a.error_threshold, a.max_backoff),
+            (3, Duration::from_secs(7200))
+        );
+        assert_eq!(a.min_free_space, 1 << 30);
+        assert_eq!(acct("delete = no\n").delete, Delete::No);
+        assert_eq!(acct("delete = YES\n").delete, Delete::Yes);
+        assert_eq!(
+            acct(&format!("tls_fingerprint = {}\n", "0f".repeat(32))).tls_fingerprint,
+            Some([15; 32])
+        );
+        assert_eq!(
+            acct("source_ip = 192.0.2.7\n").source_ip,
+            Some(std::net::IpAddr::from([192, 0, 2, 7]))
+        );
+    }
+
+    #[test]
+    fn missing_and_inconsistent_keys() {
+        check(
+            "# x\n[account a]\nuser = u\npassword = p\n",
+            2,
+            Some("host"),
+            "is required in [account a] or [global]",
+        );
+        check(
+            "[account a]\nhost = h\npassword = p\n",
+            1,
+            Some("user"),
+            "is required",
+        );
+        check(
+            "[account a]\nhost = h\nuser = u\n",
+            1,
+            Some("password"),
+            "one of password, password_file",
+        );
+        check(
+            &format!("{MIN}tls_client_cert = c\n"),
+            5,
+            Some("tls_client_cert"),
+            "needs tls_client_key",
+        );
+        check(
+            &format!("{MIN}tls_client_key = k\n"),
+            5,
+            Some("tls_client_key"),
+            "needs tls_client_cert",
+        );
+        check(
+            &format!("{MIN}tls = none\nauth = user\n"),
+            6,
+            Some("auth"),
+            "allow_plaintext",
+        );
+        assert_eq!(
+            acct("tls = none\nauth = user\nallow_plaintext = 1\n").auth,
+            Auth::Only(Mechanism::User)
+        );
+        for (auth, what) in [
+            ("plain", "password"),
+            ("LOGIN", "password"),
+            ("xoauth2", "access token"),
+            ("oauthbearer", "access token"),
+        ] {
+            check(
+                &format!("{MIN}tls = none\nauth = {auth}\n"),
+                6,
+                Some("auth"),
+                &format!("sends the {what} in clear text"),
+            );
+        }
+        // Proofs rather than secrets may cross a connection without TLS.
+        for auth in [
+            "apop",
+            "cram-md5",
+            "scram-sha-1",
+            "scram-sha-256",
+            "ntlm",
+            "auto",
+        ] {
+            assert_eq!(
+                acct(&format!("tls = none\nauth = {auth}\n")).auth.name(),
+                auth
+            );
+        }
+        // EXTERNAL: no password needed, but TLS and a client certificate are.
+        let ext = "[account a]\nhost = h\nuser = u\nauth = external\n";
+        let a = cfg(&format!(
+            "{ext}tls_client_cert = c.pem\ntls_client_key = k.pem\n"
+        ))
+        .accounts
+        .remove(0);
+        assert_eq!(
+            (a.auth, &a.secret),
+            (Auth::Only(Mechanism::External), &SecretSource::None)
+        );
+        check(ext, 4, Some("auth"), "needs tls_client_cert");
+        check(
+            &format!("{ext}tls = none\ntls_client_cert = c\ntls_client_key = k\n"),
+            4,
+            Some("auth"),
+            "needs TLS",
+        );
+        check(
+            "[account a]\nhost = h\nuser = u\nauth = scram-sha-256\n",
+            1,
+            Some("password"),
+            "one of password",
+        );
+        for (name, m) in Auth::ALL {
+            assert_eq!(m.name(), name);
+            let certs = "tls_client_cert = c\ntls_client_key = k\n";
+            let text = format!("auth = {}\n{certs}", name.to_uppercase());
+            assert_eq!(acct(&text).auth, m, "{name}");
+        }
+        // Pairs may be split between [global] and the account.
+        let c = cfg(&format!(
+            "[global]\ntls_client_key = k\n{MIN}tls_client_cert = c\n"
+        ));
+        assert!(c.accounts[0].tls_client_key.is_some());
+        // A bad [global] default is an error even where every account overrides it.
+        check(
+            &format!("[global]\nport = x\n{MIN}port = 1\n"),
+            2,
+            Some("port"),
+            "whole number",
+        );
+    }
+
+    #[test]
+    fn global_defaults_inherited_and_overridden() {
+        let c = cfg(
+            "# defaults\n[global]\nport = 1234\ntimeout = 5m\nhost = g.example\nuser = shared\n\
+             password_file = pw.txt\nmime = no\n\
+             [account a]\n\
+             [account b]\nhost = b.example\nport = 99\nmime = yes\npassword = own\n",
+        );
+        let (a, b) = (&c.accounts[0], &c.accounts[1]);
+        assert_eq!(
+            (a.host.as_str(), a.port, a.timeout),
+            ("g.example", 1234, Duration::from_secs(300))
+        );
+        assert_eq!(a.secret, SecretSource::File("/etc/popspool/pw.txt".into()));
+        assert!(!a.mime);
+        assert_eq!(
+            (b.host.as_str(), b.port, b.user.as_str()),
+            ("b.example", 99, "shared")
+        );
+        // The account's own password replaces the global password_file as a whole.
+        assert_eq!(b.secret, SecretSource::Inline(Password::new("own".into())));
+        assert!(b.mime);
+        assert_eq!(b.timeout, Duration::from_secs(300));
+        // Global tls changes the default port; an account's own tls too.
+        let c = cfg("[global]\ntls = none\nallow_plaintext = yes\n[account a]\nhost=h\nuser=u\npassword=p\n\
+             [account b]\nhost=h\nuser=u\npassword=p\ntls = implicit\n");
+        assert_eq!((c.accounts[0].port, c.accounts[1].port), (110, 995));
+    }
+
+    #[test]
+    fn global_spool_is_a_root_and_paths_resolve_beside_the_file() {
+        let text = "[global]\nspool = spool\nstate_dir = /var/lib/x\nlog_level = DEBUG\n\
+                    [account a]\nhost=h\nuser=u\npassword_file = ../pw\n\
+                    [account b]\nhost=h\nuser=u\npassword=p\nspool = /elsewhere\n";
+        let c = cfg(text);
+        assert_eq!(c.spool, Path::new("/etc/popspool/spool"));
+        assert_eq!(c.state_dir, Path::new("/var/lib/x"));
+        assert_eq!(c.log_level, Some(log::LevelFilter::Debug));
+        assert_eq!(c.accounts[0].spool, Path::new("/etc/popspool/spool/a"));
+        assert_eq!(
+            c.accounts[0].secret,
+            SecretSource::File("/etc/popspool/../pw".into())
+        );
+        assert_eq!(c.accounts[1].spool, Path::new("/elsewhere"));
+        // A file named without a directory: relative to the working directory, like the file itself.
+        let c = load_str(&format!("{MIN}ca_file = ca.pem\n"), Path::new("p.ini"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.accounts[0].ca_file.as_deref(), Some(Path::new("ca.pem")));
+        for level in ["error", "warn", "info", "trace"] {
+            assert!(cfg(&format!("[global]\nlog_level = {level}\n{MIN}"))
+                .log_level
+                .is_some());
+        }
+        check(
+            &format!("[global]\nlog_level = loud\n{MIN}"),
+            2,
+            Some("log_level"),
+            "error, warn",
+        );
+    }
+
+    #[test]
+    fn secret_mode_rule() {
+        assert!(secret_mode_ok(0o100600, 5, 7));
+        assert!(secret_mode_ok(0o400, 5, 7));
+        assert!(secret_mode_ok(0o640, 7, 7));
+        assert!(secret_mode_ok(0o660, 7, 7));
+        assert!(!secret_mode_ok(0o640, 5, 7));
+        assert!(!secret_mode_ok(0o604, 7, 7));
+        assert!(!secret_mode_ok(0o601, 7, 7));
+        assert!(!secret_mode_ok(0o644, 7, 7));
+        assert!(!secret_mode_ok(0o610, 5, 7));
+    }
+}

@@ -1,0 +1,333 @@
+//! The one table of configuration keys: each key's name, the sections that
+//! may hold it, the syntax of its value and whether that value may be shown.
+//! The scanner accepts exactly these names, the value parser and the builder
+//! name keys only through [`Key`], and the lists popspool.ini(5) documents
+//! ([`GLOBAL_KEYS`], [`ACCOUNT_KEYS`], [`LATER_KEYS`]) are derived from it; a
+//! misspelt key is therefore a compile error, never a silent default.
+
+/// A configuration key; [`Key::TABLE`] says everything else about it.
+// Variants spell the key names (`tls_client_key` is `TlsClientKey`).
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    Spool,
+    StateDir,
+    LogLevel,
+    Host,
+    Port,
+    Tls,
+    CaFile,
+    TlsFingerprint,
+    TlsClientCert,
+    TlsClientKey,
+    User,
+    Password,
+    PasswordFile,
+    PasswordCommand,
+    Auth,
+    AllowPlaintext,
+    PollInterval,
+    Timeout,
+    Delete,
+    MaxMessageSize,
+    Mime,
+    BodyPartIndex,
+    BodyPartContentType,
+    ErrorThreshold,
+    MaxBackoff,
+    MinFreeSpace,
+    SourceIp,
+    SmimeCert,
+    SmimeKey,
+    SmimePkcs12,
+    SmimePkcs12PasswordFile,
+    SmimeCaFile,
+    SmimePolicy,
+    Mdn,
+    SmtpHost,
+    SmtpPort,
+    SmtpTls,
+    SmtpUser,
+    SmtpPassword,
+    SmtpPasswordFile,
+    SmtpPasswordCommand,
+    MdnFrom,
+}
+
+/// Which sections may hold a key (popspool.ini(5), DESCRIPTION: "Any account
+/// key set in [global] is the default for every account").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Only `[global]`: a setting of the whole process.
+    Global,
+    /// An account key; in `[global]` it is the default for every account.
+    Account,
+    /// A global setting and an account key with meanings of their own
+    /// (`spool`: the root in `[global]`, the account's directory in an account).
+    Both,
+}
+
+/// The syntax and rule of a key's value (parsed in `values`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A path, relative to the configuration file's directory.
+    Path,
+    /// A `log` level name.
+    LogLevel,
+    /// A server name or address.
+    Host,
+    /// 1 to 65535.
+    Port,
+    /// `implicit`, `starttls` or `none`.
+    Tls,
+    /// A SHA-256 certificate fingerprint.
+    Fingerprint,
+    /// A login sent on a POP3 command line.
+    User,
+    /// An inline password.
+    Password,
+    /// A file holding the password.
+    PasswordFile,
+    /// A command printing the password.
+    PasswordCommand,
+    /// `auto` or a mechanism.
+    Auth,
+    /// yes or no.
+    Bool,
+    /// A duration greater than zero.
+    Interval,
+    /// yes, no or a duration.
+    Delete,
+    /// A size greater than zero.
+    MessageSize,
+    /// A size, zero included.
+    Size,
+    /// A whole number, zero included.
+    Index,
+    /// A whole number, at least 1.
+    Threshold,
+    /// A MIME `type/subtype`.
+    ContentType,
+    /// An IPv4 or IPv6 address.
+    Ip,
+    /// A feature still to come: refused by name rather than ignored
+    /// (popspool.ini(5), NOT SUPPORTED YET).
+    Later,
+    /// A feature still to come whose `default` changes nothing and is
+    /// accepted; the `others` are refused as not supported yet.
+    LaterWord {
+        default: &'static str,
+        others: &'static [&'static str],
+    },
+}
+
+/// Whether a value may appear in a message, and what it demands of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrecy {
+    /// May be echoed (escaped and cut) in an error message.
+    Open,
+    /// Never echoed: a command line may carry a passphrase.
+    Hidden,
+    /// A secret in the file itself: never echoed, and the file must be
+    /// private (popspool.ini(5), under `password`).
+    Inline,
+}
+
+use Place::{Account, Both, Global};
+use Secrecy::{Hidden, Inline, Open};
+
+/// One row of [`Key::TABLE`].
+type Row = (Key, &'static str, Place, Kind, Secrecy);
+
+impl Key {
+    /// Every key, in declaration order, with its name as written in the file.
+    // One row a line, so the table reads as one.
+    #[rustfmt::skip]
+    const TABLE: [Row; 42] = [
+        (Key::Spool,                   "spool",                      Both,    Kind::Path,            Open),
+        (Key::StateDir,                "state_dir",                  Global,  Kind::Path,            Open),
+        (Key::LogLevel,                "log_level",                  Global,  Kind::LogLevel,        Open),
+        (Key::Host,                    "host",                       Account, Kind::Host,            Open),
+        (Key::Port,                    "port",                       Account, Kind::Port,            Open),
+        (Key::Tls,                     "tls",                        Account, Kind::Tls,             Open),
+        (Key::CaFile,                  "ca_file",                    Account, Kind::Path,            Open),
+        (Key::TlsFingerprint,          "tls_fingerprint",            Account, Kind::Fingerprint,     Open),
+        (Key::TlsClientCert,           "tls_client_cert",            Account, Kind::Path,            Open),
+        (Key::TlsClientKey,            "tls_client_key",             Account, Kind::Path,            Open),
+        (Key::User,                    "user",                       Account, Kind::User,            Open),
+        (Key::Password,                "password",                   Account, Kind::Password,        Inline),
+        (Key::PasswordFile,            "password_file",              Account, Kind::PasswordFile,    Open),
+        (Key::PasswordCommand,         "password_command",           Account, Kind::PasswordCommand, Hidden),
+        (Key::Auth,                    "auth",                       Account, Kind::Auth,            Open),
+        (Key::AllowPlaintext,          "allow_plaintext",            Account, Kind::Bool,            Open),
+        (Key::PollInterval,            "poll_interval",              Account, Kind::Interval,        Open),
+        (Key::Timeout,                 "timeout",                    Account, Kind::Interval,        Open),
+        (Key::Delete,                  "delete",                     Account, Kind::Delete,          Open),
+        (Key::MaxMessageSize,          "max_message_size",           Account, Kind::MessageSize,     Open),
+        (Key::Mime,                    "mime",                       Account, Kind::Bool,            Open),
+        (Key::BodyPartIndex,           "body_part_index",            Account, Kind::Index,           Open),
+        (Key::BodyPartContentType,     "body_part_content_type",     Account, Kind::ContentType,     Open),
+        (Key::ErrorThreshold,          "error_threshold",            Account, Kind::Threshold,       Open),
+        (Key::MaxBackoff,              "max_backoff",                Account, Kind::Interval,        Open),
+        (Key::MinFreeSpace,            "min_free_space",             Account, Kind::Size,            Open),
+        (Key::SourceIp,                "source_ip",                  Account, Kind::Ip,              Open),
+        (Key::SmimeCert,               "smime_cert",                 Account, Kind::Later,           Open),
+        (Key::SmimeKey,                "smime_key",                  Account, Kind::Later,           Open),
+        (Key::SmimePkcs12,             "smime_pkcs12",               Account, Kind::Later,           Open),
+        (Key::SmimePkcs12PasswordFile, "smime_pkcs12_password_file", Account, Kind::Later,           Open),
+        (Key::SmimeCaFile,             "smime_ca_file",              Account, Kind::Later,           Open),
+        (Key::SmimePolicy,             "smime_policy",               Account, SMIME_POLICY,          Open),
+        (Key::Mdn,                     "mdn",                        Account, MDN,                   Open),
+        (Key::SmtpHost,                "smtp_host",                  Account, Kind::Later,           Open),
+        (Key::SmtpPort,                "smtp_port",                  Account, Kind::Later,           Open),
+        (Key::SmtpTls,                 "smtp_tls",                   Account, Kind::Later,           Open),
+        (Key::SmtpUser,                "smtp_user",                  Account, Kind::Later,           Open),
+        (Key::SmtpPassword,            "smtp_password",              Account, Kind::Later,           Inline),
+        (Key::SmtpPasswordFile,        "smtp_password_file",         Account, Kind::Later,           Open),
+        (Key::SmtpPasswordCommand,     "smtp_password_command",      Account, Kind::Later,           Hidden),
+        (Key::MdnFrom,                 "mdn_from",                   Account, Kind::Later,           Open),
+    ];
+
+    const fn row(self) -> &'static Row {
+        // TABLE holds every variant, in declaration order (checked by a test).
+        &Self::TABLE[self as usize]
+    }
+
+    /// The name as written in the file.
+    pub(crate) const fn name(self) -> &'static str {
+        self.row().1
+    }
+
+    /// The sections that may hold it.
+    pub(crate) const fn place(self) -> Place {
+        self.row().2
+    }
+
+    /// The syntax and rule of its value.
+    pub(crate) const fn kind(self) -> Kind {
+        self.row().3
+    }
+
+    /// Whether its value may be shown.
+    pub(crate) const fn secrecy(self) -> Secrecy {
+        self.row().4
+    }
+
+    /// The key `name` names, exactly (keys are case-sensitive).
+    pub(crate) fn from_name(name: &str) -> Option<Key> {
+        Self::TABLE.iter().find(|r| r.1 == name).map(|r| r.0)
+    }
+
+    /// Whether it is one of the ways to give the password, of which a
+    /// section sets at most one.
+    pub(crate) fn is_secret_source(self) -> bool {
+        matches!(
+            self.kind(),
+            Kind::Password | Kind::PasswordFile | Kind::PasswordCommand
+        )
+    }
+}
+
+/// `smime_policy`: only the default, which verifies nothing, is accepted.
+const SMIME_POLICY: Kind = Kind::LaterWord {
+    default: "accept",
+    others: &["require-signed", "require-valid"],
+};
+/// `mdn`: only the default, which answers nothing, is accepted.
+const MDN: Kind = Kind::LaterWord {
+    default: "never",
+    others: &["auto"],
+};
+
+/// The key lists popspool.ini(5) documents, one per section of the page.
+#[derive(Clone, Copy)]
+enum List {
+    /// GLOBAL KEYS.
+    Global,
+    /// ACCOUNT KEYS.
+    Account,
+    /// NOT SUPPORTED YET.
+    Later,
+}
+
+const fn listed(row: &Row, list: List) -> bool {
+    let later = matches!(row.3, Kind::Later | Kind::LaterWord { .. });
+    match list {
+        List::Global => matches!(row.2, Global | Both),
+        List::Account => !later && matches!(row.2, Account | Both),
+        List::Later => later,
+    }
+}
+
+const fn count(list: List) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < Key::TABLE.len() {
+        if listed(&Key::TABLE[i], list) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const fn names<const N: usize>(list: List) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut i, mut n) = (0, 0);
+    while i < Key::TABLE.len() {
+        if listed(&Key::TABLE[i], list) {
+            out[n] = Key::TABLE[i].1;
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+const GLOBAL_NAMES: [&str; count(List::Global)] = names(List::Global);
+const ACCOUNT_NAMES: [&str; count(List::Account)] = names(List::Account);
+const LATER_NAMES: [&str; count(List::Later)] = names(List::Later);
+
+/// Keys of `[global]` as a whole (popspool.ini(5), GLOBAL KEYS).
+pub const GLOBAL_KEYS: &[&str] = &GLOBAL_NAMES;
+/// Keys of an account (popspool.ini(5), ACCOUNT KEYS). Each may also sit in
+/// `[global]` as the default for every account, except `spool`: there it is
+/// the root under which each account gets its own directory.
+pub const ACCOUNT_KEYS: &[&str] = &ACCOUNT_NAMES;
+/// Keys of features still to come (S/MIME, MDN), refused by name rather
+/// than ignored (popspool.ini(5), NOT SUPPORTED YET).
+pub const LATER_KEYS: &[&str] = &LATER_NAMES;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_declaration_order_and_names_are_unique() {
+        for (i, row) in Key::TABLE.iter().enumerate() {
+            assert_eq!(row.0 as usize, i, "{:?}", row.0);
+            assert_eq!(Key::from_name(row.1), Some(row.0));
+            assert_eq!(row.0.name(), row.1);
+        }
+        assert_eq!(Key::from_name("Host"), None);
+        assert_eq!(Key::from_name("hots"), None);
+    }
+
+    #[test]
+    fn documented_lists() {
+        assert_eq!(GLOBAL_KEYS, ["spool", "state_dir", "log_level"]);
+        assert_eq!(ACCOUNT_KEYS.len(), 25);
+        assert!(ACCOUNT_KEYS.contains(&"spool") && !ACCOUNT_KEYS.contains(&"log_level"));
+        assert_eq!(LATER_KEYS.len(), 15);
+        assert!(LATER_KEYS.iter().all(|k| !ACCOUNT_KEYS.contains(k)));
+        let secret_sources: Vec<&str> = Key::TABLE
+            .iter()
+            .filter(|r| r.0.is_secret_source())
+            .map(|r| r.1)
+            .collect();
+        assert_eq!(
+            secret_sources,
+            ["password", "password_file", "password_command"]
+        );
+    }
+}

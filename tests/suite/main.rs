@@ -1,0 +1,27 @@
+//! popspool's integration tests, as one test binary: the shared support in
+//! `common` compiles once, and every module below is a group of tests of the
+//! real `popspool` binary or of the library's public API.
+//!
+//! Plain `cargo test` runs, as any user, every test that needs neither root
+//! nor a private Dovecot: the scripted fake server, the command line, the
+//! MIME decoder, the man pages. The others are `#[ignore]`d with the reason
+//! ("needs root and Dovecot", ...); `bash tests/run.sh`, which runs as root,
+//! includes them (`cargo test -- --include-ignored`). One module:
+//! `cargo test --test suite faults::`.
+
+mod common;
+
+mod auth_fake;
+mod bench_quick;
+mod cli;
+mod e2e_auth;
+mod e2e_dovecot;
+mod faults;
+mod full_disk;
+mod harness;
+mod mime;
+mod mime_memory;
+mod packaging;
+mod pipelining;
+mod systemd;
+mod torture;
