@@ -177,10 +177,7 @@ pub(super) fn advice(message: &str, cert: &CertInfo, host: &str) -> String {
 /// Nothing is sent over this connection after the handshake (no POP3
 /// command, no credential); it is shut down at once. `upgrade` performs the
 /// plain-text part first when the account uses STLS.
-pub fn inspect(
-    s: &Settings,
-    upgrade: &dyn Fn(TcpStream) -> Option<TcpStream>,
-) -> Option<CertInfo> {
+pub fn inspect(s: &Settings, upgrade: &dyn Fn(TcpStream) -> Option<TcpStream>) -> Option<CertInfo> {
     let tcp = connect(s.host, s.port, s.source_ip, s.timeout).ok()?;
     let tcp = upgrade(tcp)?;
     let mut b = client_context().ok()?;
