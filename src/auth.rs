@@ -365,9 +365,14 @@ fn needs(m: Mechanism) -> Needs {
 /// mechanism that failed (a SCRAM server that could not prove itself must
 /// never be answered with the password). On failure the client is sent
 /// QUIT (no deletion can be pending) and only the error comes back.
+///
+/// Without TLS (`tls` false) the fallback never sends the password itself:
+/// an attacker on the path could fake the refusal of a digest mechanism
+/// to get it.
 pub fn login<S: Read + Write>(
     client: Client<S>,
     candidates: &[Mechanism],
+    tls: bool,
     acct: &Account,
     password: &Password,
     greeting: &Greeting,
@@ -400,7 +405,7 @@ pub fn login<S: Read + Write>(
         failures.push((m, e));
         let tried: Vec<Mechanism> = failures.iter().map(|(m, _)| *m).collect();
         let after = match refused && tried.len() < MAX_LOGIN_ATTEMPTS {
-            true => fallback(candidates, &tried),
+            true => fallback(candidates, &tried, tls),
             false => None,
         };
         match (after, kept) {
@@ -429,11 +434,13 @@ pub fn login<S: Read + Write>(
 }
 
 /// The candidate to try after the server refused all of `tried`: the
-/// first that a server checks differently from each of them.
-pub fn fallback(candidates: &[Mechanism], tried: &[Mechanism]) -> Option<Mechanism> {
+/// first that a server checks differently from each of them and, without
+/// TLS, one that does not send the secret itself.
+pub fn fallback(candidates: &[Mechanism], tried: &[Mechanism], tls: bool) -> Option<Mechanism> {
     candidates
         .iter()
         .copied()
+        .filter(|c| tls || !c.sends_secret())
         .find(|c| !tried.iter().any(|t| needs(*t) == needs(*c)))
 }
 
@@ -755,6 +762,7 @@ mod tests {
         let r = login(
             client,
             &[mech],
+            true,
             &acct,
             &Password::new(secret.into()),
             &greeting,
@@ -920,6 +928,7 @@ mod tests {
         let r = login(
             client,
             candidates,
+            true,
             &acct,
             &Password::new("pw".into()),
             &greeting,
@@ -975,15 +984,32 @@ mod tests {
         ];
         let c = auto_candidates(&greeting(false), &caps(&cyrus), true, false);
         assert_eq!(
-            fallback(&c, &[Mechanism::ScramSha256]),
+            fallback(&c, &[Mechanism::ScramSha256], true),
             Some(Mechanism::Plain)
         );
         assert_eq!(
-            fallback(&c, &[Mechanism::Plain]),
+            fallback(&c, &[Mechanism::Plain], true),
             Some(Mechanism::ScramSha256)
         );
         let scram = [Mechanism::ScramSha256, Mechanism::ScramSha1];
-        assert_eq!(fallback(&scram, &[Mechanism::ScramSha256]), None);
+        assert_eq!(fallback(&scram, &[Mechanism::ScramSha256], true), None);
+        // Without TLS never to what sends the password: a listener on the
+        // path could fake the refusal to get it.
+        let clear = [Mechanism::ScramSha256, Mechanism::CramMd5, Mechanism::Plain];
+        assert_eq!(
+            fallback(&clear, &[Mechanism::ScramSha256], false),
+            Some(Mechanism::CramMd5)
+        );
+        assert_eq!(
+            fallback(&clear, &[Mechanism::CramMd5], false),
+            Some(Mechanism::ScramSha256)
+        );
+        let apop_user = [Mechanism::Apop, Mechanism::User];
+        assert_eq!(fallback(&apop_user, &[Mechanism::Apop], false), None);
+        assert_eq!(
+            fallback(&apop_user, &[Mechanism::Apop], true),
+            Some(Mechanism::User)
+        );
     }
 
     #[test]
@@ -1005,8 +1031,8 @@ mod tests {
             .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
             .collect();
         assert_eq!(commands, ["AUTH SCRAM-SHA-256", "AUTH PLAIN"]);
-        // GNU Mailutils without TLS: a timestamp in the greeting, no APOP
-        // secret; USER/PASS works.
+        // GNU Mailutils: a timestamp in the greeting, no APOP secret; inside
+        // TLS USER/PASS follows the refused APOP.
         let (r, sent) = run_auto(
             &[Mechanism::Apop, Mechanism::User],
             "+OK POP3 Ready <4918.1796562469@vm>\r\n",

@@ -156,7 +156,7 @@ fn probe_one(a: &Account, connectors: &tls::Connectors) -> Result<(), poll::Erro
     );
     let ranked = auth::auto_candidates(&greeting, &caps, tls_active, a.allow_plaintext);
     match ranked.first() {
-        Some(&m) => match auth::fallback(&ranked, &[m]) {
+        Some(&m) => match auth::fallback(&ranked, &[m], tls_active) {
             Some(then) => println!(
                 "  auto     would pick {}, then {} if it is refused",
                 m.name(),

@@ -161,7 +161,8 @@ pub fn log_in(conn: Connected, acct: &Account, password: &Password) -> Result<Op
         }
     };
     let (session, mechanism) =
-        auth::login(client, &candidates, acct, password, &greeting).map_err(Error::Auth)?;
+        auth::login(client, &candidates, tls_active, acct, password, &greeting)
+            .map_err(Error::Auth)?;
     Ok(Opened {
         session,
         caps,

@@ -745,5 +745,8 @@ fn a_tls_handshake_cut_by_the_server_is_temporary() {
     assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(err.contains("was cut off by the server"), "{err}");
     assert!(err.contains("temporary, will retry"), "{err}");
-    assert!(!err.contains("ca_file") && !err.contains("needs attention"), "{err}");
+    assert!(
+        !err.contains("ca_file") && !err.contains("needs attention"),
+        "{err}"
+    );
 }
