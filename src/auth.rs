@@ -4,18 +4,23 @@
 //! Policy (mpop's, tightened): a secret (password or bearer token) never
 //! crosses a connection without TLS unless the account says
 //! `allow_plaintext = yes`, and that is decided before a single byte of the
-//! login (even the user name) is sent. `auto` takes the strongest mechanism
-//! the server offers, in the order of [`AUTO_ORDER`]; without TLS (and
-//! without `allow_plaintext`) only SCRAM qualifies, because APOP and
+//! login (even the user name) is sent. Without TLS (and without
+//! `allow_plaintext`) `auto` considers only SCRAM, because APOP and
 //! CRAM-MD5 hand a passive listener a digest that cracks offline. Asked for
 //! explicitly, APOP, CRAM-MD5 and NTLM are used anyway: the user chose them.
 //! `auto` never picks NTLM, XOAUTH2, OAUTHBEARER or EXTERNAL: they need a
 //! domain account, a token or a certificate that only explicit
 //! configuration implies.
 //!
-//! A failed login is not retried with another mechanism: trying every
-//! mechanism in turn with a wrong password looks like guessing to the
-//! server, and gets accounts locked.
+//! `auto` ranks what the server offers ([`AUTO_ORDER_TLS`],
+//! [`AUTO_ORDER_CLEAR`]) and, when the server refuses the first choice,
+//! tries the next one on the same connection, once
+//! ([`MAX_LOGIN_ATTEMPTS`]): servers advertise mechanisms they cannot run
+//! for a user (CRAM-MD5 without a stored secret, an APOP timestamp in the
+//! greeting without an APOP password), and a login that works with another
+//! offered mechanism must not fail over that. More than one extra attempt
+//! would look like guessing to the server and can get accounts locked; a
+//! refusal after that is permanent, and the daemon backs off at once.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -26,12 +31,28 @@ use crate::pop3::{self, Capabilities, Client, Command, Greeting, Session};
 use crate::sasl::{self, crypto, Exchange};
 use crate::secret::Password;
 
-/// What `auto` tries, strongest first (issue 5): SCRAM proves the password
-/// without revealing it and makes the server prove it too; CRAM-MD5 and
-/// APOP reveal only a digest (crackable offline); PLAIN, LOGIN and USER
-/// send the password itself. PLAIN before LOGIN before USER: one round trip
-/// instead of two, then the oldest form last.
-pub const AUTO_ORDER: [Mechanism; 7] = [
+/// What `auto` tries inside TLS, best first. SCRAM proves the password
+/// without revealing it and makes the server prove that it knows it too,
+/// which adds to TLS. A challenge-response that does not authenticate the
+/// server (CRAM-MD5, APOP) adds nothing inside TLS, and these are what
+/// servers advertise without being able to run them (Courier with authpam,
+/// Cyrus with saslauthd, GNU Mailutils' greeting timestamp): last. PLAIN
+/// before LOGIN before USER: one round trip instead of two, then the oldest
+/// form.
+pub const AUTO_ORDER_TLS: [Mechanism; 7] = [
+    Mechanism::ScramSha256,
+    Mechanism::ScramSha1,
+    Mechanism::Plain,
+    Mechanism::Login,
+    Mechanism::User,
+    Mechanism::CramMd5,
+    Mechanism::Apop,
+];
+
+/// What `auto` tries without TLS, best first: here a challenge-response
+/// keeps the password itself from a listener, so it comes before what
+/// sends the password. Only SCRAM qualifies unless `allow_plaintext = yes`.
+pub const AUTO_ORDER_CLEAR: [Mechanism; 7] = [
     Mechanism::ScramSha256,
     Mechanism::ScramSha1,
     Mechanism::CramMd5,
@@ -40,6 +61,11 @@ pub const AUTO_ORDER: [Mechanism; 7] = [
     Mechanism::Login,
     Mechanism::User,
 ];
+
+/// Logins per connection with `auto`: the first choice and, after a
+/// refusal, the next one. A wrong password so costs at most one extra
+/// attempt per poll.
+pub const MAX_LOGIN_ATTEMPTS: usize = 2;
 
 /// Why the login did not happen or did not succeed. Never holds a secret.
 #[derive(Debug)]
@@ -72,6 +98,14 @@ pub enum Error {
         source: pop3::Error,
         /// What the server explained in the exchange (an OAuth status).
         detail: Option<String>,
+    },
+    /// `auto` tried more than one mechanism, or stopped with offered ones
+    /// untried: each failure in order, and what was not tried.
+    Attempts {
+        /// The mechanisms tried and why each failed, in order (at least one).
+        failures: Vec<(Mechanism, Error)>,
+        /// Offered and allowed mechanisms not tried, in `auth` names.
+        untried: Vec<&'static str>,
     },
 }
 
@@ -110,6 +144,18 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+            Error::Attempts { failures, untried } => {
+                for (i, (_, e)) in failures.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; then ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                if !untried.is_empty() {
+                    write!(f, "; not tried: {}", untried.join(", "))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -119,6 +165,7 @@ impl std::error::Error for Error {
         match self {
             Error::Refused { source, .. } => Some(source),
             Error::Mechanism { source, .. } => Some(source),
+            Error::Attempts { failures, .. } => failures.last().map(|(_, e)| e as _),
             _ => None,
         }
     }
@@ -131,6 +178,9 @@ impl Error {
         match self {
             Error::Refused { source, .. } => source.is_transient(),
             Error::Mechanism { source, .. } => source.is_transient(),
+            Error::Attempts { failures, .. } => {
+                failures.last().is_some_and(|(_, e)| e.is_transient())
+            }
             _ => false,
         }
     }
@@ -145,7 +195,32 @@ impl Error {
             Error::Insecure { .. } | Error::NotOffered { .. } => true,
             Error::Mechanism { source, .. } => !source.is_transient(),
             Error::Refused { source, .. } => source.is_auth_failure(),
+            Error::Attempts { failures, .. } => {
+                failures.last().is_some_and(|(_, e)| e.is_permanent())
+            }
         }
+    }
+
+    /// The mechanisms this login tried, in order, in `auth` names.
+    pub fn tried(&self) -> Vec<&'static str> {
+        match self {
+            Error::Mechanism { mechanism, .. } | Error::Refused { mechanism, .. } => {
+                vec![mechanism]
+            }
+            Error::Attempts { failures, .. } => failures.iter().map(|(m, _)| m.name()).collect(),
+            Error::Insecure { .. } | Error::NotOffered { .. } => Vec::new(),
+        }
+    }
+
+    /// The failures of one login, as one error: a single failure with
+    /// nothing left untried stays as it is.
+    fn combine(mut failures: Vec<(Mechanism, Error)>, untried: Vec<&'static str>) -> Error {
+        if failures.len() == 1 && untried.is_empty() {
+            if let Some((_, e)) = failures.pop() {
+                return e;
+            }
+        }
+        Error::Attempts { failures, untried }
     }
 }
 
@@ -191,33 +266,44 @@ pub fn offered(greeting: &Greeting, caps: &Capabilities) -> Vec<String> {
     v
 }
 
-/// What `auto` would take on this connection, if anything.
-pub fn auto_choice(
+fn auto_order(tls: bool) -> [Mechanism; 7] {
+    if tls {
+        AUTO_ORDER_TLS
+    } else {
+        AUTO_ORDER_CLEAR
+    }
+}
+
+/// What `auto` would try on this connection, in order (empty if nothing).
+pub fn auto_candidates(
     greeting: &Greeting,
     caps: &Capabilities,
     tls: bool,
     allow_plaintext: bool,
-) -> Option<Mechanism> {
+) -> Vec<Mechanism> {
     let cleartext_ok = tls || allow_plaintext;
-    AUTO_ORDER
+    auto_order(tls)
         .into_iter()
-        .find(|&m| offers(m, greeting, caps) && (cleartext_ok || auto_without_tls(m)))
+        .filter(|&m| offers(m, greeting, caps) && (cleartext_ok || auto_without_tls(m)))
+        .collect()
 }
 
-/// Pick the mechanism for `acct` according to the policy above. Nothing
-/// has been sent when this fails.
-pub fn choose(
+/// The mechanisms to try for `acct`, in order, by the policy above: the
+/// one `auth` names, or what `auto` ranks. Nothing has been sent when this
+/// fails.
+pub fn candidates(
     acct: &Account,
     greeting: &Greeting,
     caps: &Capabilities,
     tls: bool,
-) -> Result<Mechanism, Error> {
+) -> Result<Vec<Mechanism>, Error> {
     let cleartext_ok = tls || acct.allow_plaintext;
     let Auth::Only(wanted) = acct.auth else {
-        if let Some(m) = auto_choice(greeting, caps, tls, acct.allow_plaintext) {
-            return Ok(m);
+        let ranked = auto_candidates(greeting, caps, tls, acct.allow_plaintext);
+        if !ranked.is_empty() {
+            return Ok(ranked);
         }
-        let usable: Vec<&str> = AUTO_ORDER
+        let usable: Vec<&str> = auto_order(tls)
             .iter()
             .filter(|&&m| offers(m, greeting, caps))
             .map(|m| m.name())
@@ -246,18 +332,132 @@ pub fn choose(
             mechanism: wanted.name().to_string(),
         });
     }
-    Ok(wanted)
+    Ok(vec![wanted])
 }
 
-/// Log in on `client` with `mech` as `acct.user`. On failure the client is
-/// sent QUIT (no deletion can be pending) and only the error comes back.
+/// What a server must store to check a login, which decides whether a
+/// refused mechanism says anything about the next one: a server without
+/// SCRAM keys for the user refuses every SCRAM variant, one without the
+/// cleartext secret refuses both CRAM-MD5 and APOP, and one that checks
+/// passwords (PAM, LDAP binds) takes PLAIN, LOGIN and USER alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    ScramKeys,
+    CleartextSecret,
+    Password,
+    Other,
+}
+
+fn needs(m: Mechanism) -> Needs {
+    match m {
+        Mechanism::ScramSha1 | Mechanism::ScramSha256 => Needs::ScramKeys,
+        Mechanism::CramMd5 | Mechanism::Apop => Needs::CleartextSecret,
+        Mechanism::Plain | Mechanism::Login | Mechanism::User => Needs::Password,
+        _ => Needs::Other,
+    }
+}
+
+/// Log in on `client` as `acct.user` with the first of `candidates`. When
+/// the server refuses the credentials, the next candidate that a server
+/// checks differently (see [`Needs`]) is tried on the same connection, up
+/// to [`MAX_LOGIN_ATTEMPTS`] in all. Anything else ends the login at once:
+/// a network error, a temporary refusal (`[IN-USE]`, `[SYS/TEMP]`), or a
+/// mechanism that failed (a SCRAM server that could not prove itself must
+/// never be answered with the password). On failure the client is sent
+/// QUIT (no deletion can be pending) and only the error comes back.
+///
+/// Without TLS (`tls` false) the fallback never sends the password itself:
+/// an attacker on the path could fake the refusal of a digest mechanism
+/// to get it.
 pub fn login<S: Read + Write>(
+    client: Client<S>,
+    candidates: &[Mechanism],
+    tls: bool,
+    acct: &Account,
+    password: &Password,
+    greeting: &Greeting,
+) -> Result<(Session<S>, Mechanism), Error> {
+    let Some(&first) = candidates.first() else {
+        let _ = client.quit();
+        return Err(Error::NotOffered {
+            wanted: "any automatically chosen",
+            offered: Vec::new(),
+        });
+    };
+    let mut failures: Vec<(Mechanism, Error)> = Vec::new();
+    let mut next = Some((first, client));
+    while let Some((m, client)) = next.take() {
+        let (e, kept) = match attempt(client, m, acct, password, greeting) {
+            Ok(session) => {
+                if !failures.is_empty() {
+                    log::info!(
+                        "{}: logged in with {} after the server refused {}",
+                        acct.name,
+                        m.name(),
+                        names(failures.iter().map(|(m, _)| *m))
+                    );
+                }
+                return Ok((session, m));
+            }
+            Err(failed) => failed,
+        };
+        let refused = matches!(&e, Error::Refused { source, .. } if source.is_auth_failure());
+        failures.push((m, e));
+        let tried: Vec<Mechanism> = failures.iter().map(|(m, _)| *m).collect();
+        let after = match refused && tried.len() < MAX_LOGIN_ATTEMPTS {
+            true => fallback(candidates, &tried, tls),
+            false => None,
+        };
+        match (after, kept) {
+            (Some(after), Some(c)) => {
+                log::info!(
+                    "{}: the server refused {}; trying {}",
+                    acct.name,
+                    m.name(),
+                    after.name()
+                );
+                next = Some((after, c));
+            }
+            (_, kept) => {
+                if let Some(c) = kept {
+                    let _ = c.quit();
+                }
+            }
+        }
+    }
+    let untried = candidates
+        .iter()
+        .filter(|c| !failures.iter().any(|(m, _)| m == *c))
+        .map(|c| c.name())
+        .collect();
+    Err(Error::combine(failures, untried))
+}
+
+/// The candidate to try after the server refused all of `tried`: the
+/// first that a server checks differently from each of them and, without
+/// TLS, one that does not send the secret itself.
+pub fn fallback(candidates: &[Mechanism], tried: &[Mechanism], tls: bool) -> Option<Mechanism> {
+    candidates
+        .iter()
+        .copied()
+        .filter(|c| tls || !c.sends_secret())
+        .find(|c| !tried.iter().any(|t| needs(*t) == needs(*c)))
+}
+
+fn names(ms: impl Iterator<Item = Mechanism>) -> String {
+    ms.map(Mechanism::name).collect::<Vec<_>>().join(" and ")
+}
+
+/// One login with `mech`. On failure, the client comes back when the
+/// server refused with `-ERR` and the connection is still in step, for the
+/// caller to try another mechanism or QUIT.
+fn attempt<S: Read + Write>(
     client: Client<S>,
     mech: Mechanism,
     acct: &Account,
     password: &Password,
     greeting: &Greeting,
-) -> Result<Session<S>, Error> {
+) -> Result<Session<S>, (Error, Option<Client<S>>)> {
     log::debug!("{}: logging in with {}", acct.name, mech.name());
     let refused = |source| Error::Refused {
         mechanism: mech.name(),
@@ -267,19 +467,16 @@ pub fn login<S: Read + Write>(
     let result = match (mech, &greeting.apop_timestamp) {
         (Mechanism::Apop, Some(ts)) => client.apop(&acct.user, password.expose(), ts),
         (Mechanism::Apop, None) => {
-            let _ = client.quit();
-            return Err(Error::NotOffered {
+            let e = Error::NotOffered {
                 wanted: "apop",
                 offered: vec![],
-            });
+            };
+            return Err((e, Some(client)));
         }
         (Mechanism::User, _) => client.user_pass(&acct.user, password.expose()),
         (m, _) => return sasl_login(client, m, acct, password),
     };
-    result.map_err(|(e, client)| {
-        let _ = client.quit();
-        refused(e)
-    })
+    result.map_err(|(e, client)| (refused(e), Some(client)))
 }
 
 /// Drives one SASL exchange over `AUTH`.
@@ -295,7 +492,7 @@ fn sasl_login<S: Read + Write>(
     m: Mechanism,
     acct: &Account,
     password: &Password,
-) -> Result<Session<S>, Error> {
+) -> Result<Session<S>, (Error, Option<Client<S>>)> {
     let mech_err = |source| Error::Mechanism {
         mechanism: m.name(),
         source,
@@ -311,10 +508,7 @@ fn sasl_login<S: Read + Write>(
     let started = sasl::start(m, &creds).and_then(|mut ex| Ok((ex.initial()?, ex)));
     let (first, mut ex): (Option<Vec<u8>>, Box<dyn Exchange>) = match started {
         Ok(v) => v,
-        Err(e) => {
-            let _ = client.quit();
-            return Err(mech_err(e));
-        }
+        Err(e) => return Err((mech_err(e), Some(client))),
     };
     // RFC 5034 §4: an empty initial response is sent as "=".
     let encoded = first.as_ref().map(|b| {
@@ -359,19 +553,19 @@ fn sasl_login<S: Read + Write>(
                 // Logged in, but the server never proved itself: leave
                 // without touching the mailbox (QUIT with nothing deleted).
                 let _ = session.quit();
-                Err(mech_err(e))
+                Err((mech_err(e), None))
             }
         },
         Err((e, client)) => {
-            let _ = client.quit();
-            Err(match failure {
+            let e = match failure {
                 Some(f) => mech_err(f),
                 None => Error::Refused {
                     mechanism: m.name(),
                     source: e,
                     detail: ex.server_explanation(),
                 },
-            })
+            };
+            Err((e, Some(client)))
         }
     }
 }
@@ -402,6 +596,16 @@ mod tests {
         a
     }
 
+    /// What `auto` (or the explicit `auth`) tries first.
+    fn choose(
+        acct: &Account,
+        greeting: &Greeting,
+        caps: &Capabilities,
+        tls: bool,
+    ) -> Result<Mechanism, Error> {
+        candidates(acct, greeting, caps, tls).map(|c| c[0])
+    }
+
     const DOVECOT: &[&str] = &[
         "USER",
         "SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 GSSAPI",
@@ -419,13 +623,20 @@ mod tests {
             pick(&["SASL SCRAM-SHA-1 PLAIN"], false, false).unwrap(),
             "scram-sha-1"
         );
+        // Inside TLS a digest adds nothing: what checks the password comes first.
         assert_eq!(
             pick(&["SASL CRAM-MD5 PLAIN"], true, false).unwrap(),
-            "cram-md5"
+            "plain"
         );
         assert_eq!(
             pick(&["USER", "SASL PLAIN LOGIN"], true, false).unwrap(),
-            "apop"
+            "plain"
+        );
+        assert_eq!(pick(&["SASL CRAM-MD5"], true, false).unwrap(), "cram-md5");
+        // Without TLS it keeps the password from a listener.
+        assert_eq!(
+            pick(&["SASL CRAM-MD5 PLAIN"], false, true).unwrap(),
+            "cram-md5"
         );
         assert_eq!(
             pick(&["USER", "SASL PLAIN LOGIN"], false, true).unwrap(),
@@ -550,7 +761,8 @@ mod tests {
         acct.user = user.into();
         let r = login(
             client,
-            mech,
+            &[mech],
+            true,
             &acct,
             &Password::new(secret.into()),
             &greeting,
@@ -700,5 +912,195 @@ mod tests {
         let e = r.unwrap_err();
         assert!(matches!(e, Error::Mechanism { .. }));
         assert!(!e.to_string().contains("pw"), "{e}");
+    }
+
+    /// Runs `auto` with `candidates` against a scripted server; returns
+    /// the mechanism that worked (or the error) and what was sent.
+    fn run_auto(
+        candidates: &[Mechanism],
+        greeting: &str,
+        script: &str,
+    ) -> (Result<Mechanism, Error>, String) {
+        let stream = MockStream::new(format!("{greeting}{script}"));
+        let log = stream.written();
+        let (client, greeting) = Client::connect(stream).unwrap();
+        let acct = account(Auth::Auto, true);
+        let r = login(
+            client,
+            candidates,
+            true,
+            &acct,
+            &Password::new("pw".into()),
+            &greeting,
+        )
+        .map(|(_, m)| m);
+        let sent = String::from_utf8(log.borrow().bytes.clone()).unwrap();
+        (r, sent)
+    }
+
+    /// The ranked list `auto` would try on `caps`.
+    fn ranked(lines: &[&str], apop: bool, tls: bool, plain: bool) -> Vec<&'static str> {
+        auto_candidates(&greeting(apop), &caps(lines), tls, plain)
+            .into_iter()
+            .map(Mechanism::name)
+            .collect()
+    }
+
+    #[test]
+    fn auto_ranks_by_what_each_adds() {
+        assert_eq!(
+            ranked(DOVECOT, true, true, false),
+            [
+                "scram-sha-256",
+                "scram-sha-1",
+                "plain",
+                "login",
+                "user",
+                "cram-md5",
+                "apop"
+            ]
+        );
+        assert_eq!(
+            ranked(DOVECOT, true, false, true),
+            [
+                "scram-sha-256",
+                "scram-sha-1",
+                "cram-md5",
+                "apop",
+                "plain",
+                "login",
+                "user"
+            ]
+        );
+        assert_eq!(
+            ranked(DOVECOT, true, false, false),
+            ["scram-sha-256", "scram-sha-1"]
+        );
+        // Cyrus with saslauthd: SCRAM first, and PLAIN the first that checks
+        // the password after a SCRAM refusal.
+        let cyrus = [
+            "SASL SCRAM-SHA-512 SCRAM-SHA-256 SCRAM-SHA-1 DIGEST-MD5 CRAM-MD5 NTLM PLAIN LOGIN",
+            "USER",
+        ];
+        let c = auto_candidates(&greeting(false), &caps(&cyrus), true, false);
+        assert_eq!(
+            fallback(&c, &[Mechanism::ScramSha256], true),
+            Some(Mechanism::Plain)
+        );
+        assert_eq!(
+            fallback(&c, &[Mechanism::Plain], true),
+            Some(Mechanism::ScramSha256)
+        );
+        let scram = [Mechanism::ScramSha256, Mechanism::ScramSha1];
+        assert_eq!(fallback(&scram, &[Mechanism::ScramSha256], true), None);
+        // Without TLS never to what sends the password: a listener on the
+        // path could fake the refusal to get it.
+        let clear = [Mechanism::ScramSha256, Mechanism::CramMd5, Mechanism::Plain];
+        assert_eq!(
+            fallback(&clear, &[Mechanism::ScramSha256], false),
+            Some(Mechanism::CramMd5)
+        );
+        assert_eq!(
+            fallback(&clear, &[Mechanism::CramMd5], false),
+            Some(Mechanism::ScramSha256)
+        );
+        let apop_user = [Mechanism::Apop, Mechanism::User];
+        assert_eq!(fallback(&apop_user, &[Mechanism::Apop], false), None);
+        assert_eq!(
+            fallback(&apop_user, &[Mechanism::Apop], true),
+            Some(Mechanism::User)
+        );
+    }
+
+    #[test]
+    fn a_refused_first_choice_falls_back_once() {
+        // Cyrus: SCRAM advertised, refused; PLAIN works.
+        let (r, sent) = run_auto(
+            &[
+                Mechanism::ScramSha256,
+                Mechanism::ScramSha1,
+                Mechanism::Plain,
+                Mechanism::User,
+            ],
+            GREETING,
+            "-ERR [AUTH] Authentication failed\r\n+OK logged in\r\n",
+        );
+        assert_eq!(r.unwrap(), Mechanism::Plain);
+        let commands: Vec<String> = sent
+            .lines()
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(commands, ["AUTH SCRAM-SHA-256", "AUTH PLAIN"]);
+        // GNU Mailutils: a timestamp in the greeting, no APOP secret; inside
+        // TLS USER/PASS follows the refused APOP.
+        let (r, sent) = run_auto(
+            &[Mechanism::Apop, Mechanism::User],
+            "+OK POP3 Ready <4918.1796562469@vm>\r\n",
+            "-ERR [AUTH] Bad login\r\n+OK\r\n+OK\r\n",
+        );
+        assert_eq!(r.unwrap(), Mechanism::User);
+        assert!(sent.starts_with("APOP u "), "{sent}");
+        assert!(sent.ends_with("USER u\r\nPASS pw\r\n"), "{sent}");
+    }
+
+    #[test]
+    fn a_wrong_password_costs_one_extra_attempt() {
+        let (r, sent) = run_auto(
+            &[
+                Mechanism::ScramSha256,
+                Mechanism::Plain,
+                Mechanism::Login,
+                Mechanism::User,
+                Mechanism::CramMd5,
+            ],
+            GREETING,
+            "-ERR [AUTH] Authentication failed\r\n-ERR [AUTH] Authentication failed\r\n+OK bye\r\n",
+        );
+        let e = r.unwrap_err();
+        assert!(e.is_permanent() && !e.is_transient());
+        assert_eq!(e.tried(), ["scram-sha-256", "plain"]);
+        assert_eq!(
+            e.to_string(),
+            "login failed with scram-sha-256: server refused AUTH [AUTH]: Authentication failed; \
+             then login failed with plain: server refused AUTH [AUTH]: Authentication failed; \
+             not tried: login, user, cram-md5"
+        );
+        assert_eq!(sent.matches("AUTH ").count(), 2, "{sent}");
+        assert!(sent.ends_with("QUIT\r\n"), "{sent}");
+        assert!(!e.to_string().contains("pw"));
+    }
+
+    #[test]
+    fn no_fallback_after_a_temporary_refusal_or_a_failed_proof() {
+        // [IN-USE]: the server will refuse every mechanism now.
+        let (r, sent) = run_auto(
+            &[Mechanism::Plain, Mechanism::ScramSha256],
+            GREETING,
+            "-ERR [IN-USE] mailbox locked\r\n+OK bye\r\n",
+        );
+        let e = r.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().ends_with("; not tried: scram-sha-256"), "{e}");
+        assert_eq!(sent.matches("AUTH ").count(), 1, "{sent}");
+        // The same family says nothing new: SCRAM-SHA-1 after SCRAM-SHA-256.
+        let (r, sent) = run_auto(
+            &[Mechanism::ScramSha256, Mechanism::ScramSha1],
+            GREETING,
+            "-ERR [AUTH] no\r\n+OK bye\r\n",
+        );
+        assert_eq!(r.unwrap_err().tried(), ["scram-sha-256"]);
+        assert_eq!(sent.matches("AUTH ").count(), 1, "{sent}");
+        // A malformed challenge is the mechanism's failure, not a refusal:
+        // the password is not offered to that server in another form.
+        let (r, sent) = run_auto(
+            &[Mechanism::ScramSha256, Mechanism::Plain],
+            GREETING,
+            "+ bm9uc2Vuc2U=\r\n-ERR cancelled\r\n+OK bye\r\n",
+        );
+        assert!(matches!(
+            r.unwrap_err(),
+            Error::Attempts { .. } | Error::Mechanism { .. }
+        ));
+        assert!(!sent.contains("AUTH PLAIN"), "{sent}");
     }
 }

@@ -154,8 +154,16 @@ fn probe_one(a: &Account, connectors: &tls::Connectors) -> Result<(), poll::Erro
             offered.join(", ")
         }
     );
-    match auth::auto_choice(&greeting, &caps, tls_active, a.allow_plaintext) {
-        Some(m) => println!("  auto     would pick {}", m.name()),
+    let ranked = auth::auto_candidates(&greeting, &caps, tls_active, a.allow_plaintext);
+    match ranked.first() {
+        Some(&m) => match auth::fallback(&ranked, &[m], tls_active) {
+            Some(then) => println!(
+                "  auto     would pick {}, then {} if it is refused",
+                m.name(),
+                then.name()
+            ),
+            None => println!("  auto     would pick {}", m.name()),
+        },
         None => println!("  auto     would pick nothing (none offered is allowed here)"),
     }
     if a.auth != Auth::Auto {
@@ -170,25 +178,32 @@ fn probe_one(a: &Account, connectors: &tls::Connectors) -> Result<(), poll::Erro
             return Err(poll::Error::Secret(e));
         }
     };
-    let mechanism = match auth::choose(a, &greeting, &caps, tls_active) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = client.quit();
-            fail("not tried");
-            return Err(poll::Error::Auth(e));
-        }
+    let conn = Connected {
+        client,
+        greeting,
+        caps,
     };
-    let session = auth::login(client, mechanism, a, &password, &greeting);
+    let opened = poll::log_in(conn, a, &password);
     drop(password);
-    let mut session = match session {
-        Ok(s) => s,
+    let mut session = match opened {
+        Ok(o) => {
+            let via = if tls_active { "TLS" } else { "plain TCP" };
+            println!("  login    ok with {} over {via}", o.mechanism.name());
+            o.session
+        }
         Err(e) => {
-            fail(&format!("FAILED with {}", mechanism.name()));
-            return Err(poll::Error::Auth(e));
+            let tried = match &e {
+                poll::Error::Auth(a) => a.tried(),
+                _ => Vec::new(),
+            };
+            if tried.is_empty() {
+                fail("not tried");
+            } else {
+                fail(&format!("FAILED with {}", tried.join(", then ")));
+            }
+            return Err(e);
         }
     };
-    let via = if tls_active { "TLS" } else { "plain TCP" };
-    println!("  login    ok with {} over {via}", mechanism.name());
     let (count, size) = session.stat().map_err(poll::Error::Pop3)?;
     println!("  mailbox  {count} message(s), {size} bytes");
     // QUIT without any DELE: nothing changes on the server.

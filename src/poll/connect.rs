@@ -140,20 +140,29 @@ pub fn open(
     password: &Password,
     connectors: &tls::Connectors,
 ) -> Result<Opened, Error> {
+    log_in(connect(acct, connectors)?, acct, password)
+}
+
+/// Log in on a connection by the account's policy (see `auth`): the
+/// mechanism `auth` names, or what `auto` ranks first and, after a
+/// refusal, one other.
+pub fn log_in(conn: Connected, acct: &Account, password: &Password) -> Result<Opened, Error> {
     let Connected {
         client,
         greeting,
         caps,
-    } = connect(acct, connectors)?;
+    } = conn;
     let tls_active = client.get_ref().is_tls();
-    let mechanism = match auth::choose(acct, &greeting, &caps, tls_active) {
-        Ok(m) => m,
+    let candidates = match auth::candidates(acct, &greeting, &caps, tls_active) {
+        Ok(c) => c,
         Err(e) => {
             let _ = client.quit();
             return Err(Error::Auth(e));
         }
     };
-    let session = auth::login(client, mechanism, acct, password, &greeting).map_err(Error::Auth)?;
+    let (session, mechanism) =
+        auth::login(client, &candidates, tls_active, acct, password, &greeting)
+            .map_err(Error::Auth)?;
     Ok(Opened {
         session,
         caps,

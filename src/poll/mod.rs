@@ -32,7 +32,7 @@ use crate::spool::Spool;
 use crate::timefmt;
 use crate::tls::{self, Stream};
 
-pub use connect::{connect, open, stls_only, Connected, Opened};
+pub use connect::{connect, log_in, open, stls_only, Connected, Opened};
 use drain::Drain;
 use listing::listing;
 

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    HandshakeError, Ssl, SslContext, SslContextBuilder, SslContextRef, SslMethod, SslMode,
-    SslOptions, SslVerifyMode, SslVersion,
+    ErrorCode, HandshakeError, Ssl, SslContext, SslContextBuilder, SslContextRef, SslMethod,
+    SslMode, SslOptions, SslVerifyMode, SslVersion,
 };
 use openssl::x509::verify::X509CheckFlags;
 use openssl::x509::{X509VerifyResult, X509};
@@ -26,7 +26,7 @@ use openssl::x509::{X509VerifyResult, X509};
 use super::diagnose::{fingerprint, CertInfo};
 use super::net::{Socket, Stream};
 use super::store::SystemStore;
-use super::{Error, Settings};
+use super::{Ended, Error, Settings};
 
 /// Connectors kept for reuse, at most. Building one loads the system trust
 /// store (parsing the ~140-certificate bundle when it is read whole), so
@@ -140,41 +140,38 @@ impl Tls {
     /// Run the handshake over `tcp` for `host`, then check the pin.
     pub fn handshake(&self, host: &str, port: u16, tcp: TcpStream) -> Result<Stream, Error> {
         let target = format!("{host}:{port}");
-        let failed = |message: String, timed_out: bool| Error::Handshake {
+        let failed = |message: String, ended: Ended| Error::Handshake {
             target: target.clone(),
             message,
-            timed_out,
+            ended,
             presented: None,
-        };
-        let failure = |message: String| {
-            let t = message.contains("timed out") || message.contains("Resource temporarily");
-            failed(message, t)
         };
         // The pin replaces chain and name checks (the context verifies
         // nothing then): that is how a self-signed server is trusted.
-        let ssl =
-            session(&self.ctx, host, self.pin.is_none()).map_err(|e| failure(e.to_string()))?;
+        let ssl = session(&self.ctx, host, self.pin.is_none())
+            .map_err(|e| failed(e.to_string(), Ended::Tls))?;
         let stream = ssl.connect(Socket::new(tcp)).map_err(|e| match e {
-            HandshakeError::SetupFailure(e) => failure(e.to_string()),
+            HandshakeError::SetupFailure(e) => failed(e.to_string(), Ended::Tls),
             HandshakeError::Failure(mid) => {
                 let verify = mid.ssl().verify_result();
                 let e = mid.into_error();
-                failure(if verify == X509VerifyResult::OK {
-                    e.to_string()
+                if verify == X509VerifyResult::OK {
+                    let ended = how_it_ended(&e);
+                    failed(e.to_string(), ended)
                 } else {
-                    format!("{e} ({verify})")
-                })
+                    failed(format!("{e} ({verify})"), Ended::Tls)
+                }
             }
             // Only a non-blocking socket can be interrupted mid-handshake;
             // ours block with a timeout, so this is a timeout.
-            HandshakeError::WouldBlock(_) => failed("no answer".to_string(), true),
+            HandshakeError::WouldBlock(_) => failed("no answer".to_string(), Ended::TimedOut),
         })?;
         let stream = Stream::Tls(stream);
         if let Some(pin) = self.pin {
             // Checked before a single POP3 byte moves over TLS.
             let cert = stream
                 .peer_certificate()
-                .ok_or_else(|| failed("server sent no certificate".into(), false))?;
+                .ok_or_else(|| failed("server sent no certificate".into(), Ended::Tls))?;
             let actual = fingerprint(&cert);
             if actual.as_slice() != pin.as_slice() {
                 stream.shutdown();
@@ -185,6 +182,36 @@ impl Tls {
             }
         }
         Ok(stream)
+    }
+}
+
+/// What ended a handshake that failed with the certificate not (yet)
+/// rejected: the socket timing out, the server closing or resetting the
+/// connection without a TLS alert (EOF where OpenSSL expected a record), or
+/// TLS itself.
+fn how_it_ended(e: &openssl::ssl::Error) -> Ended {
+    use std::io::ErrorKind;
+    if let Some(io) = e.io_error() {
+        return match io.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Ended::TimedOut,
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof => Ended::Cut,
+            _ => Ended::Tls,
+        };
+    }
+    let eof = e.ssl_error().is_some_and(|stack| {
+        stack
+            .errors()
+            .iter()
+            .any(|r| r.reason() == Some("unexpected eof while reading"))
+    });
+    match e.code() {
+        // SYSCALL without an I/O error is EOF in the middle of the handshake.
+        ErrorCode::SYSCALL | ErrorCode::ZERO_RETURN => Ended::Cut,
+        _ if eof => Ended::Cut,
+        _ => Ended::Tls,
     }
 }
 
@@ -252,7 +279,7 @@ fn build(s: &Settings, store: &SystemStore) -> Result<SslContext, Error> {
     let failed = |e: ErrorStack| Error::Handshake {
         target: s.host.to_string(),
         message: e.to_string(),
-        timed_out: false,
+        ended: Ended::Tls,
         presented: None,
     };
     let mut b = client_context().map_err(failed)?;
@@ -484,12 +511,65 @@ mod tests {
             matches!(
                 e,
                 Error::Handshake {
-                    timed_out: true,
+                    ended: Ended::TimedOut,
                     ..
                 }
             ),
             "{e}"
         );
         keep.join().unwrap();
+    }
+
+    /// A handshake against a server that reads the ClientHello and then
+    /// closes (`reset`: with an RST, as a process killed mid-accept does).
+    fn handshake_with_closing_server(reset: bool) -> Error {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut hello = [0u8; 512];
+            let _ = std::io::Read::read(&mut s, &mut hello);
+            if reset {
+                socket2::SockRef::from(&s)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+            drop(s);
+        });
+        let tcp = super::super::connect("127.0.0.1", port, None, Duration::from_secs(5)).unwrap();
+        let acct = crate::config::test_account("127.0.0.1", port);
+        let e = Connectors::reading_whole_store()
+            .get(&Settings::of(&acct))
+            .unwrap()
+            .handshake("localhost", port, tcp)
+            .unwrap_err();
+        server.join().unwrap();
+        e
+    }
+
+    #[test]
+    fn a_handshake_cut_by_the_server_is_temporary_and_no_certificate_matter() {
+        for reset in [false, true] {
+            let e = handshake_with_closing_server(reset);
+            assert!(
+                matches!(
+                    e,
+                    Error::Handshake {
+                        ended: Ended::Cut,
+                        ..
+                    }
+                ),
+                "reset {reset}: {e:?}"
+            );
+            assert!(e.is_transient(), "{e}");
+            assert!(!e.is_verification_failure());
+            let text = e.to_string();
+            assert!(text.contains("was cut off by the server"), "{text}");
+            assert!(text.contains("connections per client address"), "{text}");
+            assert!(
+                !text.contains("ca_file") && !text.contains("fingerprint"),
+                "{text}"
+            );
+        }
     }
 }

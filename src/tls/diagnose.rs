@@ -217,7 +217,7 @@ fn name_text(name: &openssl::x509::X509NameRef) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Error;
+    use super::super::{Ended, Error};
     use super::*;
 
     /// A self-signed certificate for `cn` with `sans`, valid between the
@@ -306,7 +306,7 @@ mod tests {
         let e = Error::Handshake {
             target: "h:995".into(),
             message: "certificate verify failed".into(),
-            timed_out: false,
+            ended: Ended::Tls,
             presented: None,
         };
         assert!(e.is_verification_failure());

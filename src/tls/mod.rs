@@ -79,6 +79,21 @@ impl<'a> Settings<'a> {
     }
 }
 
+/// What ended a failed TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The socket timed out: the server went silent.
+    TimedOut,
+    /// The server closed or reset the connection before the handshake was
+    /// done, without a TLS alert: a server over its connection limit per
+    /// client address (Courier's default), restarting, or behind a
+    /// filter. Nothing about certificates can be told from it.
+    Cut,
+    /// TLS itself failed: a certificate that did not verify, no common
+    /// protocol version or cipher, an alert from the server.
+    Tls,
+}
+
 /// What went wrong while connecting or securing the connection.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -112,8 +127,8 @@ pub enum Error {
         target: String,
         /// OpenSSL's account of it.
         message: String,
-        /// Whether it was the socket timing out.
-        timed_out: bool,
+        /// What ended it, as far as the network tells.
+        ended: Ended,
         /// On a verification failure, the certificate the server presented,
         /// fetched by a second, unverified handshake (see [`inspect`]).
         presented: Option<Box<CertInfo>>,
@@ -148,11 +163,22 @@ impl fmt::Display for Error {
             Error::Handshake {
                 target,
                 message,
-                timed_out: true,
+                ended: Ended::TimedOut,
                 ..
             } => {
                 write!(f, "TLS handshake with {target} timed out: {message}")
             }
+            Error::Handshake {
+                target,
+                message,
+                ended: Ended::Cut,
+                ..
+            } => write!(
+                f,
+                "TLS handshake with {target} was cut off by the server: {message} (a server \
+                 over its limit of connections per client address, or restarting, does this; \
+                 will retry)"
+            ),
             Error::Handshake {
                 target,
                 message,
@@ -207,7 +233,7 @@ impl Error {
     /// Whether the handshake failed because the certificate did not verify
     /// (untrusted issuer, wrong name, expired), as opposed to the network.
     pub fn is_verification_failure(&self) -> bool {
-        matches!(self, Error::Handshake { message, presented: None, timed_out: false, .. }
+        matches!(self, Error::Handshake { message, presented: None, ended: Ended::Tls, .. }
             if message.contains("certificate verify failed"))
     }
 
@@ -218,14 +244,14 @@ impl Error {
                 Error::Handshake {
                     target,
                     message,
-                    timed_out,
+                    ended,
                     ..
                 },
                 Some(c),
             ) => Error::Handshake {
                 target,
                 message,
-                timed_out,
+                ended,
                 presented: Some(Box::new(c)),
             },
             (e, _) => e,
@@ -240,7 +266,7 @@ impl Error {
         ) || matches!(
             self,
             Error::Handshake {
-                timed_out: true,
+                ended: Ended::TimedOut | Ended::Cut,
                 ..
             }
         )

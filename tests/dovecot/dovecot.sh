@@ -2,7 +2,7 @@
 # Run a private Dovecot POP3 server for popspool's tests and demos.
 #
 #   dovecot.sh start   DIR [--tmpfs] [--watch-pid PID] [--mechanisms "plain login ..."]
-#   dovecot.sh adduser DIR USER PASSWORD
+#   dovecot.sh adduser DIR USER PASSWORD [--hashed]
 #   dovecot.sh deliver DIR USER FILE...
 #   dovecot.sh count   DIR USER
 #   dovecot.sh stop    DIR
@@ -521,9 +521,12 @@ check_user() {
 	[[ $1 =~ $USER_RE ]] || die "bad user name '$1' (allowed: A-Z a-z 0-9 . _ @ -)"
 }
 
+# --hashed stores the password as a SHA512-CRYPT hash, as a site whose
+# users come from /etc/shadow or LDAP does: Dovecot still advertises SCRAM
+# and CRAM-MD5 but cannot run them for this user, which refuses them.
 cmd_adduser() {
-	[[ $# -eq 3 ]] || usage
-	local dir user=$2 password=$3 md
+	[[ $# -eq 3 || ($# -eq 4 && $4 == --hashed) ]] || usage
+	local dir user=$2 password=$3 md stored
 	dir=$(absdir "$1")
 	check_user "$user"
 	[[ $password != *[:$'\n\r']* && -n $password ]] ||
@@ -535,7 +538,11 @@ cmd_adduser() {
 	chown -R "$MAIL_UID:$MAIL_GID" "$dir/mail/$user"
 	chmod 0700 "$dir/mail/$user" "$md" "$md/tmp" "$md/new" "$md/cur"
 	local line tmp=$dir/passwd.d/.$user.$$
-	line=$(printf '%s:{PLAIN}%s:%s:%s::%s' "$user" "$password" "$MAIL_UID" "$MAIL_GID" "$dir/mail/$user")
+	stored="{PLAIN}$password"
+	if [[ ${4:-} == --hashed ]]; then
+		stored="{SHA512-CRYPT}$(openssl passwd -6 -stdin <<<"$password")"
+	fi
+	line=$(printf '%s:%s:%s:%s::%s' "$user" "$stored" "$MAIL_UID" "$MAIL_GID" "$dir/mail/$user")
 	# What Dovecot reads: complete before it appears (rename), root:dovecot 0640.
 	printf '%s\n' "$line" >"$tmp"
 	chown root:dovecot "$tmp"

@@ -254,3 +254,43 @@ fn failing_token_command_is_logged_with_its_stderr() {
     );
     assert_eq!(fake.connections(), 0, "no connection without a token");
 }
+
+/// Cyrus with saslauthd advertises SCRAM, CRAM-MD5 and more that it cannot
+/// check. Without TLS (`allow_plaintext = yes`), `auto` tries SCRAM, then
+/// once CRAM-MD5, and never falls back to sending the password: someone
+/// on the path could fake those refusals to get it.
+#[test]
+fn without_tls_a_refused_digest_never_falls_back_to_the_password() {
+    let fake = server(Sasl {
+        mechanisms: vec![
+            "SCRAM-SHA-512",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1",
+            "DIGEST-MD5",
+            "CRAM-MD5",
+            "NTLM",
+            "PLAIN",
+            "LOGIN",
+        ],
+        ..Sasl::default()
+    });
+    let s = Setup::new("cyrus");
+    s.write_config(&account(&fake, "auto", "password = pw"));
+    let out = s.run(&["--once"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    let auths: Vec<String> = fake
+        .received()
+        .into_iter()
+        .filter(|l| l.starts_with("AUTH ") || l.starts_with("USER ") || l.starts_with("PASS "))
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(auths, ["AUTH SCRAM-SHA-256", "AUTH CRAM-MD5"], "{err}");
+    assert!(
+        err.contains("login failed with scram-sha-256")
+            && err.contains("; then login failed with cram-md5")
+            && err.contains("; not tried: scram-sha-1, apop, plain, login, user"),
+        "{err}"
+    );
+    assert_eq!(fake.remaining(), 1);
+}

@@ -386,7 +386,7 @@ fn probe_reports_tls_mechanisms_and_the_auto_choice() {
             "  names    DNS:localhost, IP:127.0.0.1",
             "  capa     ",
             "  offers   apop, user, plain, login, cram-md5, scram-sha-1, scram-sha-256, external",
-            "  auto     would pick scram-sha-256",
+            "  auto     would pick scram-sha-256, then plain if it is refused",
             "  login    ok with scram-sha-256 over TLS",
             "  mailbox  1 message(s), ",
         ] {
@@ -407,7 +407,7 @@ fn probe_reports_tls_mechanisms_and_the_auto_choice() {
     assert_eq!(out.status.code(), Some(75), "{text}");
     assert!(text.contains("  offers   apop, user"), "{text}");
     assert!(
-        text.contains("  login    FAILED with scram-sha-256"),
+        text.contains("  login    FAILED with scram-sha-256, then plain"),
         "{text}"
     );
     assert!(text.contains("[AUTH]"), "{text}");
@@ -472,4 +472,61 @@ fn service_backs_off_after_a_refused_password() {
     assert!(err.contains("SIGUSR1 retries at once"), "{err}");
     assert!(err.contains("recovered"), "{err}");
     assert!(!err.contains("secret-backoff"));
+}
+
+/// A server that advertises SCRAM and CRAM-MD5 but cannot run them for this
+/// user (its password is stored as a crypt hash, as with PAM or LDAP
+/// backends: Courier with authpam, Cyrus with saslauthd): `auto` logs in
+/// with PLAIN after SCRAM is refused, and says so. A wrong password costs
+/// exactly two attempts and names both, and what was not tried.
+#[test]
+#[ignore = "needs root and Dovecot"]
+fn auto_falls_back_once_where_a_server_advertises_what_it_cannot_check() {
+    let dc = Dovecot::start();
+    dc.add_user_hashed("hashed", "secret-hashed");
+    dc.deliver("hashed", &mail::simple(1, "fallback", "body\n"));
+    for mode in ["implicit", "starttls"] {
+        let s = Setup::new("fallback");
+        s.write_config(&account(&dc, mode, "hashed", ""));
+        let out = s.run(&["--once"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {err}");
+        assert!(
+            err.contains("hashed: logged in with plain after the server refused scram-sha-256"),
+            "{mode}: {err}"
+        );
+        assert_eq!(entries(&s.account_spool("hashed"), "new").len(), 1);
+        dc.deliver("hashed", &mail::simple(2, "again", "body\n"));
+    }
+    let s = Setup::new("fallback");
+    s.write_config(&account(&dc, "implicit", "hashed", "").replace("secret-hashed", "wrong"));
+    let out = s.run(&["--once"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains("login failed with scram-sha-256: server refused AUTH"),
+        "{err}"
+    );
+    assert!(
+        err.contains("; then login failed with plain: server refused AUTH"),
+        "{err}"
+    );
+    assert!(
+        err.contains("; not tried: scram-sha-1, login, user, cram-md5"),
+        "{err}"
+    );
+    assert_eq!(
+        dc.count("hashed"),
+        1,
+        "nothing fetched with a wrong password"
+    );
+    // --probe shows the fallback before anything is sent.
+    s.write_config(&account(&dc, "implicit", "hashed", ""));
+    let out = s.run(&["--probe"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("  auto     would pick scram-sha-256, then plain if it is refused"),
+        "{text}"
+    );
+    assert!(text.contains("  login    ok with plain over TLS"), "{text}");
 }

@@ -721,3 +721,32 @@ fn pipelined_quit_dropped_keeps_exactly_once() {
     };
     a_failed_poll_then_a_good_one("pquit", 6, faults, 6);
 }
+
+/// A server that takes the connection and closes it during the TLS
+/// handshake (Courier over its per-address connection limit, a restart):
+/// a temporary network failure with a hint, not certificate advice.
+#[test]
+fn a_tls_handshake_cut_by_the_server_is_temporary() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut hello = [0u8; 512];
+        let _ = std::io::Read::read(&mut s, &mut hello);
+    });
+    let s = Setup::new("tlscut");
+    s.write_config(&format!(
+        "[account cut]\nhost = 127.0.0.1\nport = {port}\ntls = implicit\nuser = u\n\
+         password = pw\ntimeout = 5s\n"
+    ));
+    let out = s.run(&["--once"]);
+    server.join().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("was cut off by the server"), "{err}");
+    assert!(err.contains("temporary, will retry"), "{err}");
+    assert!(
+        !err.contains("ca_file") && !err.contains("needs attention"),
+        "{err}"
+    );
+}

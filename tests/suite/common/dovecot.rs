@@ -151,6 +151,18 @@ impl Dovecot {
         run(cmd);
     }
 
+    /// A user whose password is stored only as a crypt hash: Dovecot then
+    /// refuses SCRAM and CRAM-MD5 for it although it advertises them.
+    pub fn add_user_hashed(&self, user: &str, password: &str) {
+        let mut cmd = script_cmd();
+        cmd.arg("adduser")
+            .arg(&self.dir)
+            .arg(user)
+            .arg(password)
+            .arg("--hashed");
+        run(cmd);
+    }
+
     /// Delivers one message into the user's `Maildir/new`, as an MDA does.
     /// RETR will return [`stored_form`]`(raw)`.
     pub fn deliver(&self, user: &str, raw: &[u8]) {
