@@ -359,7 +359,7 @@ fn needs(m: Mechanism) -> Needs {
 
 /// Log in on `client` as `acct.user` with the first of `candidates`. When
 /// the server refuses the credentials, the next candidate that a server
-/// checks differently (see [`Needs`]) is tried on the same connection, up
+/// checks differently (see `fallback`) is tried on the same connection, up
 /// to [`MAX_LOGIN_ATTEMPTS`] in all. Anything else ends the login at once:
 /// a network error, a temporary refusal (`[IN-USE]`, `[SYS/TEMP]`), or a
 /// mechanism that failed (a SCRAM server that could not prove itself must
