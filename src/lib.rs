@@ -2,20 +2,23 @@
 //!
 //! Data flow, one account at a time, one thread:
 //!
-//! `config` turns the INI file into an immutable [`config::Config`].
-//! `poll` takes an account's lock ([`journal::Lock`]), finishes whatever a
-//! previous run left half-published ([`journal::Journal::recover`]), resolves
-//! the secret ([`secret`]), opens the connection ([`tls`]), logs in
-//! ([`auth`] over [`pop3::Client`]), lists the mailbox ([`pop3::Session`]) and
-//! downloads every message not yet delivered straight into the spool's `tmp/`
-//! ([`spool`]). [`mime`] decodes it next to the raw copy, `meta.json` is
-//! written last, and a batch of finished entries is committed: fsync, a
-//! "pending" record in the journal, one rename each into `new/`, fsync of
-//! `new/`, a "delivered" record. Only then are the messages deleted on the
-//! server, and only a `+OK` to `QUIT` lets the journal forget them.
-//! [`status`] records how each poll went for monitoring, [`notify`]
+//! `main` builds what every run shares: the TLS connectors and trust-store
+//! decision ([`tls::Connectors`]) and the log output ([`logging::Output`]).
+//! [`config`] turns the INI file into an immutable [`config::Config`]. A
+//! [`poll`] takes the account's lock ([`journal::Lock`]), finishes whatever
+//! a previous run left half-published ([`journal::Journal::recover`]),
+//! resolves the secret ([`secret`]), connects ([`tls`]), logs in ([`auth`]
+//! over [`pop3::Client`]), lists the mailbox ([`pop3::Session`]) and takes
+//! every message not yet delivered through the entry pipeline: download
+//! into the spool's `tmp/` ([`spool`]), decode ([`mime`]), `meta.json`
+//! ([`meta`]) written last. A batch of finished entries is then committed:
+//! fsync, a "pending" record in the journal, one rename each into `new/`,
+//! fsync of `new/`, a "delivered" record. Only then are the messages
+//! deleted on the server, and only a `+OK` to `QUIT` lets the journal forget
+//! them. [`status`] records how each poll went for monitoring, [`notify`]
 //! tells systemd (readiness, status line, watchdog), and [`logging`] puts
-//! one line per event on stderr.
+//! one line per event on stderr. The README's "Where the code is" maps the
+//! modules.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
