@@ -1,13 +1,13 @@
-//! Header blocks: splitting (RFC 5322 section 2.2), unfolding, RFC 2047 encoded
-//! words and RFC 2045/2231 parameters.
+//! Header blocks: where they end (RFC 5322 section 2.1, also when the empty
+//! line is missing), fields, unfolding (section 2.2) and RFC 2047 encoded
+//! words.
 //!
 //! mailparse's own header decoding is not used for values: its encoded-word
 //! scanner indexes characters by byte offset (`chars().nth(byte_index)`), which
 //! is quadratic on long values and misses encoded words that follow raw 8-bit
-//! text; its parameter parser prefers `filename` over `filename*` and splits on
-//! `;` inside quoted strings. Address lists are in `address` (which still
-//! uses mailparse's `addrparse` for the uncommon forms), dates in `date`
-//! (parsed there, not by mailparse).
+//! text. Parameters (Content-Type and the like) are in `params`, address
+//! lists in `address` (which still uses mailparse's `addrparse` for the
+//! uncommon forms), dates in `date` (parsed there, not by mailparse).
 
 use std::borrow::Cow;
 
@@ -22,12 +22,8 @@ use crate::hex::digit;
 /// of a 1 MiB header quadratic, so each attempt looks at most this far.
 const MAX_ENCODED_WORD: usize = 512;
 
-/// Longest charset label in an encoded word or RFC 2231 value.
+/// Longest charset label in an encoded word.
 const MAX_CHARSET_LABEL: usize = 64;
-
-/// RFC 2231 continuations beyond this index are ignored: real names need a
-/// handful, and the cap keeps a hostile header from building huge names.
-const MAX_CONTINUATIONS: usize = 1000;
 
 /// One header field, borrowed from the raw message.
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +38,6 @@ pub struct Field<'a> {
 #[derive(Debug, Default)]
 pub struct HeaderBlock<'a> {
     pub fields: Vec<Field<'a>>,
-    /// Lines that were neither a field nor a continuation.
-    pub bad_lines: usize,
     /// The block was longer than [`MAX_HEADER_BYTES`] and was cut.
     pub truncated: bool,
 }
@@ -69,9 +63,97 @@ impl<'a> HeaderBlock<'a> {
     }
 }
 
-/// Splits `raw` into its header block and body. The header block ends at the
-/// first empty line; a message without one is all header.
+/// What a line is, seen from the header block it may belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// A field, a continuation of one, or a leading mbox `From ` line.
+    Header,
+    /// The empty line that ends the header block (not part of either side).
+    Blank,
+    /// Neither: the header block ended without its empty line, and this
+    /// line is the first of the body (RFC 5322 section 2.1 says a header
+    /// field is `name:` with a printable-ASCII name; robust readers start the
+    /// body at the first line that is not one).
+    Body,
+}
+
+/// Finds where a header block ends, one line at a time.
+#[derive(Debug, Default)]
+pub struct HeaderScan {
+    /// Header fields seen so far.
+    pub fields: usize,
+    /// The block opened with an mbox `From ` line.
+    pub from_line: bool,
+    lines: usize,
+}
+
+impl HeaderScan {
+    /// Classifies the next line (without its `\n`; a trailing `\r` is
+    /// ignored).
+    pub fn line(&mut self, line: &[u8]) -> Line {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let first = self.lines == 0;
+        self.lines += 1;
+        if line.is_empty() {
+            Line::Blank
+        } else if line[0] == b' ' || line[0] == b'\t' {
+            // A continuation needs a field to continue; at the very top it
+            // is indented body text.
+            if self.fields > 0 {
+                Line::Header
+            } else {
+                Line::Body
+            }
+        } else if field_name_end(line).is_some() {
+            self.fields += 1;
+            Line::Header
+        } else if first && line.starts_with(b"From ") {
+            self.from_line = true;
+            Line::Header
+        } else {
+            Line::Body
+        }
+    }
+}
+
+/// Splits an entity into its header block and body (RFC 5322 section 2.1):
+/// the header block ends at the first empty line, or, when the sender left
+/// that out, at the first line that is neither a field nor a continuation
+/// (see [`HeaderScan`]). Data that does not start with a field is all body.
 pub fn split(raw: &[u8]) -> (&[u8], &[u8]) {
+    let mut scan = HeaderScan::default();
+    let mut pos = 0;
+    let (head_end, body_start) = loop {
+        if pos >= raw.len() {
+            break (raw.len(), raw.len());
+        }
+        let (line, next) = line_at(raw, pos);
+        match scan.line(line) {
+            Line::Header => pos = next,
+            Line::Blank => break (pos, next),
+            Line::Body => break (pos, pos),
+        }
+    };
+    if scan.fields == 0 && scan.from_line {
+        // An mbox `From ` line alone is no header: everything is body.
+        return (&raw[..0], raw);
+    }
+    (&raw[..head_end], &raw[body_start..])
+}
+
+/// The line starting at `pos` (without its `\n`) and where the next one
+/// starts.
+pub fn line_at(raw: &[u8], pos: usize) -> (&[u8], usize) {
+    match raw[pos..].iter().position(|&b| b == b'\n') {
+        Some(o) => (&raw[pos..pos + o], pos + o + 1),
+        None => (&raw[pos..], raw.len()),
+    }
+}
+
+/// Splits at the first empty line only; for the "header-like" field groups
+/// of report bodies (RFC 3464 section 2.1), whose odd lines are skipped by
+/// [`parse_block`] rather than starting anything.
+pub fn split_at_blank_line(raw: &[u8]) -> (&[u8], &[u8]) {
     if raw.starts_with(b"\n") {
         return (&raw[..0], &raw[1..]);
     }
@@ -94,7 +176,7 @@ pub fn split(raw: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// Parses a header block into fields. Lenient: lines that are not fields are
-/// counted and skipped, an mbox `From ` line is skipped silently.
+/// skipped, and so is an mbox `From ` line.
 pub fn parse_block(block: &[u8]) -> HeaderBlock<'_> {
     let mut out = HeaderBlock::default();
     let block = if block.len() > MAX_HEADER_BYTES {
@@ -114,7 +196,6 @@ pub fn parse_block(block: &[u8]) -> HeaderBlock<'_> {
     // (field index, start of value) for the field being extended by folds.
     let mut current: Option<(usize, usize)> = None;
     let mut pos = 0;
-    let mut first = true;
     while pos < block.len() {
         let end = block[pos..]
             .iter()
@@ -127,9 +208,8 @@ pub fn parse_block(block: &[u8]) -> HeaderBlock<'_> {
         let line = &block[pos..line_end];
         let next = (end + 1).min(block.len());
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-            match current {
-                Some((idx, vstart)) => out.fields[idx].value = &block[vstart..line_end],
-                None => out.bad_lines += 1,
+            if let Some((idx, vstart)) = current {
+                out.fields[idx].value = &block[vstart..line_end];
             }
         } else if let Some(colon) = field_name_end(line) {
             let name = std::str::from_utf8(&line[..colon]).unwrap_or("").trim_end();
@@ -142,11 +222,9 @@ pub fn parse_block(block: &[u8]) -> HeaderBlock<'_> {
                 value: &block[vstart..line_end],
             });
             current = Some((out.fields.len() - 1, vstart));
-        } else if !(line.is_empty() || first && line.starts_with(b"From ")) {
-            out.bad_lines += 1;
+        } else {
             current = None;
         }
-        first = false;
         pos = next;
     }
     out
@@ -214,7 +292,7 @@ fn unfold_trimmed(value: &[u8]) -> String {
 }
 
 /// `s.trim()`, in place, without a new allocation.
-fn trim_in_place(s: &mut String) {
+pub fn trim_in_place(s: &mut String) {
     s.truncate(s.trim_end().len());
     let start = s.len() - s.trim_start().len();
     s.drain(..start);
@@ -407,193 +485,13 @@ fn decode_q(text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A structured field value with parameters (Content-Type,
-/// Content-Disposition): the lowercased main value and the raw parameters in
-/// order, names lowercased, quotes and backslash escapes removed.
-#[derive(Debug, Default, Clone)]
-pub struct Params {
-    pub value: String,
-    pub params: Vec<(String, String)>,
-}
-
-/// Parses `value; name=token; name="quoted; string"`. Unlike mailparse this
-/// honours quotes, so `;` inside a quoted file name does not split it.
-pub fn parse_params(s: &str) -> Params {
-    let mut out = Params::default();
-    let main_end = s.find(';').unwrap_or(s.len());
-    out.value = strip_comment(&s[..main_end]).trim().to_ascii_lowercase();
-    let rest = if main_end < s.len() {
-        &s[main_end + 1..]
-    } else {
-        ""
-    };
-    let b = rest.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        while i < b.len() && (b[i] == b';' || b[i].is_ascii_whitespace()) {
-            i += 1;
-        }
-        let name_start = i;
-        while i < b.len() && b[i] != b'=' && b[i] != b';' {
-            i += 1;
-        }
-        let name = rest[name_start..i].trim().to_ascii_lowercase();
-        if i >= b.len() || b[i] == b';' {
-            continue;
-        }
-        i += 1; // '='
-        while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
-            i += 1;
-        }
-        let mut value = String::new();
-        if i < b.len() && b[i] == b'"' {
-            i += 1;
-            let mut seg_start = i;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    value.push_str(&rest[seg_start..i]);
-                    seg_start = i + 1;
-                    i += 1;
-                    // Skip the whole (possibly multibyte) escaped character.
-                    while i + 1 < b.len() && !rest.is_char_boundary(i + 1) {
-                        i += 1;
-                    }
-                }
-                i += 1;
-            }
-            value.push_str(&rest[seg_start..i.min(b.len())]);
-            while i < b.len() && b[i] != b';' {
-                i += 1;
-            }
-        } else {
-            let start = i;
-            while i < b.len() && b[i] != b';' {
-                i += 1;
-            }
-            value.push_str(strip_comment(&rest[start..i]).trim());
-        }
-        if !name.is_empty() {
-            out.params.push((name, value));
-        }
-    }
-    out
-}
-
+/// The text before the first comment; for the Date field, whose trailing
+/// `(CET)` comment is common and carries nothing the date needs.
 pub fn strip_comment(s: &str) -> &str {
     match s.find('(') {
         Some(p) => &s[..p],
         None => s,
     }
-}
-
-impl Params {
-    /// The plain (non-RFC 2231) value of a parameter.
-    pub fn plain(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// RFC 2231 value (`name*`, or `name*0`, `name*1*`… continuations),
-    /// decoded to text, if the parameter is present in that form.
-    pub fn extended(&self, name: &str) -> Option<String> {
-        // `name*…` without building "name*": asked for every part.
-        fn after_star<'k>(k: &'k str, name: &str) -> Option<&'k str> {
-            k.strip_prefix(name).and_then(|r| r.strip_prefix('*'))
-        }
-        if let Some((_, v)) = self
-            .params
-            .iter()
-            .find(|(k, _)| after_star(k, name) == Some(""))
-        {
-            let (charset, data) = split_ext_value(v);
-            let bytes = percent_decode(data);
-            return Some(decode_charset_lossy(charset.unwrap_or(""), &bytes).into_owned());
-        }
-        let mut segments: Vec<(usize, bool, &str)> = Vec::new();
-        for (k, v) in &self.params {
-            let Some(rest) = after_star(k, name) else {
-                continue;
-            };
-            let (num, encoded) = match rest.strip_suffix('*') {
-                Some(n) => (n, true),
-                None => (rest, false),
-            };
-            if num.is_empty() || !num.bytes().all(|c| c.is_ascii_digit()) || num.len() > 4 {
-                continue;
-            }
-            if let Ok(n) = num.parse::<usize>() {
-                if n <= MAX_CONTINUATIONS && !segments.iter().any(|s| s.0 == n) {
-                    segments.push((n, encoded, v));
-                }
-            }
-        }
-        if segments.is_empty() {
-            return None;
-        }
-        segments.sort_by_key(|s| s.0);
-        let mut bytes = Vec::new();
-        let mut charset: Option<&str> = None;
-        for (expect, (n, encoded, v)) in segments.iter().enumerate() {
-            // RFC 2231 section 3: a gap ends the value.
-            if *n != expect {
-                break;
-            }
-            if *encoded {
-                let data = if *n == 0 {
-                    let (cs, data) = split_ext_value(v);
-                    charset = cs;
-                    data
-                } else {
-                    v
-                };
-                bytes.extend_from_slice(&percent_decode(data));
-            } else {
-                bytes.extend_from_slice(v.as_bytes());
-            }
-        }
-        Some(decode_charset_lossy(charset.unwrap_or(""), &bytes).into_owned())
-    }
-
-    /// Best value of a parameter that may be encoded either way: RFC 2231
-    /// first, then the plain value with RFC 2047 words decoded (Outlook writes
-    /// `name="=?utf-8?B?...?="`).
-    pub fn text(&self, name: &str) -> Option<String> {
-        self.extended(name)
-            .or_else(|| self.plain(name).map(decode_words))
-            .filter(|v| !v.is_empty())
-    }
-}
-
-/// Splits `charset'language'data`; without both quotes it is all data.
-fn split_ext_value(v: &str) -> (Option<&str>, &str) {
-    let mut it = v.splitn(3, '\'');
-    match (it.next(), it.next(), it.next()) {
-        (Some(cs), Some(_lang), Some(data)) => (Some(cs), data),
-        _ => (None, v),
-    }
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|&c| digit(c)),
-                b.get(i + 2).and_then(|&c| digit(c)),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 /// Text of a field in a report body (RFC 3464/8098 "header-like" blocks):
@@ -632,24 +530,8 @@ mod tests {
     }
 
     #[test]
-    fn params_quotes_and_2231() {
-        let p = parse_params(r#"attachment; filename="a;b \"c\".pdf"; size=12"#);
-        assert_eq!(p.value, "attachment");
-        assert_eq!(p.plain("filename"), Some(r#"a;b "c".pdf"#));
-        assert_eq!(p.plain("size"), Some("12"));
-
-        let p = parse_params("attachment; filename=plain.txt; filename*=UTF-8''%E2%82%AC.txt");
-        assert_eq!(p.text("filename").as_deref(), Some("€.txt"));
-
-        let p = parse_params(
-            "attachment; filename*0*=iso-8859-1'fr'caf%E9; filename*1=\" au lait\"; filename*2*=%2Etxt",
-        );
-        assert_eq!(p.text("filename").as_deref(), Some("café au lait.txt"));
-    }
-
-    #[test]
     fn split_and_fields() {
-        let raw = b"From sender Mon\r\nSubject: a\r\n b\r\nX-Bad line\r\nTo : x@y\r\n\r\nbody";
+        let raw = b"From sender Mon\r\nSubject: a\r\n b\r\nTo : x@y\r\n\r\nbody";
         let (h, body) = split(raw);
         assert_eq!(body, b"body");
         let block = parse_block(h);
@@ -657,6 +539,40 @@ mod tests {
         assert_eq!(block.fields[0].value, b"a\r\n b");
         assert_eq!(block.text("subject").as_deref(), Some("a b"));
         assert_eq!(block.fields[1].name, "To");
-        assert_eq!(block.bad_lines, 1);
+
+        // Report field groups: odd lines are skipped, not fatal.
+        let block = parse_block(b"A: 1\r\nodd line\r\n cont\r\nB: 2\r\n");
+        assert_eq!(block.fields.len(), 2);
+        assert_eq!(block.fields[0].value, b"1");
+        let (h, rest) = split_at_blank_line(b"A: 1\r\nodd\r\n\r\nB: 2");
+        assert_eq!((h, rest), (&b"A: 1\r\nodd\r\n"[..], &b"B: 2"[..]));
+    }
+
+    #[test]
+    fn header_ends_at_the_first_line_that_is_not_a_field() {
+        // No empty line: the first non-field line starts the body.
+        let (h, body) = split(b"Subject: a\r\nX-Bad line\r\nTo: x@y\r\n\r\nbody");
+        assert_eq!(h, b"Subject: a\r\n");
+        assert_eq!(body, b"X-Bad line\r\nTo: x@y\r\n\r\nbody");
+        let (h, body) = split(b"Content-Type: text/plain\nbar\n");
+        assert_eq!(
+            (h, body),
+            (&b"Content-Type: text/plain\n"[..], &b"bar\n"[..])
+        );
+        // A field name is printable ASCII up to the colon (spaces before it
+        // are the obsolete syntax, still a field).
+        let (h, body) = split(b"To : x\r\nDear John: hi\r\n");
+        assert_eq!((h, body), (&b"To : x\r\n"[..], &b"Dear John: hi\r\n"[..]));
+        // No header at all: everything is body, an indented first line too.
+        for raw in [&b"Hello,\r\nSubject: x\r\n"[..], b"  indented\r\n", b""] {
+            assert_eq!(split(raw), (&b""[..], raw));
+        }
+        // An mbox From line alone is no header.
+        let raw = b"From the desk of J.\r\nHello\r\n";
+        assert_eq!(split(raw), (&b""[..], &raw[..]));
+        // An empty first line: an empty header, the rest is body.
+        assert_eq!(split(b"\r\n\r\nx"), (&b""[..], &b"\r\nx"[..]));
+        // All header.
+        assert_eq!(split(b"A: 1\r\n b"), (&b"A: 1\r\n b"[..], &b""[..]));
     }
 }

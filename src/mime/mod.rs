@@ -17,6 +17,7 @@ mod address;
 mod date;
 mod header;
 mod names;
+mod params;
 mod report;
 mod select;
 mod text;
@@ -41,10 +42,12 @@ use self::tree::{Part, Tree};
 pub const MAX_HEADER_BYTES: usize = 1 << 20;
 
 /// Deepest multipart nesting descended. Legitimate mail rarely exceeds 5
-/// levels (forward of a signed reply with alternatives); 32 is generous and
-/// bounds recursion and the per-level boundary scans (each level rescans its
-/// bytes, so cost is depth × size).
-pub const MAX_DEPTH: usize = 32;
+/// levels (a forward of a signed reply with alternatives); 100 is far
+/// beyond real mail, so only a broken or hostile message meets the cap, and
+/// it keeps what was found above it. The structure is read in one pass with
+/// an explicit stack (`tree`), so depth costs bookkeeping (section numbers,
+/// walks to the root), never recursion or rescans.
+pub const MAX_DEPTH: usize = 100;
 
 /// Most MIME parts parsed. Each part costs a few hundred bytes of
 /// bookkeeping; 10,000 keeps a "zip bomb" of empty parts to a few MiB.
@@ -292,21 +295,30 @@ fn analyze<'a>(raw: &'a [u8], opts: &Options) -> Analysis<'a> {
             .is_some_and(|t| !t.trim().is_empty());
 
     if tree.root().headers.fields.is_empty() {
-        problems.push(
-            "no header fields found: not an RFC 5322 message; only message.eml holds it"
-                .to_string(),
-        );
-        return Analysis {
-            tree,
-            headers,
-            kind: Kind::Undecodable,
-            body: None,
-            attachments: Vec::new(),
-            report: None,
-            quarantine: explicit
-                .then(|| "body part selection: the message could not be decoded".to_string()),
-            problems,
-        };
+        // Text without a header (the first line is not `name: value`) is a
+        // message that lost its header: everything is body, as robust
+        // readers show it. Nothing at all, or binary data, is no message.
+        let body = tree.root().body;
+        if !body.is_empty() && text::count_controls(body) == 0 {
+            problems
+                .push("no header fields found: the whole message is read as its body".to_string());
+        } else {
+            problems.push(
+                "no header fields found: not an RFC 5322 message; only message.eml holds it"
+                    .to_string(),
+            );
+            return Analysis {
+                tree,
+                headers,
+                kind: Kind::Undecodable,
+                body: None,
+                attachments: Vec::new(),
+                report: None,
+                quarantine: explicit
+                    .then(|| "body part selection: the message could not be decoded".to_string()),
+                problems,
+            };
+        }
     }
 
     let (body, quarantine) = match select::select(&tree, opts) {

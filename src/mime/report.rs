@@ -136,7 +136,7 @@ fn blocks(bytes: &[u8]) -> Vec<&[u8]> {
         if rest.is_empty() {
             break;
         }
-        let (head, body) = header::split(rest);
+        let (head, body) = header::split_at_blank_line(rest);
         out.push(head);
         if body.len() == rest.len() {
             break;

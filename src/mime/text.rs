@@ -85,7 +85,7 @@ impl<W: Write> TextSink<W> {
 /// form feed and carriage return. This runs over every body byte, so it is
 /// written for the vectoriser: byte-wide lanes, no branches, a byte
 /// counter per block of 255.
-fn count_controls(chunk: &[u8]) -> u64 {
+pub fn count_controls(chunk: &[u8]) -> u64 {
     chunk
         .chunks(255)
         .map(|block| {

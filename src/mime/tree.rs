@@ -4,12 +4,25 @@
 //! mailparse's `parse_mail` is not used for the structure: 0.16 has no depth
 //! limit, matches a boundary as a mere prefix of a line (so an outer boundary
 //! `abc` also matches the inner `abc-1`), and does not say when a closing
-//! boundary is missing. This walker is linear per level, bounded in depth and
-//! part count, and reports what it had to guess.
+//! boundary is missing. This walker reads the message once, line by line,
+//! with an explicit stack of the multiparts it is inside (no recursion, no
+//! rescans per level), so its cost is linear in the message whatever the
+//! nesting; it is bounded in depth and part count and reports what it had to
+//! guess.
 
-use super::header::{self, HeaderBlock, Params};
+use std::collections::HashMap;
+
+use super::header::{self, HeaderBlock, HeaderScan, Line};
+use super::params::{self, Params};
 use super::transfer::Cte;
 use super::{MAX_DEPTH, MAX_HEADER_BYTES, MAX_PARTS};
+
+/// Lines looked at to guess a missing boundary parameter: the first
+/// delimiter follows the header or a short preamble.
+const GUESS_LINES: usize = 1000;
+
+/// Longest guessed boundary; RFC 2046 section 5.1.1 allows 70 characters.
+const MAX_GUESSED_BOUNDARY: usize = 200;
 
 /// One MIME entity.
 #[derive(Debug)]
@@ -47,12 +60,14 @@ impl Part<'_> {
 
     /// The sender's file name: RFC 2231 `filename*` first, then `filename`
     /// (RFC 2047 words decoded), then Content-Type `name*` and `name`.
+    /// Exactly as decoded (`invoice.pdf. ` keeps its dot and space: that is
+    /// what the sender called it); only the stored name is made safe. A
+    /// name of nothing but whitespace is no name.
     pub fn filename(&self) -> Option<String> {
         self.disposition
             .text("filename")
             .or_else(|| self.ctype_params.text("name"))
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
+            .filter(|n| !n.trim().is_empty())
     }
 
     /// Declared charset, lowercased.
@@ -75,7 +90,6 @@ pub struct Tree<'a> {
     /// Leaf parts in depth-first order.
     pub leaves: Vec<usize>,
     pub problems: Vec<String>,
-    parts_capped: bool,
 }
 
 impl<'a> Tree<'a> {
@@ -87,175 +101,493 @@ impl<'a> Tree<'a> {
 /// Parses the whole message. Never fails: what cannot be understood becomes
 /// a problem and a best guess.
 pub fn build(raw: &[u8]) -> Tree<'_> {
-    let mut tree = Tree::default();
-    parse_entity(&mut tree, raw, 0, String::new(), None, false);
-    let leaves: Vec<usize> = (0..tree.parts.len())
-        .filter(|&i| tree.parts[i].children.is_empty() && !tree.parts[i].is_multipart())
-        .collect();
-    // A single-part message's body is section 1, as in IMAP.
-    if leaves == [0] {
-        tree.parts[0].section = "1".to_string();
-    }
-    for (n, &i) in leaves.iter().enumerate() {
-        tree.parts[i].leaf = Some(n as u32 + 1);
-    }
-    tree.leaves = leaves;
-    tree
+    let mut b = Builder {
+        raw,
+        parts: Vec::new(),
+        starts: Vec::new(),
+        levels: Vec::new(),
+        active: HashMap::new(),
+        notes: Vec::new(),
+        stopped: false,
+    };
+    b.run();
+    b.finish()
 }
 
-fn parse_entity<'a>(
-    tree: &mut Tree<'a>,
+/// A multipart being read: its delimiter lines open and close its parts.
+struct Level {
+    /// The multipart's part.
+    part: usize,
+    boundary: Vec<u8>,
+    /// The multipart's depth (the message is 0).
+    depth: usize,
+    digest: bool,
+    /// The part being read, ended by the next delimiter of this level.
+    current: Option<usize>,
+    /// Some delimiter line of this level was seen.
+    found: bool,
+    /// A nested multipart with the same boundary ate this level's closing
+    /// delimiter, so its absence is no news.
+    close_shared: bool,
+}
+
+/// Where the lines of the message currently go.
+enum Mode {
+    /// A header block starting at `start`, of a part of `parent` (an index
+    /// into the level stack), or of the message.
+    Header {
+        start: usize,
+        parent: Option<usize>,
+        scan: HeaderScan,
+    },
+    /// A part's content (or a preamble or epilogue): only delimiter lines
+    /// matter.
+    Content,
+}
+
+struct Builder<'a> {
     raw: &'a [u8],
-    depth: usize,
-    section: String,
-    parent: Option<usize>,
-    in_digest: bool,
-) -> usize {
-    let (head, body) = header::split(raw);
-    let headers = header::parse_block(head);
-    let mut problems = Vec::new();
-
-    let default_type = if in_digest {
-        "message/rfc822"
-    } else {
-        "text/plain"
-    };
-    let (ctype, ctype_params) = match headers.raw_text("content-type") {
-        Some(v) => {
-            let p = header::parse_params(&v);
-            let t = p.value.split_whitespace().next().unwrap_or("").to_string();
-            if valid_media_type(&t) {
-                (t, p)
-            } else {
-                problems.push(format!(
-                    "invalid Content-Type {:?}, treated as {default_type}",
-                    v.chars().take(100).collect::<String>()
-                ));
-                (default_type.to_string(), p)
-            }
-        }
-        None => (default_type.to_string(), Params::default()),
-    };
-    let cte = Cte::from_header(headers.raw_text("content-transfer-encoding").as_deref());
-    let disposition = headers
-        .raw_text("content-disposition")
-        .map(|v| header::parse_params(&v))
-        .unwrap_or_default();
-    if headers.truncated {
-        problems.push(format!(
-            "header block larger than {MAX_HEADER_BYTES} bytes, the rest was ignored"
-        ));
-    }
-    if headers.bad_lines > 0 {
-        problems.push(format!(
-            "{} header lines were not header fields and were ignored",
-            headers.bad_lines
-        ));
-    }
-
-    let idx = tree.parts.len();
-    tree.parts.push(Part {
-        section: section.clone(),
-        headers,
-        ctype,
-        ctype_params,
-        cte,
-        disposition,
-        body,
-        children: Vec::new(),
-        parent,
-        leaf: None,
-    });
-    if let Cte::Unknown(name) = &tree.parts[idx].cte {
-        problems.push(format!(
-            "unknown Content-Transfer-Encoding {name:?}, content kept undecoded"
-        ));
-    }
-
-    if tree.parts[idx].is_multipart() {
-        if depth >= MAX_DEPTH {
-            problems.push(format!(
-                "nested deeper than {MAX_DEPTH} levels; its content is only in message.eml"
-            ));
-        } else {
-            split_children(tree, idx, depth, &section, &mut problems);
-        }
-    }
-    let label = tree.parts[idx].label();
-    tree.problems
-        .extend(problems.into_iter().map(|p| format!("{label}: {p}")));
-    idx
+    parts: Vec<Part<'a>>,
+    /// Where each part's body starts in `raw`; its end is known only when
+    /// the enclosing multipart's next delimiter (or the end) is read.
+    starts: Vec<usize>,
+    levels: Vec<Level>,
+    /// Boundary -> indices into `levels` using it, innermost last: one hash
+    /// look-up per line starting with `--`, whatever the depth.
+    active: HashMap<Vec<u8>, Vec<usize>>,
+    /// Problems, by part (None: about the whole message), labelled at the
+    /// end, when each part's type is final.
+    notes: Vec<(Option<usize>, String)>,
+    /// MAX_PARTS was reached: the rest is not read.
+    stopped: bool,
 }
 
-fn split_children(
-    tree: &mut Tree<'_>,
-    idx: usize,
-    depth: usize,
-    section: &str,
-    problems: &mut Vec<String>,
-) {
-    let body = tree.parts[idx].body;
-    let boundary = match tree.parts[idx].ctype_params.plain("boundary") {
-        Some(b) if !b.is_empty() => b.as_bytes().to_vec(),
-        _ => match guess_boundary(body) {
-            Some(b) => {
-                problems.push(
-                    "no boundary parameter; boundary taken from the first delimiter line"
-                        .to_string(),
-                );
-                b
-            }
-            None => {
-                problems.push(
-                    "no boundary parameter and no delimiter line; read as text/plain".to_string(),
-                );
-                demote_to_text(tree, idx);
-                return;
-            }
-        },
-    };
-    let split = split_multipart(body, &boundary);
-    if !split.found {
-        problems.push("boundary never occurs; read as text/plain".to_string());
-        demote_to_text(tree, idx);
-        return;
-    }
-    if !split.closed {
-        problems.push("closing boundary missing (truncated?); kept what could be read".to_string());
-    }
-    if split.parts.is_empty() {
-        problems.push("multipart with no parts".to_string());
-    }
-    let digest = tree.parts[idx].ctype == "multipart/digest";
-    for (n, child_raw) in split.parts.into_iter().enumerate() {
-        if tree.parts.len() >= MAX_PARTS {
-            if !tree.parts_capped {
-                tree.parts_capped = true;
-                tree.problems.push(format!(
-                    "more than {MAX_PARTS} MIME parts; the rest are only in message.eml"
-                ));
-            }
-            return;
-        }
-        let child_section = if section.is_empty() {
-            format!("{}", n + 1)
-        } else {
-            format!("{section}.{}", n + 1)
+impl<'a> Builder<'a> {
+    fn run(&mut self) {
+        let raw = self.raw;
+        let mut mode = Mode::Header {
+            start: 0,
+            parent: None,
+            scan: HeaderScan::default(),
         };
-        let child = parse_entity(tree, child_raw, depth + 1, child_section, Some(idx), digest);
-        tree.parts[idx].children.push(child);
+        let mut pos = 0;
+        while pos < raw.len() && !self.stopped {
+            let (line, next) = header::line_at(raw, pos);
+            if let Some((level, close)) = self.delimiter(line) {
+                if let Mode::Header {
+                    start,
+                    parent,
+                    scan,
+                } = mode
+                {
+                    // A header cut short by a delimiter: the part has no
+                    // body. The line is looked at again, as the header may
+                    // have declared a multipart with this very boundary.
+                    self.end_header(start, parent, &scan, pos, pos, false);
+                    mode = Mode::Content;
+                    continue;
+                }
+                mode = self.on_delimiter(level, close, pos, next);
+                pos = next;
+                continue;
+            }
+            if let Mode::Header {
+                start,
+                parent,
+                scan,
+            } = &mut mode
+            {
+                match scan.line(line) {
+                    Line::Header => {}
+                    Line::Blank => {
+                        let (start, parent) = (*start, *parent);
+                        let scan = std::mem::take(scan);
+                        self.end_header(start, parent, &scan, pos, next, false);
+                        mode = Mode::Content;
+                    }
+                    Line::Body => {
+                        let (start, parent) = (*start, *parent);
+                        let scan = std::mem::take(scan);
+                        self.end_header(start, parent, &scan, pos, pos, true);
+                        mode = Mode::Content;
+                        // The line is the body's first; it may be a
+                        // delimiter of the multipart this header declared.
+                        continue;
+                    }
+                }
+            }
+            pos = next;
+        }
+        if let Mode::Header {
+            start,
+            parent,
+            scan,
+        } = mode
+        {
+            if !self.stopped {
+                let end = raw.len();
+                self.end_header(start, parent, &scan, end, end, false);
+            }
+        }
+        while let Some(level) = self.levels.pop() {
+            self.end_level(level, Some(raw.len()));
+        }
     }
-}
 
-/// A multipart whose parts cannot be found is read as plain text, so that
-/// its content still reaches the consumer.
-fn demote_to_text(tree: &mut Tree<'_>, idx: usize) {
-    let p = &mut tree.parts[idx];
-    p.ctype = "text/plain".to_string();
-    p.ctype_params = Params::default();
-    // A top-level leaf is numbered "1" like any single-part message.
-    if p.section.is_empty() {
-        p.section = "1".to_string();
+    /// The level a delimiter line belongs to, and whether it closes it
+    /// (RFC 2046 section 5.1.1): `--boundary` followed only by whitespace,
+    /// or `--boundary--` (for the innermost level, anything after the
+    /// closing `--` is tolerated). Equal boundaries: the innermost wins.
+    fn delimiter(&self, line: &[u8]) -> Option<(usize, bool)> {
+        let rest = line.strip_prefix(b"--")?;
+        let top = self.levels.len().checked_sub(1)?;
+        let end = rest
+            .iter()
+            .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\r'))
+            .map_or(0, |p| p + 1);
+        let trimmed = &rest[..end];
+        let innermost = |b: &[u8]| self.active.get(b).and_then(|v| v.last().copied());
+        let open = innermost(trimmed).map(|l| (l, false));
+        let close = trimmed
+            .strip_suffix(b"--")
+            .and_then(innermost)
+            .map(|l| (l, true));
+        let top_close = rest
+            .strip_prefix(&self.levels[top].boundary[..])
+            .is_some_and(|r| r.starts_with(b"--"))
+            .then_some((top, true));
+        [open, close, top_close].into_iter().flatten().max()
+    }
+
+    /// A delimiter line of `level` at `pos` (the next line at `next`):
+    /// ends what was open inside the level, then opens its next part or
+    /// closes it.
+    fn on_delimiter(&mut self, level: usize, close: bool, pos: usize, next: usize) -> Mode {
+        // The line break before a delimiter belongs to the delimiter.
+        let mut end = pos;
+        if end > 0 && self.raw[end - 1] == b'\n' {
+            end -= 1;
+            if end > 0 && self.raw[end - 1] == b'\r' {
+                end -= 1;
+            }
+        }
+        // Inner multiparts still open are cut short by an outer delimiter.
+        while self.levels.len() > level + 1 {
+            let inner = self.levels.pop().expect("checked length");
+            self.end_level(inner, Some(end));
+        }
+        let l = &mut self.levels[level];
+        l.found = true;
+        if let Some(c) = l.current.take() {
+            self.end_part(c, end);
+        }
+        if close {
+            let l = self.levels.pop().expect("level exists");
+            // Its epilogue runs to its parent's next delimiter, which ends
+            // the part (it is the parent's current part).
+            self.end_level(l, None);
+            return Mode::Content;
+        }
+        if self.parts.len() >= MAX_PARTS {
+            self.notes.push((
+                None,
+                format!("more than {MAX_PARTS} MIME parts; the rest are only in message.eml"),
+            ));
+            self.stopped = true;
+            return Mode::Content;
+        }
+        Mode::Header {
+            start: next,
+            parent: Some(level),
+            scan: HeaderScan::default(),
+        }
+    }
+
+    /// A header block `raw[start..head_end]` is complete and its body starts
+    /// at `body_start`: creates the part, and a level if it is a multipart
+    /// to read.
+    fn end_header(
+        &mut self,
+        start: usize,
+        parent_level: Option<usize>,
+        scan: &HeaderScan,
+        head_end: usize,
+        mut body_start: usize,
+        no_blank_line: bool,
+    ) {
+        let raw = self.raw;
+        let mut head = &raw[start..head_end];
+        if scan.fields == 0 && scan.from_line {
+            // An mbox `From ` line alone is no header: it is body text.
+            head = &raw[start..start];
+            body_start = start;
+        }
+        let headers = header::parse_block(head);
+        let idx = self.parts.len();
+        let (parent, depth, section, digest) = match parent_level {
+            Some(l) => {
+                let level = &mut self.levels[l];
+                level.current = Some(idx);
+                let n = self.parts[level.part].children.len() + 1;
+                let ps = &self.parts[level.part].section;
+                let section = if ps.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{ps}.{n}")
+                };
+                self.parts[level.part].children.push(idx);
+                (Some(level.part), level.depth + 1, section, level.digest)
+            }
+            None => (None, 0, String::new(), false),
+        };
+        // A message without any header field is the caller's to report.
+        if no_blank_line && !(parent.is_none() && headers.fields.is_empty()) {
+            self.note(
+                idx,
+                "no empty line after the header; the body starts at the first line that is not a header field",
+            );
+        }
+        let mut part = self.new_part(idx, headers, section, parent, digest);
+        // Until a delimiter ends it, a part runs to the end of the message.
+        part.body = &raw[body_start..];
+        self.parts.push(part);
+        self.starts.push(body_start);
+        if self.parts[idx].is_multipart() {
+            if depth >= MAX_DEPTH {
+                self.note(
+                    idx,
+                    format!(
+                        "nested deeper than {MAX_DEPTH} levels; its content is only in message.eml"
+                    ),
+                );
+            } else {
+                self.open_level(idx, depth, body_start);
+            }
+        }
+    }
+
+    /// The part for a header block: type, transfer encoding, disposition.
+    fn new_part(
+        &mut self,
+        idx: usize,
+        headers: HeaderBlock<'a>,
+        section: String,
+        parent: Option<usize>,
+        in_digest: bool,
+    ) -> Part<'a> {
+        let default_type = if in_digest {
+            "message/rfc822"
+        } else {
+            "text/plain"
+        };
+        let (ctype, ctype_params) = match headers.raw_text("content-type") {
+            Some(v) => {
+                let p = params::parse_params(&v);
+                let t = p.value.split_whitespace().next().unwrap_or("").to_string();
+                if valid_media_type(&t) {
+                    (t, p)
+                } else {
+                    self.note(
+                        idx,
+                        format!(
+                            "invalid Content-Type {:?}, treated as {default_type}",
+                            v.chars().take(100).collect::<String>()
+                        ),
+                    );
+                    (default_type.to_string(), p)
+                }
+            }
+            None => (default_type.to_string(), Params::default()),
+        };
+        // A comment after the mechanism (`base64 (binary)`) is CFWS too.
+        let cte = Cte::from_header(
+            headers
+                .raw_text("content-transfer-encoding")
+                .map(|v| params::parse_params(&v).value)
+                .as_deref(),
+        );
+        if let Cte::Unknown(name) = &cte {
+            self.note(
+                idx,
+                format!("unknown Content-Transfer-Encoding {name:?}, content kept undecoded"),
+            );
+        }
+        let disposition = headers
+            .raw_text("content-disposition")
+            .map(|v| params::parse_params(&v))
+            .unwrap_or_default();
+        if headers.truncated {
+            self.note(
+                idx,
+                format!("header block larger than {MAX_HEADER_BYTES} bytes, the rest was ignored"),
+            );
+        }
+        Part {
+            section,
+            headers,
+            ctype,
+            ctype_params,
+            cte,
+            disposition,
+            body: &self.raw[..0],
+            children: Vec::new(),
+            parent,
+            leaf: None,
+        }
+    }
+
+    /// Starts reading the multipart `idx` whose body starts at `body_start`.
+    fn open_level(&mut self, idx: usize, depth: usize, body_start: usize) {
+        let boundary = match self.parts[idx].ctype_params.plain("boundary") {
+            Some(b) if !b.is_empty() => b.as_bytes().to_vec(),
+            _ => match self.guess_boundary(body_start) {
+                Some(b) => {
+                    self.note(
+                        idx,
+                        "no boundary parameter; boundary taken from the first delimiter line",
+                    );
+                    b
+                }
+                None => {
+                    self.note(
+                        idx,
+                        "no boundary parameter and no delimiter line; read as text/plain",
+                    );
+                    self.demote_to_text(idx);
+                    return;
+                }
+            },
+        };
+        let users = self.active.entry(boundary.clone()).or_default();
+        if !users.is_empty() {
+            // Old Outlook Express for Mac reuses its parent's boundary. As
+            // robust readers do, the delimiters that follow are this
+            // multipart's until its closing delimiter, then the parent's.
+            self.notes.push((
+                Some(idx),
+                "same boundary as an enclosing multipart; the parts that follow are read as its own until its closing delimiter"
+                .to_string(),
+            ));
+        }
+        users.push(self.levels.len());
+        self.levels.push(Level {
+            part: idx,
+            boundary,
+            depth,
+            digest: self.parts[idx].ctype == "multipart/digest",
+            current: None,
+            found: false,
+            close_shared: false,
+        });
+    }
+
+    /// The boundary of the first `--something` line of a multipart body that
+    /// forgot its boundary parameter, if that line is not a delimiter of an
+    /// enclosing multipart (which ends the body: nothing to guess from).
+    fn guess_boundary(&self, from: usize) -> Option<Vec<u8>> {
+        let body = &self.raw[from..];
+        for line in body.split(|&b| b == b'\n').take(GUESS_LINES) {
+            if self.delimiter(line).is_some() {
+                return None;
+            }
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(rest) = line.strip_prefix(b"--") {
+                let end = rest
+                    .iter()
+                    .rposition(|&b| b != b' ' && b != b'\t')
+                    .map_or(0, |p| p + 1);
+                let b = &rest[..end];
+                let b = b.strip_suffix(b"--").unwrap_or(b);
+                if !b.is_empty() && b.len() <= MAX_GUESSED_BOUNDARY {
+                    return Some(b.to_vec());
+                }
+            }
+        }
+        None
+    }
+
+    /// A level is done: closed by its delimiter (`end` None: the part runs
+    /// on through its epilogue), or cut short by an enclosing delimiter or
+    /// the end of the message at `end`.
+    fn end_level(&mut self, level: Level, end: Option<usize>) {
+        let closed = end.is_none();
+        if let Some(users) = self.active.get_mut(&level.boundary) {
+            users.pop();
+            if users.is_empty() {
+                self.active.remove(&level.boundary);
+            } else if closed {
+                for &u in users.iter() {
+                    self.levels[u].close_shared = true;
+                }
+            }
+        }
+        if let Some(end) = end {
+            if let Some(c) = level.current {
+                self.end_part(c, end);
+            }
+            self.end_part(level.part, end);
+        }
+        let idx = level.part;
+        if !level.found {
+            self.note(idx, "boundary never occurs; read as text/plain");
+            self.demote_to_text(idx);
+        } else if !closed && !level.close_shared && !self.stopped {
+            self.note(
+                idx,
+                "closing boundary missing (truncated?); kept what could be read",
+            );
+        }
+        if level.found && self.parts[idx].children.is_empty() {
+            self.note(idx, "multipart with no parts");
+        }
+    }
+
+    fn end_part(&mut self, idx: usize, end: usize) {
+        let start = self.starts[idx];
+        self.parts[idx].body = &self.raw[start..end.max(start)];
+    }
+
+    fn note(&mut self, idx: usize, text: impl Into<String>) {
+        self.notes.push((Some(idx), text.into()));
+    }
+
+    /// A multipart whose parts cannot be found is read as plain text, so
+    /// that its content still reaches the consumer.
+    fn demote_to_text(&mut self, idx: usize) {
+        let p = &mut self.parts[idx];
+        p.ctype = "text/plain".to_string();
+        p.ctype_params = Params::default();
+        // A top-level leaf is numbered "1" like any single-part message.
+        if p.section.is_empty() {
+            p.section = "1".to_string();
+        }
+    }
+
+    fn finish(mut self) -> Tree<'a> {
+        let mut tree = Tree {
+            parts: self.parts,
+            leaves: Vec::new(),
+            problems: Vec::new(),
+        };
+        let leaves: Vec<usize> = (0..tree.parts.len())
+            .filter(|&i| tree.parts[i].children.is_empty() && !tree.parts[i].is_multipart())
+            .collect();
+        // A single-part message's body is section 1, as in IMAP.
+        if leaves == [0] {
+            tree.parts[0].section = "1".to_string();
+        }
+        for (n, &i) in leaves.iter().enumerate() {
+            tree.parts[i].leaf = Some(n as u32 + 1);
+        }
+        tree.leaves = leaves;
+        tree.problems = std::mem::take(&mut self.notes)
+            .into_iter()
+            .map(|(p, n)| match p {
+                Some(i) => format!("{}: {n}", tree.parts[i].label()),
+                None => n,
+            })
+            .collect();
+        tree
     }
 }
 
@@ -270,99 +602,6 @@ fn valid_media_type(t: &str) -> bool {
                 .all(|c| c.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&c))
     };
     token(a) && token(b)
-}
-
-struct Split<'a> {
-    parts: Vec<&'a [u8]>,
-    found: bool,
-    closed: bool,
-}
-
-/// Splits a multipart body at its delimiter lines (RFC 2046 section 5.1.1):
-/// `--boundary` followed only by optional whitespace, or `--boundary--`
-/// (anything after the closing `--` is tolerated). The line break before a
-/// delimiter belongs to the delimiter.
-fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Split<'a> {
-    let mut out = Split {
-        parts: Vec::new(),
-        found: false,
-        closed: false,
-    };
-    let mut current_start: Option<usize> = None;
-    let mut pos = 0;
-    while pos < body.len() {
-        let nl = body[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|o| pos + o);
-        let line_end = nl.unwrap_or(body.len());
-        let next = nl.map_or(body.len(), |n| n + 1);
-        let line = &body[pos..line_end];
-        if let Some(kind) = delimiter_kind(line, boundary) {
-            if let Some(start) = current_start {
-                let mut end = pos;
-                if end > start && body[end - 1] == b'\n' {
-                    end -= 1;
-                    if end > start && body[end - 1] == b'\r' {
-                        end -= 1;
-                    }
-                }
-                out.parts.push(&body[start..end.max(start)]);
-            }
-            out.found = true;
-            if kind == Delim::Close {
-                out.closed = true;
-                return out;
-            }
-            current_start = Some(next);
-        }
-        pos = next;
-    }
-    if let Some(start) = current_start {
-        out.parts.push(&body[start.min(body.len())..]);
-    }
-    out
-}
-
-#[derive(PartialEq, Eq)]
-enum Delim {
-    Open,
-    Close,
-}
-
-fn delimiter_kind(line: &[u8], boundary: &[u8]) -> Option<Delim> {
-    let rest = line.strip_prefix(b"--")?.strip_prefix(boundary)?;
-    if rest.starts_with(b"--") {
-        return Some(Delim::Close);
-    }
-    if rest.iter().all(|&b| b == b' ' || b == b'\t' || b == b'\r') {
-        Some(Delim::Open)
-    } else {
-        None
-    }
-}
-
-/// The boundary of the first `--something` line, for a multipart that forgot
-/// its boundary parameter.
-fn guess_boundary(body: &[u8]) -> Option<Vec<u8>> {
-    for line in body.split(|&b| b == b'\n').take(1000) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(b"--") {
-            let mut b = rest;
-            while let Some(last) = b.last() {
-                if *last == b' ' || *last == b'\t' {
-                    b = &b[..b.len() - 1];
-                } else {
-                    break;
-                }
-            }
-            let b = b.strip_suffix(b"--").unwrap_or(b);
-            if !b.is_empty() && b.len() <= 200 {
-                return Some(b.to_vec());
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -403,6 +642,114 @@ mod tests {
         let t = build(b"Content-Type: multipart/mixed\n\njust text\n");
         assert_eq!(t.leaves.len(), 1);
         assert_eq!(t.root().ctype, "text/plain");
+    }
+
+    fn leaves<'a>(t: &'a Tree<'_>) -> Vec<(&'a str, &'a str, &'a [u8])> {
+        t.leaves
+            .iter()
+            .map(|&i| {
+                let p = &t.parts[i];
+                (p.section.as_str(), p.ctype.as_str(), p.body)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shared_boundary_continues_in_the_parents_delimiters() {
+        // One closing delimiter for both: the nested multipart takes the
+        // rest, and the parent's missing close is not reported.
+        let t = build(
+            b"Content-Type: multipart/mixed; boundary=B\n\n--B\n\
+Content-Type: multipart/alternative; boundary=B\n\n--B\n\nplain\n\
+--B\nContent-Type: text/html\n\n<p>h</p>\n--B--\n",
+        );
+        assert_eq!(
+            leaves(&t),
+            [
+                ("1.1", "text/plain", &b"plain"[..]),
+                ("1.2", "text/html", b"<p>h</p>")
+            ]
+        );
+        assert_eq!(t.problems.len(), 1, "{:?}", t.problems);
+        assert!(t.problems[0].starts_with("part 1 (multipart/alternative): same boundary"));
+        // Two closes: the parent goes on after the nested one.
+        let t = build(
+            b"Content-Type: multipart/mixed; boundary=B\n\n--B\n\
+Content-Type: multipart/alternative; boundary=B\n\n--B\n\nplain\n--B--\n\
+--B\nContent-Type: application/pdf\n\n%PDF\n--B--\n",
+        );
+        assert_eq!(
+            leaves(&t),
+            [
+                ("1.1", "text/plain", &b"plain"[..]),
+                ("2", "application/pdf", b"%PDF")
+            ]
+        );
+        assert_eq!(t.problems.len(), 1);
+    }
+
+    #[test]
+    fn delimiters_right_after_a_header() {
+        // No empty line after a multipart's header: its first line is
+        // already a delimiter. A part whose header meets a delimiter is
+        // empty.
+        let t = build(
+            b"Content-Type: multipart/mixed; boundary=x\n--x\n\
+Content-Type: text/plain\n--x\nContent-Type: text/csv\n\na,b\n--x--\n",
+        );
+        assert_eq!(
+            leaves(&t),
+            [("1", "text/plain", &b""[..]), ("2", "text/csv", b"a,b")]
+        );
+        assert_eq!(t.problems.len(), 1, "{:?}", t.problems);
+        assert!(t.problems[0].starts_with("message (multipart/mixed): no empty line"));
+    }
+
+    #[test]
+    fn an_outer_delimiter_ends_an_open_inner_multipart() {
+        let t = build(
+            b"Content-Type: multipart/mixed; boundary=o\n\n--o\n\
+Content-Type: multipart/alternative; boundary=i\n\n--i\n\ncut\n\
+--o\nContent-Type: application/pdf\n\n%PDF\n--o--\n",
+        );
+        assert_eq!(
+            leaves(&t),
+            [
+                ("1.1", "text/plain", &b"cut"[..]),
+                ("2", "application/pdf", b"%PDF")
+            ]
+        );
+        assert_eq!(
+            t.problems,
+            ["part 1 (multipart/alternative): closing boundary missing (truncated?); kept what could be read"]
+        );
+        // Epilogues and preambles are nobody's part; a multipart's body is
+        // its whole extent.
+        assert_eq!(t.parts[1].body, b"--i\n\ncut");
+    }
+
+    #[test]
+    fn nesting_costs_no_stack() {
+        // Far past the cap, on a small stack: nothing recurses per level.
+        let mut raw = Vec::new();
+        for i in 0..20_000 {
+            raw.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n").as_bytes(),
+            );
+        }
+        raw.extend_from_slice(b"\nbottom\n");
+        let t = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let t = build(&raw);
+                (t.parts.len(), t.problems.len())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // The message and MAX_DEPTH nested multiparts; one cap note and a
+        // missing close per level read.
+        assert_eq!(t, (MAX_DEPTH + 1, MAX_DEPTH + 1));
     }
 
     #[test]
