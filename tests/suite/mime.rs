@@ -104,6 +104,14 @@ fn files_of(d: &Decoded) -> Vec<&str> {
     d.attachments.iter().map(|a| a.file.as_str()).collect()
 }
 
+/// Each attachment's stored file and the sender's name.
+fn names_of(d: &Decoded) -> Vec<(&str, Option<&str>)> {
+    d.attachments
+        .iter()
+        .map(|a| (a.file.as_str(), a.filename.as_deref()))
+        .collect()
+}
+
 // The bytes the fixture generator encoded.
 fn pdf_bytes() -> Vec<u8> {
     let mut v = b"%PDF-1.4\n% fake pdf for tests\n".to_vec();
@@ -439,13 +447,8 @@ fn hostile_file_names() {
 #[test]
 fn rfc2231_and_encoded_names() {
     let (d, _t) = run(&fixture("rfc2231.eml"), &default());
-    let got: Vec<(&str, Option<&str>)> = d
-        .attachments
-        .iter()
-        .map(|a| (a.file.as_str(), a.filename.as_deref()))
-        .collect();
     assert_eq!(
-        got,
+        names_of(&d),
         [
             (
                 "attachments/café crème br_ul_ee.txt",
@@ -676,7 +679,9 @@ fn headers_only_writes_nothing() {
 
 #[test]
 fn undecodable_input() {
-    for raw in [&b""[..], b"\x00\x01\x02\xff binary", b"\r\n\r\njust a body"] {
+    // Nothing at all, or binary data: no message (text without a header
+    // is one: `message_without_header_is_all_body`).
+    for raw in [&b""[..], b"\x00\x01\x02\xff binary"] {
         let (d, _t) = run(raw, &default());
         assert_eq!(d.kind, Kind::Undecodable, "{raw:?}");
         assert!(d.files.is_empty() && d.body.is_none());
@@ -754,7 +759,7 @@ fn deep_nesting_is_bounded() {
     assert!(d
         .problems
         .iter()
-        .any(|p| p.contains("nested deeper than 32 levels")));
+        .any(|p| p.contains("nested deeper than 100 levels")));
     assert_eq!(d.body, None);
 }
 
@@ -804,4 +809,182 @@ fn encoded_words_next_to_raw_text_and_folding() {
     let (d, _t) = run(raw.as_bytes(), &default());
     assert_eq!(d.headers.subject.as_deref(), Some("Re: été été fin"));
     assert_eq!(d.headers.from.as_deref(), Some("\"Éric\" <e@example.com>"));
+}
+
+#[test]
+fn comments_in_mime_fields() {
+    let (d, t) = run(&fixture("comments.eml"), &default());
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    let body = d.body.as_ref().unwrap();
+    assert_eq!(body.charset.as_deref(), Some("utf-8"));
+    assert_eq!(read(&t, &body.file), "café (au lait)");
+    let csv = b"a,b\n1,2\n";
+    assert_eq!(
+        d.attachments,
+        vec![Attachment {
+            file: "attachments/notes (v2).csv".into(),
+            filename: Some("notes (v2).csv".into()),
+            content_type: "text/csv".into(),
+            size: csv.len() as u64,
+            sha256: sha256(csv),
+        }]
+    );
+    assert_eq!(read(&t, "attachments/notes (v2).csv").as_bytes(), csv);
+}
+
+#[test]
+fn message_without_header_is_all_body() {
+    let raw = fixture("no_header.eml");
+    let (d, t) = run(&raw, &default());
+    assert_eq!(d.kind, Kind::Message);
+    assert_eq!(d.headers, Headers::default());
+    assert_eq!(read(&t, "body.txt").as_bytes(), &raw[..]);
+    assert_eq!(
+        d.problems,
+        ["no header fields found: the whole message is read as its body"]
+    );
+    assert_eq!(headers_only(&raw).kind, Kind::Message);
+    // The one part is part 1 for a configured selection too.
+    let (d, _t) = run(&raw, &by_index(1, Some("text/plain")));
+    assert_eq!(d.quarantine, None);
+    assert_eq!(d.body.unwrap().file, "body.txt");
+
+    // An empty first line: an empty header, and the rest is body.
+    let (d, t) = run(b"\r\n\r\njust a body", &default());
+    assert_eq!(d.kind, Kind::Message);
+    assert_eq!(read(&t, "body.txt"), "\r\njust a body");
+}
+
+#[test]
+fn header_without_empty_line() {
+    let (d, t) = run(&fixture("no_blank_line.eml"), &default());
+    assert_eq!(
+        d.headers.subject.as_deref(),
+        Some("no empty line after the header")
+    );
+    assert_eq!(read(&t, "body.txt"), "bar");
+    assert_eq!(files_of(&d), ["attachments/data.bin"]);
+    assert_eq!(read(&t, "attachments/data.bin"), "0123");
+    let why = "no empty line after the header; the body starts at the first line that is not a header field";
+    assert_eq!(
+        d.problems,
+        [
+            format!("message (multipart/mixed): {why}"),
+            format!("part 1 (text/plain): {why}"),
+            format!("part 2 (application/octet-stream): {why}"),
+        ]
+    );
+
+    let (d, t) = run(
+        b"From: a@example.com\r\nContent-Type: text/plain\r\nbar\r\n",
+        &default(),
+    );
+    assert_eq!(d.headers.from.as_deref(), Some("a@example.com"));
+    assert_eq!(read(&t, "body.txt"), "bar\r\n");
+    assert_eq!(d.problems, [format!("part 1 (text/plain): {why}")]);
+}
+
+#[test]
+fn nested_multipart_reusing_its_parents_boundary() {
+    let raw = fixture("shared_boundary.eml");
+    let note = "part 1 (multipart/alternative): same boundary as an enclosing multipart; \
+                the parts that follow are read as its own until its closing delimiter";
+    let pdf = Attachment {
+        file: "attachments/plan.pdf".into(),
+        filename: Some("plan.pdf".into()),
+        content_type: "application/pdf".into(),
+        size: pdf_bytes().len() as u64,
+        sha256: sha256(&pdf_bytes()),
+    };
+    let (d, t) = run(&raw, &default());
+    assert_eq!(d.kind, Kind::File);
+    assert_eq!(d.body.as_ref().unwrap().content_type, "text/plain");
+    assert_eq!(read(&t, "body.txt"), "Grüße from the old Mac.\r\n");
+    assert_eq!(d.attachments, vec![pdf.clone()]);
+    assert_eq!(d.problems, [note]);
+    let (d, t) = run(&raw, &by_type("text/html"));
+    assert_eq!(
+        read(&t, "body.html"),
+        "<HTML>Grüße from the old Mac.</HTML>\r\n"
+    );
+    assert_eq!(d.attachments, vec![pdf.clone()]);
+
+    // With one closing delimiter for both, the nested multipart takes every
+    // part; nothing is lost and the missing second close is no news.
+    let text = String::from_utf8(raw).unwrap();
+    let once = text.replacen("--B_3300000000_1--\r\n", "", 1);
+    let (d, t) = run(once.as_bytes(), &default());
+    assert_eq!(read(&t, "body.txt"), "Grüße from the old Mac.\r\n");
+    assert_eq!(d.attachments, vec![pdf]);
+    assert_eq!(d.problems, [note]);
+}
+
+/// A message nested `levels` multiparts deep with a text part at the
+/// bottom and a PDF next to the nested multipart at level 30.
+fn nested(levels: usize) -> Vec<u8> {
+    let mut raw = String::from("From: a@example.com\r\nSubject: deep\r\n");
+    for l in 1..=levels {
+        raw.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"d{l}\"\r\n\r\n--d{l}\r\n"
+        ));
+    }
+    raw.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\nfound at the bottom\r\n");
+    for l in (1..=levels).rev() {
+        if l == 30 {
+            raw.push_str(&format!(
+                "--d30\r\nContent-Type: application/pdf; name=\"level30.pdf\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                b64(&pdf_bytes())
+            ));
+        }
+        raw.push_str(&format!("--d{l}--\r\n"));
+    }
+    raw.into_bytes()
+}
+
+#[test]
+fn sixty_levels_deep() {
+    let raw = fixture("deep_nesting.eml");
+    assert_eq!(raw, nested(60), "the fixture is nested(60)");
+    let (d, t) = run(&raw, &default());
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    assert_eq!(read(&t, "body.txt"), "found at the bottom");
+    assert_eq!(files_of(&d), ["attachments/level30.pdf"]);
+    assert_eq!(d.attachments[0].sha256, sha256(&pdf_bytes()));
+}
+
+#[test]
+fn nesting_past_the_cap_keeps_what_is_above() {
+    // Linear by construction (one pass, explicit stack); no timing here.
+    let (d, _t) = run(&nested(150), &default());
+    let section = vec!["1"; 100].join(".");
+    let pdf_section = vec!["1"; 29].join(".") + ".2";
+    // The text below the cap is not found, so the cascade falls to the PDF.
+    assert_eq!(
+        d.problems,
+        [
+            format!("part {section} (multipart/mixed): nested deeper than 100 levels; its content is only in message.eml"),
+            format!("part {pdf_section} (application/pdf): selected as body but not text; saved as an attachment"),
+        ]
+    );
+    assert_eq!(d.body, None);
+    assert_eq!(files_of(&d), ["attachments/level30.pdf"]);
+    assert_eq!(d.attachments[0].sha256, sha256(&pdf_bytes()));
+}
+
+#[test]
+fn attachment_names_keep_trailing_dots_and_spaces() {
+    let (d, t) = run(&fixture("trailing_dots.eml"), &default());
+    assert_eq!(read(&t, "body.txt"), "see attachments");
+    assert_eq!(
+        names_of(&d),
+        [
+            ("attachments/invoice.pdf", Some("invoice.pdf. ")),
+            ("attachments/résumé.txt", Some("résumé.txt..")),
+            ("attachments/notes", Some(" notes ")),
+            ("attachments/part-5.bin", None),
+        ]
+    );
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["attachments"][0]["filename"], "invoice.pdf. ");
 }
