@@ -1,10 +1,12 @@
-//! Tests of the Dovecot test harness itself (tests/dovecot/dovecot.sh and
-//! tests/common/dovecot.rs), against the real server, over raw TCP.
+//! Tests of the test servers' harness itself (tests/dovecot/dovecot.sh and
+//! tests/suite/common/dovecot.rs, tests/mailutils/mailutils.sh and
+//! tests/suite/common/mailutils.rs), against the real servers, over raw TCP.
 
 use crate::common::dovecot::{
     connect_from, disk_form, listed_size, stored_form, Dovecot, HOST, INSECURE_HOST,
 };
 use crate::common::fake::openssl_dgst;
+use crate::common::mailutils::Mailutils;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::path::Path;
@@ -613,6 +615,58 @@ fn watchdog_stops_server_when_owner_dies() {
     }
     assert!(!alive(pid), "master {pid} survived its owner");
     assert!(!dir.exists(), "{} not removed", dir.display());
+}
+
+/// A private Mailutils pop3d answers on both ports, with the greeting the
+/// harness documents, and dropping it stops it by its pid (with the session
+/// still open on it) and removes its directory.
+#[test]
+#[ignore = "needs root and Mailutils"]
+fn mailutils_greets_on_both_ports_and_stops_by_pid() {
+    let mu = Mailutils::start();
+    let dir = mu.dir.clone();
+    let pid: u32 = std::fs::read_to_string(dir.join("run/pop3d.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    let mut plain = Pop::connect(mu.pop3_port);
+    assert!(
+        plain.greeting.starts_with("+OK POP3 Ready <"),
+        "{}",
+        plain.greeting
+    );
+    // No login before STLS on this port.
+    let capa = plain.lines("CAPA");
+    assert!(capa.contains(&"XTLSREQUIRED".to_string()), "{capa:?}");
+    assert!(capa.contains(&"STLS".to_string()), "{capa:?}");
+    assert!(!capa.contains(&"USER".to_string()), "{capa:?}");
+    let ca = mu.ca_file();
+    let (ok, text) = openssl(&[
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{}", mu.pop3s_port),
+        "-CAfile",
+        path(&ca),
+        "-verify_hostname",
+        "localhost",
+        "-verify_return_error",
+        "-brief",
+    ]);
+    assert!(ok, "{text}");
+    let port = mu.pop3_port;
+    let t = Instant::now();
+    drop(mu);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert!(!dir.exists());
+    assert!(!alive(pid), "pop3d {pid} still running");
+    assert!(TcpStream::connect((HOST, port)).is_err());
+    drop(plain);
 }
 
 /// Running and not a zombie (init may be slow to reap the daemon).

@@ -3,9 +3,10 @@
 //! real `popspool` binary or of the library's public API.
 //!
 //! Plain `cargo test` runs, as any user, every test that needs neither root
-//! nor a private Dovecot: the scripted fake server, the command line, the
-//! MIME decoder, the man pages. The others are `#[ignore]`d with the reason
-//! ("needs root and Dovecot", ...); `bash tests/run.sh`, which runs as root,
+//! nor a private server (Dovecot, GNU Mailutils pop3d): the scripted fake
+//! server, the command line, the MIME decoder, the man pages. The others are
+//! `#[ignore]`d with the reason ("needs root and Dovecot", "needs root and
+//! Mailutils", ...); `bash tests/run.sh`, which runs as root,
 //! includes them (`cargo test -- --include-ignored`). One module:
 //! `cargo test --test suite faults::`.
 
@@ -16,6 +17,7 @@ mod bench_quick;
 mod cli;
 mod e2e_auth;
 mod e2e_dovecot;
+mod e2e_servers;
 mod faults;
 mod full_disk;
 mod harness;

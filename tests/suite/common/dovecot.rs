@@ -12,15 +12,14 @@
 //! configuration, certificates, users and delivery) is in the header and
 //! the comments of `tests/dovecot/dovecot.sh`.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::os::unix::fs::{chown, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{self, Command};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::common::server::{deliver_to_maildir, maildir_count, MaildirName, Script, TestServer};
 
 /// Owner of every test mailbox. Dovecot refuses uid 0 for mail access; 5000
 /// needs no `/etc/passwd` entry.
@@ -54,34 +53,7 @@ pub struct Dovecot {
     pub pop3s_port: u16,
 }
 
-static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dovecot/dovecot.sh")
-}
-
-/// `bash dovecot.sh`: works even if the executable bit got lost in a copy.
-fn script_cmd() -> Command {
-    let mut cmd = Command::new("bash");
-    cmd.arg(script());
-    cmd
-}
-
-/// Runs the script, panics with its stderr if it fails, returns its stdout.
-fn run(mut cmd: Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    String::from_utf8(out.stdout).expect("script output is UTF-8")
-}
+const SCRIPT: Script = Script { name: "dovecot" };
 
 impl Dovecot {
     /// Starts a fresh server in a new directory; panics (with the script's
@@ -97,47 +69,15 @@ impl Dovecot {
     }
 
     fn start_inner(mechanisms: Option<&str>) -> Dovecot {
-        let dir = loop {
-            let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("popspool-dovecot-{}-{n}", process::id()));
-            match fs::create_dir(&dir) {
-                Ok(()) => break dir,
-                // Left over from an earlier process that had our pid.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => panic!("cannot create {}: {e}", dir.display()),
-            }
+        let extra = match mechanisms {
+            Some(m) => vec!["--mechanisms", m],
+            None => vec![],
         };
-        let mut cmd = script_cmd();
-        cmd.arg("start").arg(&dir);
-        if let Some(m) = mechanisms {
-            cmd.arg("--mechanisms").arg(m);
-        }
-        // If this test process dies without running destructors, the
-        // script's watchdog stops the server and removes the directory.
-        cmd.arg("--watch-pid").arg(process::id().to_string());
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-        if !out.status.success() {
-            let _ = fs::remove_dir_all(&dir);
-            panic!(
-                "dovecot.sh start failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let port = |key: &str| -> u16 {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {key}=N in dovecot.sh output: {stdout}"))
-        };
+        let (dir, pop3_port, pop3s_port) = SCRIPT.start(&extra);
         Dovecot {
-            pop3_port: port("POP3_PORT"),
-            pop3s_port: port("POP3S_PORT"),
             dir,
+            pop3_port,
+            pop3s_port,
         }
     }
 
@@ -146,21 +86,24 @@ impl Dovecot {
     /// for `certuser` with [`Self::client_cert`]). Names may
     /// use `A-Z a-z 0-9 . _ @ -`; passwords anything but `:`, CR and LF.
     pub fn add_user(&self, user: &str, password: &str) {
-        let mut cmd = script_cmd();
-        cmd.arg("adduser").arg(&self.dir).arg(user).arg(password);
-        run(cmd);
+        SCRIPT.run(&[
+            OsStr::new("adduser"),
+            self.dir.as_os_str(),
+            OsStr::new(user),
+            OsStr::new(password),
+        ]);
     }
 
     /// A user whose password is stored only as a crypt hash: Dovecot then
     /// refuses SCRAM and CRAM-MD5 for it although it advertises them.
     pub fn add_user_hashed(&self, user: &str, password: &str) {
-        let mut cmd = script_cmd();
-        cmd.arg("adduser")
-            .arg(&self.dir)
-            .arg(user)
-            .arg(password)
-            .arg("--hashed");
-        run(cmd);
+        SCRIPT.run(&[
+            OsStr::new("adduser"),
+            self.dir.as_os_str(),
+            OsStr::new(user),
+            OsStr::new(password),
+            OsStr::new("--hashed"),
+        ]);
     }
 
     /// Delivers one message into the user's `Maildir/new`, as an MDA does.
@@ -179,48 +122,19 @@ impl Dovecot {
     /// in `tmp/`, owned by 5000:5000, renamed into `new/` as
     /// `<secs>.M<usecs>P<pid>Q<n>.popspool-harness,S=<size>,W=<CRLF size>`.
     fn deliver_all<'a>(&self, user: &str, msgs: impl IntoIterator<Item = &'a [u8]>) {
-        let md = self.maildir(user);
-        assert!(
-            md.join("new").is_dir(),
-            "no mailbox for user {user:?}: add_user first"
+        deliver_to_maildir(
+            &self.maildir(user),
+            user,
+            (MAIL_UID, MAIL_GID),
+            MaildirName::DovecotSizes,
+            msgs,
         );
-        for raw in msgs {
-            let stored = disk_form(raw);
-            let base = unique_base_name();
-            let tmp = md.join("tmp").join(&base);
-            let fail = |what: &str, e: io::Error| -> ! {
-                panic!("deliver to {user}: {what} {}: {e}", tmp.display())
-            };
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .unwrap_or_else(|e| fail("create", e));
-            f.write_all(&stored).unwrap_or_else(|e| fail("write", e));
-            drop(f);
-            chown(&tmp, Some(MAIL_UID), Some(MAIL_GID)).unwrap_or_else(|e| fail("chown", e));
-            let name = format!("{base},S={},W={}", stored.len(), listed_size(raw));
-            fs::rename(&tmp, md.join("new").join(name)).unwrap_or_else(|e| fail("rename", e));
-        }
     }
 
     /// Messages in the user's `new/` and `cur/` (what a POP3 STAT would count
     /// once Dovecot has looked; deleted messages disappear at QUIT).
     pub fn count(&self, user: &str) -> usize {
-        let md = self.maildir(user);
-        ["new", "cur"]
-            .iter()
-            .map(|sub| {
-                let dir = md.join(sub);
-                fs::read_dir(&dir)
-                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-                    .filter_map(Result::ok)
-                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                    .count()
-            })
-            .sum()
+        maildir_count(&self.maildir(user))
     }
 
     /// PEM of the test CA that signed the server certificate.
@@ -288,56 +202,42 @@ impl Dovecot {
     }
 }
 
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        // Never panic here: a second panic while unwinding aborts the run.
-        if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "--- last lines of {}/dovecot.log:\n{}",
-                self.dir.display(),
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            );
-        }
-        match script_cmd().arg("stop").arg(&self.dir).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "dovecot.sh stop {} failed: {}",
-                self.dir.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("cannot run dovecot.sh stop: {e}"),
-        }
-        if std::env::var_os(KEEP_ENV).is_some() {
-            eprintln!("{KEEP_ENV} set: keeping {}", self.dir.display());
-        } else if let Err(e) = fs::remove_dir_all(&self.dir) {
-            eprintln!("cannot remove {}: {e}", self.dir.display());
-        }
+impl TestServer for Dovecot {
+    fn pop3_port(&self) -> u16 {
+        self.pop3_port
+    }
+    fn pop3s_port(&self) -> u16 {
+        self.pop3s_port
+    }
+    fn ca_file(&self) -> PathBuf {
+        Dovecot::ca_file(self)
+    }
+    fn add_mailbox(&self, user: &str, password: &str) -> String {
+        self.add_user(user, password);
+        user.to_owned()
+    }
+    fn maildir(&self, user: &str) -> PathBuf {
+        Dovecot::maildir(self, user)
+    }
+    fn deliver_many(&self, user: &str, msgs: &[Vec<u8>]) {
+        Dovecot::deliver_many(self, user, msgs)
+    }
+    fn count(&self, user: &str) -> usize {
+        Dovecot::count(self, user)
+    }
+    fn auto_mechanism(&self) -> &'static str {
+        "scram-sha-256"
+    }
+    /// Dovecot sends the stored message as it is.
+    fn as_delivered(&self, message: &[u8], _uidl: &str) -> Vec<u8> {
+        message.to_vec()
     }
 }
 
-/// Maildir base names sort by (seconds, microseconds), which is how Dovecot
-/// orders new mail, so each name gets a strictly later time than the last.
-fn unique_base_name() -> String {
-    static LAST_USEC: Mutex<u64> = Mutex::new(0);
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_micros() as u64;
-    let t = {
-        let mut last = LAST_USEC.lock().unwrap_or_else(|e| e.into_inner());
-        *last = now.max(*last + 1);
-        *last
-    };
-    format!(
-        "{}.M{:06}P{}Q{}.popspool-harness",
-        t / 1_000_000,
-        t % 1_000_000,
-        process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        SCRIPT.stop(&self.dir, &self.dir.join("dovecot.log"), KEEP_ENV);
+    }
 }
 
 /// What is written to disk: every CRLF becomes LF (left to right, like

@@ -1,9 +1,11 @@
-//! Shared test support: a private Dovecot, a scripted fake server, test
-//! messages, and running the popspool binary.
+//! Shared test support: a private Dovecot or GNU Mailutils pop3d, a scripted
+//! fake server, test messages, and running the popspool binary.
 
 pub mod dovecot;
 pub mod fake;
 pub mod mail;
+pub mod mailutils;
 pub mod popspool;
 pub mod proxy;
 pub mod relay;
+pub mod server;
