@@ -59,30 +59,33 @@ impl<S: Read + Write> Session<S> {
         })
     }
 
-    /// LIST, then UIDL as [`uidl`](Self::uidl) does, except that a `-ERR`
-    /// to UIDL (the server has none: RFC 1939 makes it optional) is `None`.
-    /// With `pipelined` both go out in one write: one round trip, not two.
+    /// UIDL as [`uidl`](Self::uidl) does, except that a `-ERR` (the server
+    /// has none: RFC 1939 makes it optional) is `None`, then LIST. UIDL goes
+    /// first because GNU Mailutils creates a message's unique-id on the first
+    /// UIDL by adding an `X-UIDL:` header to it: LIST after UIDL gives the
+    /// sizes the message will have from then on, so the next poll finds the
+    /// same size for the same UIDL. With `pipelined` both go out in one
+    /// write: one round trip, not two.
     pub fn list_and_uidl(&mut self, pipelined: bool) -> Result<(SizeListing, Option<UidListing>)> {
         if !pipelined {
-            let list = self.list()?;
-            return match self.uidl() {
-                Ok(u) => Ok((list, Some(u))),
-                Err(Error::Server { .. }) => Ok((list, None)),
-                Err(e) => Err(e),
+            let uidl = match self.uidl() {
+                Ok(u) => Some(u),
+                Err(Error::Server { .. }) => None,
+                Err(e) => return Err(e),
             };
+            return Ok((self.list()?, uidl));
         }
         self.conn.exec(|c| {
-            c.write_commands([Command::List(None), Command::Uidl(None)])?;
-            // A -ERR to LIST still leaves UIDL's reply to read.
-            let list = c
-                .read_status("LIST")
-                .and_then(|_| c.read_listing("LIST", c.limits.entries, proto::parse_list_entry));
+            c.write_commands([Command::Uidl(None), Command::List(None)])?;
+            // A -ERR to UIDL still leaves LIST's reply to read.
             let uidl = match c.read_status("UIDL") {
                 Ok(_) => Some(c.read_listing("UIDL", c.limits.entries, proto::parse_uidl_entry)?),
                 Err(Error::Server { .. }) => None,
                 Err(e) => return Err(e),
             };
-            Ok((list?, uidl))
+            c.read_status("LIST")?;
+            let list = c.read_listing("LIST", c.limits.entries, proto::parse_list_entry)?;
+            Ok((list, uidl))
         })
     }
 
@@ -431,19 +434,21 @@ mod tests {
         let uidl = b"+OK\r\n1 a\r\n2 b\r\n.\r\n";
         let want_uidl = vec![(1, Uid::Valid("a".into())), (2, Uid::Valid("b".into()))];
         for pipelined in [true, false] {
-            let (mut s, log) = gated_session(&[list, uidl, b"+OK\r\n"]);
+            let (mut s, log) = gated_session(&[uidl, list, b"+OK\r\n"]);
             let (l, u) = s.list_and_uidl(pipelined).unwrap();
             assert_eq!(l, [(1, 120), (2, 200)]);
             assert_eq!(u.as_ref(), Some(&want_uidl));
             assert_eq!(log.borrow().max_ahead, if pipelined { 2 } else { 1 });
+            let sent = String::from_utf8(log.borrow().bytes.clone()).unwrap();
+            assert!(sent.ends_with("UIDL\r\nLIST\r\n"), "{sent:?}");
             s.noop().unwrap();
 
-            let (mut s, _) = gated_session(&[list, b"-ERR no UIDL here\r\n", b"+OK\r\n"]);
+            let (mut s, _) = gated_session(&[b"-ERR no UIDL here\r\n", list, b"+OK\r\n"]);
             assert_eq!(s.list_and_uidl(pipelined).unwrap().1, None);
             s.noop().unwrap();
         }
         // A -ERR to LIST is the error, and the session stays in step.
-        let (mut s, _) = session(b"-ERR busy\r\n+OK\r\n1 a\r\n.\r\n+OK\r\n");
+        let (mut s, _) = session(b"+OK\r\n1 a\r\n.\r\n-ERR busy\r\n+OK\r\n");
         assert!(matches!(
             s.list_and_uidl(true),
             Err(Error::Server {
@@ -452,8 +457,8 @@ mod tests {
             })
         ));
         s.noop().unwrap();
-        // Cut off inside UIDL's listing: out of step.
-        let (mut s, _) = session(b"+OK\r\n.\r\n+OK\r\n1 a\r\n");
+        // Cut off inside LIST's listing: out of step.
+        let (mut s, _) = session(b"+OK\r\n1 a\r\n.\r\n+OK\r\n1 120\r\n");
         assert!(matches!(s.list_and_uidl(true), Err(Error::ConnectionLost)));
         assert!(matches!(s.noop(), Err(Error::Unusable)));
     }
