@@ -46,13 +46,13 @@ fn pipelining_server_drains_byte_exact() {
         retrs_before > 1,
         "{retrs_before} RETR(s) before the first reply"
     );
-    // LIST and UIDL go out together, before LIST's reply is read.
-    let list = log.find("C: LIST").expect("LIST sent");
-    let list_reply = list + log[list..].find("S: ").expect("LIST answered");
+    // UIDL and LIST go out together, before UIDL's reply is read.
     let uidl = log.find("C: UIDL").expect("UIDL sent");
+    let uidl_reply = uidl + log[uidl..].find("S: ").expect("UIDL answered");
+    let list = log.find("C: LIST").expect("LIST sent");
     assert!(
-        list < uidl && uidl < list_reply,
-        "LIST and UIDL in one write"
+        uidl < list && list < uidl_reply,
+        "UIDL and LIST in one write"
     );
 
     let spool = s.account_spool("pipe");
