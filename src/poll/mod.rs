@@ -273,7 +273,7 @@ fn poll_into(
             keys.extend(gone);
             journal.forget(&keys).map_err(Error::State)?;
         }
-        Err(e) => return abandon_quit(&mut journal, Error::Pop3(e)),
+        Err(e) => return keep_journal(&mut journal, Error::Pop3(e)),
     }
     journal.sync().map_err(Error::State)?;
     journal.maybe_compact().map_err(Error::State)
@@ -283,11 +283,12 @@ fn poll_into(
 /// what the journal learned; returns `e`.
 fn abandon(session: Session<Stream>, journal: &mut Journal, e: Error) -> Result<(), Error> {
     drop(session);
-    abandon_quit(journal, e)
+    keep_journal(journal, e)
 }
 
-/// After a failed QUIT: keep what the journal learned; returns `e`.
-fn abandon_quit(journal: &mut Journal, e: Error) -> Result<(), Error> {
+/// Fail with `e`, keeping what the journal learned (after a failed QUIT,
+/// or once the session is dropped).
+fn keep_journal(journal: &mut Journal, e: Error) -> Result<(), Error> {
     journal.sync().map_err(Error::State)?;
     Err(e)
 }
