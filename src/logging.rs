@@ -9,12 +9,23 @@
 //! Nothing waits longer than the few microseconds of bookkeeping between
 //! them, and a warning or error always goes out at once.
 //!
+//! Under systemd with stderr connected to the journal, every line starts
+//! with its sd-daemon(3) priority (`<3>` error, `<4>` warning, `<6>` info,
+//! `<7>` debug and trace), so `journalctl -p warning` filters (README,
+//! "Running under systemd"; popspool(8), ENVIRONMENT). systemd announces
+//! that stream in `JOURNAL_STREAM` (systemd.exec(5)); it is believed only
+//! while stderr still is that stream, so a child whose stderr was
+//! redirected elsewhere writes plain lines.
+//!
 //! [`init`] returns the [`Output`] it installed; whoever wants lines batched
 //! is handed that value and opens a [`Batch`] from it, so what may hold
 //! lines back is visible in the callers' signatures.
 
-use std::io::{self, IsTerminal};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -85,6 +96,103 @@ impl<L: Log> Log for Batching<L> {
     }
 }
 
+/// The sd-daemon(3) priority that starts a line of this level.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// Tells [`Prefixed`] the priority of the record being written. The lock
+/// keeps the priority and the record together should two threads log.
+struct Prioritised<L> {
+    inner: L,
+    current: Arc<AtomicU8>,
+    order: Mutex<()>,
+}
+
+impl<L: Log> Log for Prioritised<L> {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        self.current
+            .store(priority(record.level()), Ordering::Relaxed);
+        self.inner.log(record);
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+/// Starts every line written through it with `<N>`, N the priority in
+/// `current`. The formatter writes a line in several pieces, so where a
+/// line starts is tracked across writes; a message with a line break
+/// becomes two journal entries, and the second gets its priority too.
+struct Prefixed<W> {
+    out: W,
+    current: Arc<AtomicU8>,
+    line_start: bool,
+}
+
+impl<W: Write> Write for Prefixed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.line_start {
+                let n = self.current.load(Ordering::Relaxed);
+                self.out.write_all(&[b'<', b'0' + n, b'>'])?;
+                self.line_start = false;
+            }
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |p| p + 1);
+            self.out.write_all(&rest[..end])?;
+            self.line_start = rest[end - 1] == b'\n';
+            rest = &rest[end..];
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Whether `JOURNAL_STREAM` (`<device>:<inode>`, decimal) names the stream
+/// with this device and inode.
+fn names_stream(journal_stream: &str, dev: u64, ino: u64) -> bool {
+    journal_stream
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
+}
+
+/// Whether stderr is the journal stream systemd set up for this service.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some(value) = value.to_str() else {
+        return false;
+    };
+    // fstat(2) of a duplicate is fstat of stderr: same open file.
+    let Ok(fd) = io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(m) => names_stream(value, m.dev(), m.ino()),
+        Err(_) => false,
+    }
+}
+
 /// Installs the logger: everything passes it, and `log::set_max_level` is
 /// the one filter (so `--log-level` and a reload can change it), starting
 /// at info. Call once; what it returns is the one [`Output`] that batches.
@@ -106,7 +214,21 @@ pub fn init() -> Output {
         );
     } else {
         let out = io::BufWriter::with_capacity(BUFFER_BYTES, io::stderr());
-        let inner = simplelog::WriteLogger::new(LevelFilter::Trace, cfg, out);
+        let inner: Box<dyn Log> = if stderr_is_journal() {
+            let current = Arc::new(AtomicU8::new(priority(Level::Info)));
+            let out = Prefixed {
+                out,
+                current: Arc::clone(&current),
+                line_start: true,
+            };
+            Box::new(Prioritised {
+                inner: simplelog::WriteLogger::new(LevelFilter::Trace, cfg, out),
+                current,
+                order: Mutex::new(()),
+            })
+        } else {
+            simplelog::WriteLogger::new(LevelFilter::Trace, cfg, out)
+        };
         // Lives as long as the logger, which is the process.
         let open: &'static Open = Box::leak(Box::default());
         let logger = Batching { inner, open };
@@ -122,7 +244,6 @@ pub fn init() -> Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     /// Records how many times the inner logger was flushed.
     #[derive(Clone, Default)]
@@ -174,5 +295,43 @@ mod tests {
         assert_eq!(*c.0.lock().unwrap(), (6, 3));
         // No buffering logger: a batch is inert.
         drop(Output::default().batch());
+    }
+
+    #[test]
+    fn journal_lines_start_with_their_priority() {
+        let current = Arc::new(AtomicU8::new(0));
+        let mut w = Prefixed {
+            out: Vec::new(),
+            current: Arc::clone(&current),
+            line_start: true,
+        };
+        for (level, pieces) in [
+            (Level::Info, &["2026 ", "[INFO] ", "polled\n"][..]),
+            (Level::Warn, &["[WARN] slow\n"]),
+            (Level::Error, &["[ERROR] two\nlines", "\n"]),
+            (Level::Debug, &["[DEBUG] d\n"]),
+            (Level::Trace, &["[TRACE] t\n"]),
+        ] {
+            current.store(priority(level), Ordering::Relaxed);
+            for p in pieces {
+                assert_eq!(w.write(p.as_bytes()).unwrap(), p.len());
+            }
+        }
+        assert_eq!(
+            String::from_utf8(w.out).unwrap(),
+            "<6>2026 [INFO] polled\n<4>[WARN] slow\n<3>[ERROR] two\n<3>lines\n\
+             <7>[DEBUG] d\n<7>[TRACE] t\n"
+        );
+    }
+
+    #[test]
+    fn journal_stream_must_name_this_stream() {
+        assert!(names_stream("8:1234", 8, 1234));
+        assert!(!names_stream("8:1235", 8, 1234));
+        assert!(!names_stream("9:1234", 8, 1234));
+        assert!(!names_stream("", 8, 1234));
+        assert!(!names_stream("8", 8, 1234));
+        assert!(!names_stream("8:1234:5", 8, 1234));
+        assert!(!names_stream(" 8:1234", 8, 1234));
     }
 }

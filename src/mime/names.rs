@@ -16,19 +16,22 @@ const MAX_EXT_BYTES: usize = 16;
 ///
 /// - Only the last path component is kept (`C:\dir\x.pdf` -> `x.pdf`,
 ///   `../../etc/passwd` -> `passwd`).
-/// - Control characters, NUL and bidirectional-override characters (used to
-///   disguise `exe.pdf` as `fdp.exe`) are removed; characters Windows forbids
+/// - Control characters, NUL, bidirectional-override characters (used to
+///   disguise `exe.pdf` as `fdp.exe`) and invisible characters (zero-width
+///   spaces and joiners, the soft hyphen, line and paragraph separators: a
+///   name that looks like another) are removed; characters Windows forbids
 ///   become `_` (spools are often exported over SMB).
 /// - Leading dots get a `_` prefix so the file is not hidden; trailing dots and
 ///   spaces are trimmed; `.` and `..` are rejected.
-/// - DOS device names (`CON`, `nul.txt`, `COM1`) get a `_` prefix.
+/// - DOS device names (`CON`, `nul.txt`, `COM1`, `CONIN$`, `LPT¹`) get a `_`
+///   prefix.
 /// - At most [`MAX_NAME_BYTES`] bytes, cut on a UTF-8 boundary, keeping the
 ///   extension.
 pub fn sanitize(original: &str) -> Option<String> {
     let last = original.rsplit(['/', '\\']).next().unwrap_or(original);
     let mut s: String = last
         .chars()
-        .filter(|&c| !c.is_control() && !is_bidi_control(c))
+        .filter(|&c| !c.is_control() && !is_bidi_control(c) && !is_invisible(c))
         .map(|c| if "<>:\"|?*".contains(c) { '_' } else { c })
         .collect();
     s = s.trim().trim_end_matches(['.', ' ']).to_string();
@@ -46,9 +49,20 @@ pub fn sanitize(original: &str) -> Option<String> {
 
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        || c == '\u{feff}'
 }
 
+/// Characters that show as nothing (or as a line break) and so make one
+/// name look like another: zero-width space, non-joiner and joiner, word
+/// joiner, byte order mark, soft hyphen, line and paragraph separators.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{00ad}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// Windows device names, with or without an extension. Windows also takes
+/// the superscript digits ¹²³ as the port number of `COM` and `LPT`.
 fn is_dos_device(name: &str) -> bool {
     let stem = name
         .split('.')
@@ -56,10 +70,23 @@ fn is_dos_device(name: &str) -> bool {
         .unwrap_or("")
         .trim_end()
         .to_ascii_uppercase();
-    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.len() == 4
-            && stem.as_bytes()[3].is_ascii_digit())
+    if matches!(
+        stem.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) {
+        return true;
+    }
+    let Some(port) = stem
+        .strip_prefix("COM")
+        .or_else(|| stem.strip_prefix("LPT"))
+    else {
+        return false;
+    };
+    let mut digits = port.chars();
+    matches!(
+        (digits.next(), digits.next()),
+        (Some('0'..='9' | '¹' | '²' | '³'), None)
+    )
 }
 
 /// Splits into (stem, extension with its dot).
@@ -193,6 +220,45 @@ mod tests {
             sanitize("tab\there\r\n.txt").as_deref(),
             Some("tabhere.txt")
         );
+    }
+
+    #[test]
+    fn invisible_characters_removed() {
+        for c in [
+            '\u{200b}', '\u{200c}', '\u{200d}', '\u{2060}', '\u{feff}', '\u{2028}', '\u{2029}',
+            '\u{00ad}',
+        ] {
+            let name = format!("in{c}voice.p{c}df");
+            assert_eq!(sanitize(&name).as_deref(), Some("invoice.pdf"), "{c:?}");
+        }
+        // Nothing visible left: a generated name instead.
+        assert_eq!(sanitize("\u{200b}\u{00ad}"), None);
+        // A leading invisible character does not hide the dot.
+        assert_eq!(sanitize("\u{200b}.bashrc").as_deref(), Some("_.bashrc"));
+    }
+
+    #[test]
+    fn more_device_names() {
+        for (name, safe) in [
+            ("CONIN$", "_CONIN$"),
+            ("conout$.txt", "_conout$.txt"),
+            ("COM¹", "_COM¹"),
+            ("com².log", "_com².log"),
+            ("LPT³", "_LPT³"),
+            ("lpt¹.txt", "_lpt¹.txt"),
+            ("COM9", "_COM9"),
+            // Not device names.
+            ("COM¹¹", "COM¹¹"),
+            ("COM⁴", "COM⁴"),
+            ("CONIN", "CONIN"),
+            ("CONIN$X", "CONIN$X"),
+            ("COM", "COM"),
+            ("COM12", "COM12"),
+        ] {
+            assert_eq!(sanitize(name).as_deref(), Some(safe), "{name}");
+        }
+        // A zero-width character does not smuggle a device name through.
+        assert_eq!(sanitize("C\u{200b}ON.txt").as_deref(), Some("_CON.txt"));
     }
 
     #[test]

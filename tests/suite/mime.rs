@@ -445,6 +445,36 @@ fn hostile_file_names() {
 }
 
 #[test]
+fn invisible_characters_and_device_names() {
+    let (d, t) = run(&fixture("invisible_names.eml"), &default());
+    let expect = [
+        ("attachments/invoice.pdf", "in\u{200b}voice.pdf"),
+        (
+            "attachments/report.txt",
+            "re\u{200c}\u{200d}port\u{2060}.txt",
+        ),
+        ("attachments/bom.txt", "\u{feff}bom.txt"),
+        ("attachments/softhyphen.txt", "soft\u{ad}hyphen.txt"),
+        (
+            "attachments/lineparasep.txt",
+            "line\u{2028}para\u{2029}sep.txt",
+        ),
+        ("attachments/_CONIN$", "CONIN$"),
+        ("attachments/_conout$.txt", "conout$.txt"),
+        ("attachments/_COM¹.txt", "COM¹.txt"),
+        ("attachments/_com²", "com²"),
+        ("attachments/_LPT³.log", "LPT³.log"),
+        ("attachments/_lpt¹", "lpt¹"),
+    ];
+    assert_eq!(d.attachments.len(), expect.len());
+    for (a, (file, original)) in d.attachments.iter().zip(expect) {
+        assert_eq!(a.file, file);
+        assert_eq!(a.filename.as_deref(), Some(original));
+        assert!(t.entry().join(file).is_file(), "{file}");
+    }
+}
+
+#[test]
 fn rfc2231_and_encoded_names() {
     let (d, _t) = run(&fixture("rfc2231.eml"), &default());
     assert_eq!(

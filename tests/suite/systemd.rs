@@ -1,14 +1,18 @@
 //! What the service does for systemd, with the real binary: sd_notify
 //! messages on NOTIFY_SOCKET (readiness, status, watchdog, stopping), and
-//! `${CREDENTIALS_DIRECTORY}` in `password_file` for `LoadCredential=`.
+//! `${CREDENTIALS_DIRECTORY}` in `password_file` for `LoadCredential=`,
+//! and log priorities on the journal stream named by `JOURNAL_STREAM`.
 //! The variables are set on the child process only.
 
 use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::fake::{FakeServer, Faults};
 use crate::common::popspool::{bin, stderr, Setup};
 
 /// An account whose server port is closed: every poll fails at once.
@@ -156,4 +160,84 @@ fn password_file_in_the_credentials_directory() {
         err.contains("password_file") && err.contains("CREDENTIALS_DIRECTORY"),
         "{err}"
     );
+}
+
+/// `popspool --once` over three accounts (one delivers, one finds its port
+/// closed, one has its password refused) with stderr in a file and
+/// `JOURNAL_STREAM` set to `journal_stream(file)`; the log it wrote.
+fn once_with_journal_stream(tag: &str, journal_stream: impl Fn(&fs::Metadata) -> String) -> String {
+    let fake = FakeServer::start(
+        vec![b"Subject: hi\r\n\r\nbody\r\n".to_vec()],
+        Faults::default(),
+    );
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Setup::new(tag);
+    s.write_config(&format!(
+        "{}{}{}",
+        fake.account("good", ""),
+        fake.account("closed", "").replace(
+            &format!("port = {}", fake.port),
+            &format!("port = {closed}")
+        ),
+        fake.account("refused", "")
+            .replace("password = pw", "password = wrong"),
+    ));
+    let log = s.dir.join("stderr");
+    let file = fs::File::create(&log).unwrap();
+    let stream = journal_stream(&file.metadata().unwrap());
+    let out = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .args(["--once", "--log-level", "debug"])
+        .env("JOURNAL_STREAM", stream)
+        .stderr(file)
+        .output()
+        .unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    text
+}
+
+/// The line that mentions `what`.
+fn line_with<'a>(log: &'a str, what: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no line with {what:?} in:\n{log}"))
+}
+
+#[test]
+fn journal_stream_lines_carry_their_priority() {
+    let log = once_with_journal_stream("journal", |m| format!("{}:{}", m.dev(), m.ino()));
+    assert!(line_with(&log, "[INFO] good:").starts_with("<6>"), "{log}");
+    assert!(
+        line_with(&log, "[WARN] closed:").starts_with("<4>"),
+        "{log}"
+    );
+    assert!(
+        line_with(&log, "[ERROR] refused:").starts_with("<3>"),
+        "{log}"
+    );
+    assert!(line_with(&log, "[DEBUG]").starts_with("<7>"), "{log}");
+    for line in log.lines() {
+        let prefixed = ["<3>", "<4>", "<6>", "<7>"]
+            .iter()
+            .any(|p| line.starts_with(p));
+        assert!(prefixed, "{line:?} in:\n{log}");
+    }
+}
+
+#[test]
+fn no_priorities_when_the_journal_stream_is_another() {
+    let log = once_with_journal_stream("notjournal", |m| format!("{}:{}", m.dev(), m.ino() + 1));
+    assert!(line_with(&log, "[INFO] good:").starts_with("20"), "{log}");
+    assert!(line_with(&log, "[WARN] closed:").starts_with("20"), "{log}");
+    assert!(
+        line_with(&log, "[ERROR] refused:").starts_with("20"),
+        "{log}"
+    );
+    assert!(!log.lines().any(|l| l.starts_with('<')), "{log}");
 }
