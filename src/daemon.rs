@@ -124,6 +124,10 @@ fn poll_and_record(
     let result = match r {
         Ok(()) => {
             st.last_success = Some(now);
+            // An interrupted poll did not see every message.
+            if !o.interrupted {
+                st.messages_left_on_server = o.too_large + o.refused;
+            }
             st.last_error = None;
             if st.failed {
                 log::info!(
@@ -231,8 +235,18 @@ pub fn next_interval(acct: &Account, failures: u32, permanent: bool) -> Duration
         .max(acct.poll_interval.min(acct.max_backoff))
 }
 
+/// Rewrite `popspool.prom` with every configured account: those this
+/// process polls from their slots, the others (`-a` left them out; another
+/// instance may poll them) from their status records.
 fn write_prom(cfg: &Config, slots: &HashMap<String, Slot>) {
-    let mut all: Vec<Status> = slots.values().map(|s| s.status.clone()).collect();
+    let mut all: Vec<Status> = cfg
+        .accounts
+        .iter()
+        .map(|a| match slots.get(&a.name) {
+            Some(slot) => slot.status.clone(),
+            None => Status::load(&cfg.state_dir, &a.name),
+        })
+        .collect();
     all.sort_by(|a, b| a.account.cmp(&b.account));
     if let Err(e) = status::write_prometheus(&cfg.state_dir, &all) {
         log::warn!(

@@ -34,6 +34,11 @@ pub struct Status {
     pub bytes_delivered: u64,
     /// Seconds the last poll took.
     pub last_poll_duration: f64,
+    /// Messages the last complete poll left on the server: over
+    /// `max_message_size`, or refused by the server (`-ERR` to RETR).
+    /// Absent from records written before it existed, hence the default.
+    #[serde(default)]
+    pub messages_left_on_server: u64,
 }
 
 impl Status {
@@ -73,7 +78,7 @@ pub fn write_prometheus(state_dir: &Path, all: &[Status]) -> std::io::Result<()>
 /// The Prometheus text exposition of `all`.
 pub fn prometheus_text(all: &[Status]) -> String {
     type Metric = (&'static str, &'static str, &'static str, fn(&Status) -> f64);
-    let metrics: [Metric; 8] = [
+    let metrics: [Metric; 9] = [
         (
             "popspool_messages_delivered_total",
             "counter",
@@ -122,6 +127,12 @@ pub fn prometheus_text(all: &[Status]) -> String {
             "Duration of the last poll.",
             |s| s.last_poll_duration,
         ),
+        (
+            "popspool_messages_left_on_server",
+            "gauge",
+            "Messages the last complete poll left on the server (too large or refused).",
+            |s| s.messages_left_on_server as f64,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, get) in metrics {
@@ -152,6 +163,8 @@ mod tests {
         assert!(t.contains("popspool_messages_delivered_total{account=\"sales\"} 3\n"));
         assert!(t.contains("popspool_poll_duration_seconds{account=\"sales\"} 0.25\n"));
         assert!(t.contains("popspool_account_failed{account=\"sales\"} 1\n"));
+        assert!(t.contains("# TYPE popspool_messages_left_on_server gauge\n"));
+        assert!(t.contains("popspool_messages_left_on_server{account=\"sales\"} 0\n"));
     }
 
     #[test]
@@ -163,6 +176,15 @@ mod tests {
         s.messages_delivered = 7;
         s.save(&d).unwrap();
         assert_eq!(Status::load(&d, "a"), s);
+        // A record from before messages_left_on_server keeps its counters.
+        std::fs::write(
+            d.join("a.status.json"),
+            br#"{"account":"a","consecutive_failures":0,"failed":false,
+                "messages_delivered":7,"messages_quarantined":0,
+                "bytes_delivered":0,"last_poll_duration":0.5}"#,
+        )
+        .unwrap();
+        assert_eq!(Status::load(&d, "a").messages_delivered, 7);
         std::fs::write(d.join("a.status.json"), b"{garbage").unwrap();
         assert_eq!(Status::load(&d, "a").messages_delivered, 0);
         std::fs::remove_dir_all(&d).unwrap();

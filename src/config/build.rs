@@ -4,7 +4,8 @@
 //! popspool.ini(5) fill the rest, and the rules that tie keys together are
 //! checked (a client certificate needs its key, a secret sent in clear text
 //! needs `allow_plaintext`, no two accounts share a spool). Also here: the
-//! rule that a file holding a password must be private.
+//! rule that a file holding a secret (a configuration with an inline
+//! password, a `password_file`, a `tls_client_key`) must be private.
 //!
 //! Keys are read only through [`Key`] and a typed accessor, so a key the
 //! table lacks does not compile and a key read as the wrong type fails the
@@ -42,8 +43,14 @@ const DEFAULT_ERROR_THRESHOLD: u32 = 10;
 /// `min_free_space`.
 const DEFAULT_MIN_FREE_SPACE: u64 = 64 << 20;
 
-/// The configuration `scanned` (from `path`) describes.
-pub(super) fn config(scanned: &Scanned<'_>, path: &Path) -> Result<Config, Error> {
+/// The configuration `scanned` (from `path`) describes. With
+/// `check_files`, each account's `password_file` and `tls_client_key` must
+/// be private as well (see [`check_secret_file`]).
+pub(super) fn config(
+    scanned: &Scanned<'_>,
+    path: &Path,
+    check_files: bool,
+) -> Result<Config, Error> {
     let base = path.parent().unwrap_or(Path::new(""));
     let global = typed(&scanned.global, path, base)?;
     let top = Merged {
@@ -62,6 +69,24 @@ pub(super) fn config(scanned: &Scanned<'_>, path: &Path) -> Result<Config, Error
     for section in &scanned.accounts {
         let values = typed(section, path, base)?;
         let acct = account(section, &values, &global, &spool, path)?;
+        if check_files {
+            let m = Merged {
+                own: &values,
+                global: &global,
+            };
+            let password_file = match &acct.secret {
+                SecretSource::File(p) => Some(p),
+                _ => None,
+            };
+            for (key, file) in [
+                (Key::PasswordFile, password_file),
+                (Key::TlsClientKey, acct.tls_client_key.as_ref()),
+            ] {
+                if let (Some(file), Some(line)) = (file, m.line(key)) {
+                    check_secret_file(key, file, path, line)?;
+                }
+            }
+        }
         // Each account's poll cleans its spool's tmp/ and owns what is in
         // it: two accounts in one spool would remove each other's work.
         if let Some(other) = accounts.iter().find(|a: &&Account| a.spool == acct.spool) {
@@ -281,11 +306,7 @@ pub(super) fn check_private(text: &str, meta: &Metadata, path: &Path) -> Result<
     if !scan::holds_inline_secret(text) {
         return Ok(());
     }
-    let ok = match effective_gid() {
-        Some(egid) => secret_mode_ok(meta.mode(), meta.gid(), egid),
-        None => meta.mode() & 0o077 == 0,
-    };
-    if ok {
+    if private_enough(meta) {
         return Ok(());
     }
     let message = format!(
@@ -295,6 +316,39 @@ pub(super) fn check_private(text: &str, meta: &Metadata, path: &Path) -> Result<
         path.display()
     );
     Err(invalid(path, 0, None, message))
+}
+
+/// Refuse a `password_file` or `tls_client_key` that others can read, by
+/// the rule for a configuration holding a password (popspool.ini(5), under
+/// `password_file` and `tls_client_key`). A file that cannot be examined is
+/// left to the poll (or `--check`), which reads it and says why it cannot.
+fn check_secret_file(key: Key, file: &Path, path: &Path, line: usize) -> Result<(), Error> {
+    let Ok(meta) = std::fs::metadata(file) else {
+        return Ok(());
+    };
+    if private_enough(&meta) {
+        return Ok(());
+    }
+    let what = if key == Key::TlsClientKey {
+        "a private key"
+    } else {
+        "a password"
+    };
+    let message = format!(
+        "{} holds {what} but is readable by other users (mode {:04o}); run 'chmod 600 {}'",
+        file.display(),
+        meta.mode() & 0o7777,
+        file.display()
+    );
+    Err(invalid(path, line, Some(key.name()), message))
+}
+
+/// [`secret_mode_ok`] for the process as it runs.
+fn private_enough(meta: &Metadata) -> bool {
+    match effective_gid() {
+        Some(egid) => secret_mode_ok(meta.mode(), meta.gid(), egid),
+        None => meta.mode() & 0o077 == 0,
+    }
 }
 
 /// Whether a file holding an inline secret is private enough: nothing for

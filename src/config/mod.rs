@@ -280,17 +280,23 @@ pub fn load(path: &Path) -> Result<Config, Error> {
         invalid(path, line, None, "is not valid UTF-8".into())
     })?;
     build::check_private(text, &meta, path)?;
-    load_str(text, path)
+    parse(text, path, true)
 }
 
 /// Validate configuration text as if read from `path` (which only names the
 /// file in messages and anchors relative paths); no permission check.
 pub fn load_str(text: &str, path: &Path) -> Result<Config, Error> {
+    parse(text, path, false)
+}
+
+/// Validate `text`; with `check_files`, the files holding secrets must be
+/// private too.
+fn parse(text: &str, path: &Path, check_files: bool) -> Result<Config, Error> {
     // Editors on other systems may leave a byte order mark; it is not part of the first line.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let scanned = scan::scan(text, path)?;
     scan::cross_check(&scanned, path)?;
-    build::config(&scanned, path)
+    build::config(&scanned, path, check_files)
 }
 
 /// A configuration error at `line` (0: the file as a whole) of `path`.
@@ -374,6 +380,38 @@ mod tests {
         );
         let by_file = MIN.replace("password = pw", "password_file = pw");
         assert!(load(&write("file.ini", by_file.as_bytes(), 0o644)).is_ok());
+        // The password file and the client key follow the same rule.
+        let pw = write("pw", b"pw-secret\n", 0o644);
+        let err = load(&dir.join("file.ini")).map(drop).unwrap_err();
+        assert_eq!(err.exit_code().code(), 78);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:4: key 'password_file': {} holds a password but is readable by other \
+                 users (mode 0644); run 'chmod 600 {}'",
+                dir.join("file.ini").display(),
+                pw.display(),
+                pw.display()
+            )
+        );
+        write("pw", b"pw-secret\n", 0o600);
+        assert!(load(&dir.join("file.ini")).is_ok());
+        let keyed = format!("{by_file}tls_client_cert = c.pem\ntls_client_key = k.pem\n");
+        let keyed = write("keyed.ini", keyed.as_bytes(), 0o600);
+        assert!(
+            load(&keyed).is_ok(),
+            "a key that is not there is left to the poll"
+        );
+        write("k.pem", b"key", 0o604);
+        let err = load(&keyed).map(drop).unwrap_err().to_string();
+        assert!(
+            err.contains(":6: key 'tls_client_key': ")
+                && err.contains("holds a private key but is readable by other users (mode 0604)")
+                && err.contains("chmod 600"),
+            "{err}"
+        );
+        write("k.pem", b"key", 0o400);
+        assert!(load(&keyed).is_ok());
         let egid = build::effective_gid().unwrap_or(u32::MAX);
         let group = write("group.ini", MIN.as_bytes(), 0o640);
         assert_eq!(

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
 use crate::common::fake::{FakeServer, Faults, Sasl};
-use crate::common::popspool::{entries, stderr, Setup};
+use crate::common::popspool::{entries, stderr, write_private, Setup};
 use crate::common::relay::b64_decode;
 
 const TOKEN: &str =
@@ -119,7 +119,7 @@ fn gmail_xoauth2_failure_status_is_answered_and_shown() {
     });
     let s = Setup::new("gmail");
     let file = s.dir.join("token");
-    std::fs::write(&file, "ya29.expired\n").unwrap();
+    write_private(&file, "ya29.expired\n");
     s.write_config(&account(
         &fake,
         "xoauth2",

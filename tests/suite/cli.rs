@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::dovecot::Dovecot;
+use crate::common::fake::{FakeServer, Faults};
 use crate::common::mail;
 use crate::common::popspool::{bin, entries, stderr, Setup};
 
@@ -54,6 +55,89 @@ fn config_errors_have_their_exit_codes() {
     let out = s.run(&["--check"]);
     assert_eq!(out.status.code(), Some(78));
     assert!(!stderr(&out).contains("hunter2"));
+}
+
+#[test]
+fn secret_files_readable_by_others_are_refused() {
+    let s = Setup::new("secretfiles");
+    let pw = s.dir.join("pw");
+    fs::write(&pw, "hunter2\n").unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o644)).unwrap();
+    s.write_config(&format!(
+        "[account a]\nhost = 127.0.0.1\nport = 9\nuser = u\npassword_file = {}\n",
+        pw.display()
+    ));
+    for args in [&["--check"][..], &["--once"]] {
+        let out = s.run(args);
+        assert_eq!(out.status.code(), Some(78), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("key 'password_file'")
+                && err.contains(&format!("{} holds a password", pw.display()))
+                && err.contains("readable by other users (mode 0644)")
+                && err.contains(&format!("chmod 600 {}", pw.display())),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = s.run(&["--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let key = s.dir.join("client.key");
+    fs::write(&key, "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n").unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o604)).unwrap();
+    s.write_config(&format!(
+        "[account a]\nhost = 127.0.0.1\nport = 9\nuser = u\nauth = external\n\
+         tls_client_cert = {}\ntls_client_key = {}\n",
+        s.dir.join("client.pem").display(),
+        key.display()
+    ));
+    let out = s.run(&["--check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("key 'tls_client_key'")
+            && err.contains(&format!("{} holds a private key", key.display()))
+            && err.contains("(mode 0604)")
+            && err.contains(&format!("chmod 600 {}", key.display())),
+        "{err}"
+    );
+    assert!(!err.contains("c2VjcmV0"), "{err}");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = s.run(&["--check"]);
+    assert!(
+        !stderr(&out).contains("readable by other users"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `-a` polls fewer accounts, but popspool.prom keeps them all (README,
+/// "Troubleshooting"): the others come from their status records.
+#[test]
+fn metrics_keep_every_account_when_polling_one() {
+    let crlf = |m: Vec<u8>| String::from_utf8(m).unwrap().replace('\n', "\r\n");
+    let msg = |i, subject| crlf(mail::simple(i, subject, "x\n")).into_bytes();
+    let one = FakeServer::start(vec![msg(1, "one")], Faults::default());
+    let two = FakeServer::start(vec![msg(2, "two")], Faults::default());
+    let s = Setup::new("promall");
+    s.write_config(&format!(
+        "{}\n{}",
+        one.account("one", ""),
+        two.account("two", "")
+    ));
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let polls_of_two = two.connections();
+    let out = s.run(&["--once", "-a", "one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(two.connections(), polls_of_two, "-a one leaves two alone");
+    let prom = fs::read_to_string(s.state.join("popspool.prom")).unwrap();
+    for name in ["one", "two"] {
+        let line = format!("popspool_messages_delivered_total{{account=\"{name}\"}} 1\n");
+        assert!(prom.contains(&line), "{line} not in {prom}");
+    }
 }
 
 #[test]

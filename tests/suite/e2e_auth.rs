@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::dovecot::{Dovecot, HOST, INSECURE_HOST};
 use crate::common::mail;
-use crate::common::popspool::{entries, stderr, Setup};
+use crate::common::popspool::{entries, stderr, write_private, Setup};
 use crate::common::relay::{b64_decode, b64_encode, Relay};
 
 /// `password = secret-<user>`, TLS as `mode` says, CA of this Dovecot.
@@ -426,7 +426,7 @@ fn service_backs_off_after_a_refused_password() {
     let relay = Relay::start(SocketAddr::from((HOST, dc.pop3s_port)));
     let s = Setup::new("backoff");
     let pw = s.dir.join("pw");
-    std::fs::write(&pw, "wrong\n").unwrap();
+    write_private(&pw, "wrong\n");
     s.write_config(&format!(
         "[account backoff]\nhost = localhost\nport = {}\nca_file = {}\nuser = backoff\n\
          password_file = {}\npoll_interval = 2s\nerror_threshold = 10\n",

@@ -630,6 +630,50 @@ fn a_message_the_server_will_not_send_does_not_block_the_others() {
     );
 }
 
+/// What stays on the server (too large, or refused by RETR) is counted as of
+/// the last poll, in the status record and the metrics (README,
+/// "Troubleshooting").
+#[test]
+fn messages_left_on_the_server_are_counted() {
+    let mut msgs = messages(4);
+    msgs[1] = crlf(crate::common::mail::simple(
+        1,
+        "big",
+        &format!("{}\n", "x".repeat(70)).repeat(60),
+    ));
+    let srv = FakeServer::start(
+        msgs.clone(),
+        Faults {
+            retr_err: Some(3),
+            ..Faults::default()
+        },
+    );
+    let s = Setup::new("leftover");
+    s.write_config(&srv.account("left", "max_message_size = 2K"));
+    let left = |s: &Setup| {
+        let prom = std::fs::read_to_string(s.state.join("popspool.prom")).unwrap();
+        assert!(
+            prom.contains("# TYPE popspool_messages_left_on_server gauge\n"),
+            "{prom}"
+        );
+        let n = status(s, "left")["messages_left_on_server"].clone();
+        let line = format!("popspool_messages_left_on_server{{account=\"left\"}} {n}\n");
+        assert!(prom.contains(&line), "{line} not in {prom}");
+        n
+    };
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(srv.remaining(), 2, "the big one and the refused one");
+    assert_eq!(entries(&s.account_spool("left"), "new").len(), 2);
+    assert_eq!(left(&s), 2);
+    // The refused one is now message 2, which the server sends: only the
+    // big one is left, and the count is that of this poll, not a sum.
+    let out = s.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(srv.remaining(), 1);
+    assert_eq!(left(&s), 1);
+}
+
 #[test]
 fn two_processes_never_work_one_account() {
     let msgs = messages(2);

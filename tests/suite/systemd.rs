@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::fake::{FakeServer, Faults};
-use crate::common::popspool::{bin, stderr, Setup};
+use crate::common::popspool::{bin, stderr, write_private, Setup};
 
 /// An account whose server port is closed: every poll fails at once.
 const CLOSED_PORT_ACCOUNT: &str =
@@ -129,7 +129,7 @@ fn password_file_in_the_credentials_directory() {
     );
     let creds = s.dir.join("credentials");
     fs::create_dir(&creds).unwrap();
-    fs::write(creds.join("lab.password"), "credential-secret\n").unwrap();
+    write_private(&creds.join("lab.password"), "credential-secret\n");
 
     let out = Command::new(bin())
         .arg("-c")

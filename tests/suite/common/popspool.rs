@@ -72,6 +72,13 @@ impl Drop for Setup {
     }
 }
 
+/// Write a file holding a secret (a password file, a client key) as its
+/// owner alone may read it: popspool refuses one that others can read.
+pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) {
+    fs::write(path, contents).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_popspool"))
 }
