@@ -45,6 +45,10 @@ REQUIRED_UNIT_LINES=(
 	"CapabilityBoundingSet="
 	"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"
 	"SystemCallFilter=@system-service"
+	"LimitCORE=0"
+	"MemoryHigh=256M"
+	"MemoryMax=512M"
+	"TasksMax=32"
 )
 
 cd "$(dirname "$0")/.."
@@ -350,6 +354,13 @@ boot_tests() {
 		sleep 0.5
 	done
 	[[ $(container systemctl is-active popspool) == active ]] || die "popspool.service is not active"
+	# The limits systemd applied, as the running service has them.
+	out=$(container systemctl show popspool -p LimitCORE -p MemoryHigh -p MemoryMax -p TasksMax)
+	for p in LimitCORE=0 MemoryHigh=268435456 MemoryMax=536870912 TasksMax=32; do
+		grep -qxF "$p" <<<"$out" || die "popspool.service does not have $p: $out"
+	done
+	out=$(container sh -c 'grep "^Max core file size" /proc/$(systemctl show popspool -p MainPID --value)/limits')
+	[[ $(awk '{print $5, $6}' <<<"$out") == "0 0" ]] || die "popspool's core limit: $out"
 	out=$(container systemctl show popspool -p StatusText --value)
 	contains "$out" "1 account(s) (1 failing), last poll" "STATUS= line"
 	contains "$out" "lab failed: cannot connect to 127.0.0.1:9 (last tried 127.0.0.1:9): Connection refused" "STATUS= line"
