@@ -362,20 +362,42 @@ fn syncfs_trusted(dir: &File) -> bool {
         && fs_type(dir).is_ok_and(|t| SYNCFS_FILE_SYSTEMS.contains(&t))
 }
 
-/// Compares `/proc/sys/kernel/osrelease` (`6.1.0-18-amd64`); unreadable or
-/// odd means no.
+/// Compares the running kernel's version with `want`; unknown or odd means no.
 fn kernel_at_least(want: (u32, u32)) -> bool {
-    let Ok(release) = fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        return false;
-    };
+    kernel_release()
+        .as_deref()
+        .and_then(major_minor)
+        .is_some_and(|v| v >= want)
+}
+
+/// The `major.minor` a kernel release string (`6.1.0-18-amd64`) starts with.
+fn major_minor(release: &str) -> Option<(u32, u32)> {
     let mut parts = release
         .trim()
         .split(|c: char| !c.is_ascii_digit())
         .map(|p| p.parse::<u32>());
     match (parts.next(), parts.next()) {
-        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= want,
-        _ => false,
+        (Some(Ok(major)), Some(Ok(minor))) => Some((major, minor)),
+        _ => None,
     }
+}
+
+/// The kernel release, from uname(2): the packaged unit's `ProcSubset=pid`
+/// hides `/proc/sys/kernel/osrelease`, and a system call needs no file.
+#[allow(unsafe_code)]
+fn kernel_release() -> Option<String> {
+    // SAFETY: utsname is plain C arrays, for which all zeroes is valid.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a properly sized, writable utsname that outlives the call.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return None;
+    }
+    // c_char is i8 on some architectures and u8 on others.
+    #[allow(clippy::unnecessary_cast)]
+    let bytes: Vec<u8> = uts.release.iter().map(|&c| c as u8).collect();
+    // The kernel NUL-terminates each field; a missing NUL reads as odd.
+    let release = std::ffi::CStr::from_bytes_until_nul(&bytes).ok()?;
+    release.to_str().ok().map(str::to_owned)
 }
 
 /// The process's file-creation mask, from `/proc/self/status` (Linux 4.7
@@ -774,6 +796,22 @@ mod tests {
     fn syncfs_only_where_trusted() {
         assert!(kernel_at_least((2, 6)));
         assert!(!kernel_at_least((999, 0)));
+        // uname(2) gives what `uname -r` prints, and its major.minor decides.
+        let release = kernel_release().unwrap();
+        let out = std::process::Command::new("uname")
+            .arg("-r")
+            .output()
+            .unwrap();
+        assert_eq!(release, String::from_utf8(out.stdout).unwrap().trim_end());
+        let (major, minor) = major_minor(&release).unwrap();
+        assert_eq!(release.split('.').next(), Some(major.to_string().as_str()));
+        assert!(release.starts_with(&format!("{major}.{minor}")));
+        assert!(kernel_at_least((major, minor)));
+        assert!(!kernel_at_least((major, minor + 1)));
+        assert_eq!(major_minor("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(major_minor("5.10"), Some((5, 10)));
+        assert_eq!(major_minor("6"), None);
+        assert_eq!(major_minor("x.y"), None);
         let root = tempdir("fstype");
         let sp = Spool::open(&root).unwrap();
         let t = fs_type(&sp.tmp).unwrap();
