@@ -2,8 +2,8 @@
 //! woken at once by signals.
 //!
 //! SIGTERM/SIGINT set a flag that the poll checks between messages and
-//! inside a download; SIGHUP reloads the configuration between polls;
-//! SIGUSR1 makes every account due now. The signal handlers only set flags
+//! inside a download; SIGHUP reloads the configuration (`log_level` too)
+//! between polls; SIGUSR1 makes every account due now. The signal handlers only set flags
 //! and write a byte to a socket pair, which the scheduler's sleep reads, so
 //! no signal is slept through.
 //!
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use log::LevelFilter;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::config::{self, Account, Config};
@@ -311,6 +312,7 @@ pub fn run(
     path: &Path,
     mut cfg: Config,
     only: &[String],
+    log_level: Option<LevelFilter>,
     signals: &mut Signals,
     connectors: &tls::Connectors,
     log: logging::Output,
@@ -340,7 +342,7 @@ pub fn run(
             break;
         }
         if signals.hup.swap(false, Ordering::Relaxed) {
-            reload(path, &mut cfg, &mut slots, &names, connectors);
+            reload(path, &mut cfg, &mut slots, &names, log_level, connectors);
         }
         if signals.usr1.swap(false, Ordering::Relaxed) {
             log::info!("SIGUSR1: polling every account now");
@@ -435,10 +437,13 @@ fn reload(
     cfg: &mut Config,
     slots: &mut HashMap<String, Slot>,
     names: &dyn Fn(&Config) -> Vec<String>,
+    log_level: Option<LevelFilter>,
     connectors: &tls::Connectors,
 ) {
     match config::load(path) {
         Ok(new) => {
+            // Before the line below, so a raised level shows it.
+            logging::set_level(log_level, new.log_level);
             let wanted = names(&new);
             slots.retain(|k, _| wanted.contains(k));
             for n in &wanted {

@@ -241,6 +241,29 @@ pub fn init() -> Output {
     output
 }
 
+/// A panic's message in a log line is cut here: it is for a developer, and
+/// one line is enough to find the place.
+const PANIC_MESSAGE_CHARS: usize = 200;
+
+/// A panic's message (its payload, as `panic!` made it), fit for one log
+/// line. For whoever reports a panic: the hook in `main` and the MIME
+/// decoder's guard.
+pub fn panic_message(payload: &dyn std::any::Any) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    crate::text::printable(text, PANIC_MESSAGE_CHARS)
+}
+
+/// Applies the log level: `--log-level` (`command_line`) wins over the
+/// file's `log_level`; info without either. At start and on SIGHUP
+/// (popspool(8), SIGNALS).
+pub fn set_level(command_line: Option<LevelFilter>, file: Option<LevelFilter>) {
+    log::set_max_level(command_line.or(file).unwrap_or(LevelFilter::Info));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

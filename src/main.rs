@@ -105,7 +105,40 @@ fn main() -> ExitCode {
         }
     };
     let log = popspool::logging::init();
-    run(args, log).into()
+    // A panic is reported once, by whoever catches it, never by the hook:
+    // the hook only records where and why. The MIME decoder's guard catches
+    // a panic in the decoder, logs it and delivers the message raw, and the
+    // service goes on; any other panic unwinds to here (destructors run,
+    // held log lines go out), is logged as one line and ends the process
+    // with EX_SOFTWARE (popspool(8), EXIT STATUS) instead of Rust's 101
+    // and a backtrace hint. Exiting in the hook itself would defeat the
+    // guard.
+    std::panic::set_hook(Box::new(record_panic));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(args, log))) {
+        Ok(exit) => exit.into(),
+        Err(_) => {
+            let what = LAST_PANIC
+                .with_borrow_mut(Option::take)
+                .unwrap_or_else(|| "panic".into());
+            log::error!("internal error ({what}); exiting");
+            log::logger().flush();
+            Exit::Software.into()
+        }
+    }
+}
+
+thread_local! {
+    /// The last panic's place and message, for whoever catches it.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn record_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let what = popspool::logging::panic_message(info.payload());
+    let text = match info.location() {
+        Some(l) => format!("panic at {}:{}:{}: {what}", l.file(), l.line(), l.column()),
+        None => format!("panic: {what}"),
+    };
+    LAST_PANIC.set(Some(text));
 }
 
 fn run(args: Args, log: popspool::logging::Output) -> Exit {
@@ -120,11 +153,7 @@ fn run(args: Args, log: popspool::logging::Output) -> Exit {
             return e.exit_code();
         }
     };
-    log::set_max_level(
-        args.log_level
-            .or(cfg.log_level)
-            .unwrap_or(LevelFilter::Info),
-    );
+    popspool::logging::set_level(args.log_level, cfg.log_level);
     if let Some(unknown) = args
         .accounts
         .iter()
@@ -158,7 +187,15 @@ fn run(args: Args, log: popspool::logging::Output) -> Exit {
     if args.once {
         return daemon::run_once(&cfg, &args.accounts, &signals.stop, &connectors, log);
     }
-    daemon::run(&path, cfg, &args.accounts, &mut signals, &connectors, log);
+    daemon::run(
+        &path,
+        cfg,
+        &args.accounts,
+        args.log_level,
+        &mut signals,
+        &connectors,
+        log,
+    );
     Exit::Ok
 }
 

@@ -198,8 +198,13 @@ fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mi
     }));
     match guarded {
         Ok(r) => r,
-        Err(_) => {
-            log::error!("MIME decoder failed on a message; delivering it raw");
+        Err(payload) => {
+            // The panic hook (src/main.rs) prints nothing; this line is
+            // the panic's one report.
+            log::error!(
+                "MIME decoder failed on a message (panic: {}); delivering it raw",
+                crate::logging::panic_message(&*payload)
+            );
             for e in fs::read_dir(entry.dir())?.flatten() {
                 let name = e.file_name();
                 if name != "message.eml" {
@@ -211,18 +216,38 @@ fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mi
                     }
                 }
             }
-            let mut d = mime::headers_only(raw);
-            d.kind = mime::Kind::Undecodable;
-            d.problems
-                .push("internal error in the MIME decoder; the message is delivered raw".into());
-            Ok(d)
+            Ok(undecodable())
         }
+    }
+}
+
+/// What `meta.json` says of a message the decoder panicked on. Built
+/// without looking at the message: parsing its headers again here, outside
+/// the guard, could panic the same way and stop the mailbox after all.
+fn undecodable() -> mime::Decoded {
+    mime::Decoded {
+        headers: mime::Headers::default(),
+        kind: mime::Kind::Undecodable,
+        body: None,
+        attachments: Vec::new(),
+        report: None,
+        problems: vec!["internal error in the MIME decoder; the message is delivered raw".into()],
+        quarantine: None,
+        files: Vec::new(),
+        dirs: Vec::new(),
     }
 }
 
 /// What decoding does to one message, in order: with `mime = no` only its
 /// headers are read; otherwise its MIME structure is decoded into the entry.
 fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mime::Decoded> {
+    // Test-only fault hook, absent from release builds: the integration
+    // tests (which run the debug binary) make the decoder panic on every
+    // message to prove that the guard in [`decode`] delivers it raw.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("POPSPOOL_TEST_PANIC_IN_DECODER").is_some() {
+        panic!("test fault: POPSPOOL_TEST_PANIC_IN_DECODER is set");
+    }
     if !acct.mime {
         return Ok(mime::headers_only(raw));
     }

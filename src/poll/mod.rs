@@ -207,6 +207,14 @@ fn poll_into(
     memo: &mut Memo,
     out: &mut Outcome,
 ) -> Result<(), Error> {
+    // Test-only fault hook, absent from release builds: the integration
+    // tests (which run the debug binary) panic here to prove that a panic
+    // outside the MIME decoder ends the process with EX_SOFTWARE and one
+    // log line (src/main.rs).
+    #[cfg(debug_assertions)]
+    if std::env::var_os("POPSPOOL_TEST_PANIC_IN_POLL").is_some() {
+        panic!("test fault: POPSPOOL_TEST_PANIC_IN_POLL is set");
+    }
     let _lock = journal::lock(ctx.state_dir, &acct.name).map_err(Error::State)?;
     let spool = Spool::open(&acct.spool).map_err(|source| Error::Spool {
         path: acct.spool.clone(),

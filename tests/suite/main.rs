@@ -24,6 +24,7 @@ mod harness;
 mod mime;
 mod mime_memory;
 mod packaging;
+mod panics;
 mod pipelining;
 mod systemd;
 mod torture;
