@@ -225,6 +225,12 @@ def measured(argv, cwd, env=None, timeout=CLIENT_TIMEOUT):
     logf.close()
     user = sys_ = 0.0
     rss = 0
+    # sandboxed.sh runs popspool as a transient systemd service, outside
+    # this process tree: its wrapper has GNU time inside the service write
+    # time.inner, the figures of popspool itself.
+    inner = os.path.join(cwd, "time.inner")
+    if os.path.exists(inner):
+        acct = inner
     try:
         with open(acct) as f:
             last = [l for l in f.read().splitlines() if l.strip()][-1].split()
