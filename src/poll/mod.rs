@@ -191,6 +191,8 @@ pub struct Context<'a> {
     pub tls: &'a tls::Connectors,
     /// Where a committed batch's lines go out together.
     pub log: crate::logging::Output,
+    /// Told of progress during the poll (the service watchdog's keep-alive).
+    pub pulse: Option<pop3::Pulse>,
 }
 
 /// Poll `acct` once. The outcome counts what was done even when the poll
@@ -230,7 +232,7 @@ fn poll_into(
     let password = secret::resolve(&acct.secret, acct.timeout).map_err(Error::Secret)?;
     let Opened {
         mut session, caps, ..
-    } = open(acct, &password, ctx.tls)?;
+    } = open(acct, &password, ctx.tls, ctx.pulse.as_ref())?;
     drop(password);
     let (listed, has_uidl) = listing(&mut session, &caps)?;
     if !has_uidl && acct.delete != Delete::Yes {
