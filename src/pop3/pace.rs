@@ -168,7 +168,7 @@ impl fmt::Display for Stall {
                 window.as_secs()
             ),
         }?;
-        f.write_str("; abandoned, will retry")
+        f.write_str("; abandoned")
     }
 }
 
@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(
             stall("connection", StallKind::Reply(Duration::from_secs(120))),
             "server pop.example.com:995 stalled: the greeting was not complete within 120s; \
-             abandoned, will retry"
+             abandoned"
         );
         assert_eq!(
             stall(
@@ -224,7 +224,7 @@ mod tests {
                 }
             ),
             "server pop.example.com:995 stalled: greeting and login not finished within 120s \
-             (waiting for the reply to AUTH); abandoned, will retry"
+             (waiting for the reply to AUTH); abandoned"
         );
         assert_eq!(
             stall(
@@ -236,7 +236,7 @@ mod tests {
                 }
             ),
             "server pop.example.com:995 stalled: the reply to RETR brought 7 bytes in 60s, \
-             below the minimum of 1024 bytes/s; abandoned, will retry"
+             below the minimum of 1024 bytes/s; abandoned"
         );
     }
 }

@@ -166,8 +166,8 @@ impl Tls {
         let overran = || {
             failed(
                 format!(
-                    "not finished within {}s; the server is stalling",
-                    allowed.as_secs()
+                    "not finished within {:.0}s; the server is stalling",
+                    allowed.as_secs_f64()
                 ),
                 Ended::TimedOut,
             )
