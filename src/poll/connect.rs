@@ -150,17 +150,28 @@ fn explain_tls(acct: &Account, e: tls::Error, pulse: Option<&Pulse>) -> Error {
     if let Some(p) = pulse {
         p();
     }
-    let cert = tls::inspect(&tls::Settings::of(acct), &|tcp| stls_only(acct, tcp));
+    let cert = tls::inspect(&tls::Settings::of(acct), &|tcp| {
+        stls_prelude(acct, tcp, pulse)
+    });
     Error::Tls(e.with_presented(cert))
 }
 
 /// The plain-text prelude of a side connection: for STLS, greeting and
 /// `STLS`, held to the limits of a login; nothing at all for implicit TLS.
 pub fn stls_only(acct: &Account, tcp: std::net::TcpStream) -> Option<std::net::TcpStream> {
+    stls_prelude(acct, tcp, None)
+}
+
+/// [`stls_only`], telling `pulse` of progress.
+fn stls_prelude(
+    acct: &Account,
+    tcp: std::net::TcpStream,
+    pulse: Option<&Pulse>,
+) -> Option<std::net::TcpStream> {
     if acct.tls != TlsMode::StartTls {
         return Some(tcp);
     }
-    let pacing = deadline::pacing(acct.timeout, String::new(), None);
+    let pacing = deadline::pacing(acct.timeout, String::new(), pulse.cloned());
     let phase = deadline::login_phase(acct.timeout);
     let (client, _) = Client::connect_paced(tcp, pacing, Some(phase)).ok()?;
     client.stls().ok()

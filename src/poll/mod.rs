@@ -270,8 +270,6 @@ fn poll_into(
     }
     // Without QUIT the server deletes nothing, committed or not.
     committed?;
-    // The last RETR may have stretched the deadline; DELE and QUIT are short.
-    session.set_response_deadline(Some(acct.timeout * 2));
     if let Err(e) = deletes.send_rest(&mut session, caps.pipelining) {
         return abandon(session, &mut journal, Error::Pop3(e));
     }

@@ -178,24 +178,17 @@ pub(super) fn advice(message: &str, cert: &CertInfo, host: &str) -> String {
 /// command, no credential); it is shut down at once. `upgrade` performs the
 /// plain-text part first when the account uses STLS.
 ///
-/// It is held to the limits of the real connection: connecting and the
-/// handshake (after `upgrade`'s own) within `crate::deadline::CONNECT_TIMEOUTS`
-/// × `timeout`, so a server that drips its certificate cannot hold the
-/// poll here either.
+/// It is held to the limit of the real connection's first phase: all of
+/// it, `upgrade` included, ends within `crate::deadline::CONNECT_TIMEOUTS`
+/// × `timeout` (`upgrade` may hear more, but the handshake does not start
+/// after it), so a server that drips its certificate cannot hold the poll
+/// here either.
 pub fn inspect(s: &Settings, upgrade: &dyn Fn(TcpStream) -> Option<TcpStream>) -> Option<CertInfo> {
-    let tcp = connect(
-        s.host,
-        s.port,
-        s.source_ip,
-        s.timeout,
-        crate::deadline::connect_end(s.timeout),
-    )
-    .ok()?;
+    let end = crate::deadline::connect_end(s.timeout);
+    let tcp = connect(s.host, s.port, s.source_ip, s.timeout, end).ok()?;
     let tcp = upgrade(tcp)?;
     let mut socket = Socket::new(tcp);
-    socket
-        .hold_to(Some(crate::deadline::connect_end(s.timeout)))
-        .ok()?;
+    socket.hold_to(Some(end)).ok()?;
     let mut b = client_context().ok()?;
     b.set_verify(SslVerifyMode::NONE);
     // A server that demands a client certificate would end the handshake

@@ -350,12 +350,7 @@ fn a_second_sigterm_exits_at_once_with_status_0_and_loses_nothing() {
     }
     thread::sleep(Duration::from_millis(200));
     let pid = child.id().to_string();
-    let term = || {
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-    };
+    let term = || Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(term().success());
     thread::sleep(Duration::from_millis(500));
     assert!(
