@@ -105,6 +105,18 @@ fn once(s: &Setup, account: &str) -> (std::process::Output, Duration) {
     (out, t0.elapsed())
 }
 
+/// [`once`] for an account on the plain-text scripted server at `port`.
+fn once_plain(s: &Setup, port: u16) -> (std::process::Output, Duration) {
+    let (t, _) = drip_timing();
+    once(
+        s,
+        &format!(
+            "[account d]\nhost = 127.0.0.1\nport = {port}\ntls = none\nallow_plaintext = yes\n\
+             auth = user\nuser = u\npassword = pw\ntimeout = {t}s\n"
+        ),
+    )
+}
+
 /// A dripping server was abandoned: exit 75, within `bound` timeouts, the
 /// log naming the server and saying `phase`.
 fn assert_abandoned(
@@ -165,16 +177,10 @@ fn drip_tls_handshake_is_abandoned_at_its_deadline() {
 
 #[test]
 fn drip_greeting_is_abandoned_at_its_deadline() {
-    let (t, every) = drip_timing();
+    let (_, every) = drip_timing();
     let (port, received) = scripted(Script::DripGreeting, every);
     let s = Setup::new("drip-greeting");
-    let (out, took) = once(
-        &s,
-        &format!(
-            "[account d]\nhost = 127.0.0.1\nport = {port}\ntls = none\nallow_plaintext = yes\n\
-             auth = user\nuser = u\npassword = pw\ntimeout = {t}s\n"
-        ),
-    );
+    let (out, took) = once_plain(&s, port);
     // A reply's deadline is 2 x timeout, noticed at the next byte.
     assert_abandoned(
         "greeting",
@@ -189,16 +195,10 @@ fn drip_greeting_is_abandoned_at_its_deadline() {
 
 #[test]
 fn drip_of_a_huge_message_is_abandoned_whatever_size_it_announced() {
-    let (t, every) = drip_timing();
+    let (_, every) = drip_timing();
     let (port, received) = scripted(Script::DripHugeRetr, every);
     let s = Setup::new("drip-retr");
-    let (out, took) = once(
-        &s,
-        &format!(
-            "[account d]\nhost = 127.0.0.1\nport = {port}\ntls = none\nallow_plaintext = yes\n\
-             auth = user\nuser = u\npassword = pw\ntimeout = {t}s\n"
-        ),
-    );
+    let (out, took) = once_plain(&s, port);
     // The status line at once, then one window of `timeout` and one read.
     assert_abandoned(
         "RETR body",
