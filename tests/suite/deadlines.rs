@@ -2,7 +2,8 @@
 //! binary: a server that drips the TLS handshake, the greeting, or a
 //! message it announced as huge, each just inside the inactivity timeout,
 //! is abandoned within a few `timeout`s with nothing stored and no DELE;
-//! the watchdog is fed during a long but healthy download; a second
+//! the watchdog is fed during a long but healthy download and not while
+//! nothing arrives; a second
 //! SIGTERM exits at once with status 0 and loses nothing.
 //!
 //! The dripping servers are scripted here, one connection each. The drip
@@ -314,6 +315,64 @@ fn watchdog_is_fed_while_a_long_download_progresses() {
         pings.len()
     );
     assert!(err.contains("raise WatchdogSec or lower timeout"), "{err}");
+}
+
+/// The other side of the keep-alive: while nothing arrives (a server that
+/// accepted and says nothing, for `timeout`), a poll does not ping, which
+/// is how systemd would see a poll stuck where no deadline reaches.
+#[test]
+fn watchdog_is_not_fed_while_nothing_arrives() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        thread::sleep(Duration::from_secs(5));
+        drop(s);
+    });
+    let s = Setup::new("watchdog-silent");
+    s.write_config(&format!(
+        "[account q]\nhost = 127.0.0.1\nport = {port}\ntls = none\nallow_plaintext = yes\n\
+         auth = user\nuser = u\npassword = pw\ntimeout = 3s\npoll_interval = 1h\n"
+    ));
+    let path = s.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pings = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket.recv(&mut buf).expect("notifications in time");
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m == "WATCHDOG=1" {
+            pings.push(Instant::now());
+        } else if m.starts_with("STATUS=1 account(s) (1 failing), last poll") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    server.join().unwrap();
+    let gap = pings
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or_default();
+    // The greeting's read waits out the 3 s inactivity timeout unpinged.
+    assert!(
+        gap > Duration::from_millis(2500),
+        "{} pings, longest gap {gap:?}",
+        pings.len()
+    );
 }
 
 /// The first SIGTERM waits for a silent server (up to `timeout`); a second
