@@ -213,7 +213,12 @@ impl<S: Read + Write> Conn<S> {
     fn begin_data(&mut self) {
         self.due = None;
         self.bound_by_phase();
-        self.window = self.pace.rate_window(Instant::now());
+        let now = Instant::now();
+        self.window = self.pace.rate_window(now);
+        if let Some(w) = &mut self.window {
+            // What came with the status line counts: it is data too.
+            let _ = w.arrived(self.reader.buffer().len() as u64, now);
+        }
     }
 
     fn bound_by_phase(&mut self) {
