@@ -1,6 +1,6 @@
 //! No server can hold a poll (popspool.ini(5), `timeout`), through the real
-//! binary: a server that drips the TLS handshake, the greeting, or a
-//! message it announced as huge, each just inside the inactivity timeout,
+//! binary: a server that drips the TLS handshake, the greeting, the login
+//! or a message it announced as huge, each just inside the inactivity timeout,
 //! is abandoned within a few `timeout`s with nothing stored and no DELE;
 //! the watchdog is fed during a long but healthy download and not while
 //! nothing arrives; a second
@@ -47,6 +47,9 @@ fn drip(w: &mut TcpStream, bytes: &[u8], every: Duration) {
 enum Script {
     /// Drip the greeting itself.
     DripGreeting,
+    /// Answer USER and PASS each just inside a reply's deadline, so that
+    /// only the login phase's end stops them.
+    DripLogin,
     /// Log in, list one message as 100 MB, then drip its body.
     DripHugeRetr,
 }
@@ -76,7 +79,13 @@ fn scripted(script: Script, every: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
             }
             let cmd = line.trim_end().to_string();
             rec.lock().unwrap().push(cmd.clone());
-            let reply: &[u8] = match cmd.split(' ').next().unwrap_or("") {
+            let verb = cmd.split(' ').next().unwrap_or("");
+            if let (Script::DripLogin, "USER" | "PASS") = (script, verb) {
+                // 5 bytes half an interval apart: 2.5 x 0.75 x timeout.
+                drip(&mut w, b"+OK\r\n", every / 2);
+                continue;
+            }
+            let reply: &[u8] = match verb {
                 "CAPA" => b"+OK\r\nUSER\r\nUIDL\r\n.\r\n",
                 "USER" | "PASS" | "NOOP" => b"+OK\r\n",
                 "STAT" => b"+OK 1 100000000\r\n",
@@ -192,6 +201,30 @@ fn drip_greeting_is_abandoned_at_its_deadline() {
         port,
     );
     assert!(received.lock().unwrap().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn drip_login_is_abandoned_at_the_end_of_its_phase() {
+    let (_, every) = drip_timing();
+    let (port, received) = scripted(Script::DripLogin, every);
+    let s = Setup::new("drip-login");
+    let (out, took) = once_plain(&s, port);
+    // The greeting and login get 3 x timeout, noticed at the next byte.
+    assert_abandoned(
+        "login",
+        &out,
+        took,
+        4,
+        "greeting and login not finished within",
+        port,
+    );
+    assert!(entries(&s.account_spool("d"), "new").is_empty());
+    let got = received.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        ["CAPA", "USER u", "PASS pw"],
+        "nothing after the login"
+    );
 }
 
 #[test]
