@@ -44,19 +44,19 @@ fn drip(w: &mut TcpStream, bytes: &[u8], every: Duration) {
 
 /// What the scripted server does after the greeting.
 #[derive(Clone, Copy)]
-enum Script {
+enum Dripping {
     /// Drip the greeting itself.
-    DripGreeting,
+    Greeting,
     /// Answer USER and PASS each just inside a reply's deadline, so that
     /// only the login phase's end stops them.
-    DripLogin,
+    Login,
     /// Log in, list one message as 100 MB, then drip its body.
-    DripHugeRetr,
+    HugeRetr,
 }
 
 /// A one-connection POP3 server playing `script`; returns its port and the
 /// command lines it received.
-fn scripted(script: Script, every: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
+fn scripted(script: Dripping, every: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -65,7 +65,7 @@ fn scripted(script: Script, every: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
         let (s, _) = l.accept().unwrap();
         let mut w = s.try_clone().unwrap();
         let greeting = b"+OK scripted POP3 server ready, very slowly\r\n";
-        if let Script::DripGreeting = script {
+        if let Dripping::Greeting = script {
             drip(&mut w, greeting, every);
             return;
         }
@@ -80,7 +80,7 @@ fn scripted(script: Script, every: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
             let cmd = line.trim_end().to_string();
             rec.lock().unwrap().push(cmd.clone());
             let verb = cmd.split(' ').next().unwrap_or("");
-            if let (Script::DripLogin, "USER" | "PASS") = (script, verb) {
+            if let (Dripping::Login, "USER" | "PASS") = (script, verb) {
                 // 5 bytes half an interval apart: 2.5 x 0.75 x timeout.
                 drip(&mut w, b"+OK\r\n", every / 2);
                 continue;
@@ -188,7 +188,7 @@ fn drip_tls_handshake_is_abandoned_at_its_deadline() {
 #[test]
 fn drip_greeting_is_abandoned_at_its_deadline() {
     let (_, every) = drip_timing();
-    let (port, received) = scripted(Script::DripGreeting, every);
+    let (port, received) = scripted(Dripping::Greeting, every);
     let s = Setup::new("drip-greeting");
     let (out, took) = once_plain(&s, port);
     // A reply's deadline is 2 x timeout, noticed at the next byte.
@@ -206,7 +206,7 @@ fn drip_greeting_is_abandoned_at_its_deadline() {
 #[test]
 fn drip_login_is_abandoned_at_the_end_of_its_phase() {
     let (_, every) = drip_timing();
-    let (port, received) = scripted(Script::DripLogin, every);
+    let (port, received) = scripted(Dripping::Login, every);
     let s = Setup::new("drip-login");
     let (out, took) = once_plain(&s, port);
     // The greeting and login get 3 x timeout, noticed at the next byte.
@@ -230,7 +230,7 @@ fn drip_login_is_abandoned_at_the_end_of_its_phase() {
 #[test]
 fn drip_of_a_huge_message_is_abandoned_whatever_size_it_announced() {
     let (_, every) = drip_timing();
-    let (port, received) = scripted(Script::DripHugeRetr, every);
+    let (port, received) = scripted(Dripping::HugeRetr, every);
     let s = Setup::new("drip-retr");
     let (out, took) = once_plain(&s, port);
     // The status line at once, then one window of `timeout` and one read.
