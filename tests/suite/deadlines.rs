@@ -42,7 +42,7 @@ fn drip(w: &mut TcpStream, bytes: &[u8], every: Duration) {
     }
 }
 
-/// What the scripted server does after the greeting.
+/// Which part of the session the scripted server drips.
 #[derive(Clone, Copy)]
 enum Dripping {
     /// Drip the greeting itself.
