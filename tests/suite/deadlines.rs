@@ -268,26 +268,10 @@ fn crlf_messages(n: usize, body_bytes: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A service with a 1 s watchdog: during a download of about 4 s that
-/// keeps making progress, it pings at least every half second, and it
-/// warns that `timeout` allows longer silences than `WatchdogSec=`.
-#[test]
-fn watchdog_is_fed_while_a_long_download_progresses() {
-    // 400 KiB at 8 KiB per 80 ms: about 4 s, 100 KiB/s, far above the minimum rate.
-    let msgs = crlf_messages(1, 400 << 10);
-    let srv = FakeServer::start(
-        msgs.clone(),
-        Faults {
-            drip: Some(Drip {
-                delay: Duration::from_millis(80),
-                chunk: 8 << 10,
-                connections_before: usize::MAX,
-            }),
-            ..Faults::default()
-        },
-    );
-    let s = Setup::new("watchdog-poll");
-    s.write_config(&srv.account("w", "timeout = 2s\npoll_interval = 1h"));
+/// The service for `s` under a fake systemd asking for a 1 s watchdog, run
+/// until its first poll's status line (`status` starts it); then SIGTERM.
+/// Returns the times of the pings, the exit status and what it logged.
+fn first_poll_pings(s: &Setup, status: &str) -> (Vec<Instant>, Option<i32>, String) {
     let path = s.dir.join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     socket
@@ -309,7 +293,7 @@ fn watchdog_is_fed_while_a_long_download_progresses() {
         let m = String::from_utf8_lossy(&buf[..n]).into_owned();
         if m == "WATCHDOG=1" {
             pings.push(Instant::now());
-        } else if m.starts_with("STATUS=1 account(s), last poll") {
+        } else if m.starts_with(status) {
             break;
         }
     }
@@ -317,7 +301,7 @@ fn watchdog_is_fed_while_a_long_download_progresses() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let status = child.wait().unwrap();
+    let code = child.wait().unwrap().code();
     let mut err = String::new();
     child
         .stderr
@@ -326,7 +310,40 @@ fn watchdog_is_fed_while_a_long_download_progresses() {
         .read_to_string(&mut err)
         .unwrap();
     eprintln!("{err}");
-    assert_eq!(status.code(), Some(0));
+    (pings, code, err)
+}
+
+/// The longest time between two pings.
+fn longest_gap(pings: &[Instant]) -> Duration {
+    pings
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or_default()
+}
+
+/// A service with a 1 s watchdog: during a download of about 4 s that
+/// keeps making progress, it pings at least every half second, and it
+/// warns that `timeout` allows longer silences than `WatchdogSec=`.
+#[test]
+fn watchdog_is_fed_while_a_long_download_progresses() {
+    // 400 KiB at 8 KiB per 80 ms: about 4 s, 100 KiB/s, far above the minimum rate.
+    let msgs = crlf_messages(1, 400 << 10);
+    let srv = FakeServer::start(
+        msgs.clone(),
+        Faults {
+            drip: Some(Drip {
+                delay: Duration::from_millis(80),
+                chunk: 8 << 10,
+                connections_before: usize::MAX,
+            }),
+            ..Faults::default()
+        },
+    );
+    let s = Setup::new("watchdog-poll");
+    s.write_config(&srv.account("w", "timeout = 2s\npoll_interval = 1h"));
+    let (pings, code, err) = first_poll_pings(&s, "STATUS=1 account(s), last poll");
+    assert_eq!(code, Some(0));
     assert_eq!(srv.remaining(), 0, "the download finished: {err}");
     let got = entries(&s.account_spool("w"), "new");
     assert_eq!(
@@ -336,11 +353,7 @@ fn watchdog_is_fed_while_a_long_download_progresses() {
     );
     // From the ping before the poll to the one after it.
     let span = pings.last().unwrap().duration_since(pings[0]);
-    let gap = pings
-        .windows(2)
-        .map(|w| w[1].duration_since(w[0]))
-        .max()
-        .unwrap_or_default();
+    let gap = longest_gap(&pings);
     assert!(span > Duration::from_secs(3), "the poll took {span:?}");
     assert!(
         gap < Duration::from_millis(900),
@@ -367,39 +380,9 @@ fn watchdog_is_not_fed_while_nothing_arrives() {
         "[account q]\nhost = 127.0.0.1\nport = {port}\ntls = none\nallow_plaintext = yes\n\
          auth = user\nuser = u\npassword = pw\ntimeout = 3s\npoll_interval = 1h\n"
     ));
-    let path = s.dir.join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut child = Command::new(bin())
-        .arg("-c")
-        .arg(&s.config)
-        .env("NOTIFY_SOCKET", &path)
-        .env("WATCHDOG_USEC", "1000000")
-        .env_remove("WATCHDOG_PID")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut pings = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = socket.recv(&mut buf).expect("notifications in time");
-        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if m == "WATCHDOG=1" {
-            pings.push(Instant::now());
-        } else if m.starts_with("STATUS=1 account(s) (1 failing), last poll") {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let (pings, _, _) = first_poll_pings(&s, "STATUS=1 account(s) (1 failing), last poll");
     server.join().unwrap();
-    let gap = pings
-        .windows(2)
-        .map(|w| w[1].duration_since(w[0]))
-        .max()
-        .unwrap_or_default();
+    let gap = longest_gap(&pings);
     // The greeting's read waits out the 3 s inactivity timeout unpinged.
     assert!(
         gap > Duration::from_millis(2500),
