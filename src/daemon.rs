@@ -8,13 +8,16 @@
 //! no signal is slept through.
 //!
 //! Under systemd (`Type=notify`) it reports readiness, a status line after
-//! each poll and shutdown, and pings the watchdog before and after each poll
-//! and at least twice per `WatchdogSec=` while idle.
+//! each poll and shutdown, and pings the watchdog before and after each
+//! poll, at least twice per `WatchdogSec=` while idle, and during a poll
+//! whenever data arrives or a phase begins, at most twice per `WatchdogSec=`
+//! (see [`KeepAlive`]).
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +28,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use crate::config::{self, Account, Config};
 use crate::exit::Exit;
 use crate::logging;
-use crate::notify::Notifier;
+use crate::notify::{KeepAlive, Notifier};
 use crate::poll::{self, Context, Memo};
 use crate::status::{self, Status};
 use crate::timefmt;
@@ -42,14 +45,19 @@ pub struct Signals {
 
 impl Signals {
     /// Install the handlers. A second SIGTERM/SIGINT while the first is
-    /// being honoured ends the process at once (the journal makes that safe).
+    /// being honoured ends the process at once with status 0, a stop like
+    /// the first (popspool(8), SIGNALS): the first may wait up to `timeout`
+    /// on a silent server, and an operator who asks twice wants out now.
+    /// Exiting mid-batch is what a kill does, which the journal survives
+    /// (README "Delivery guarantee"): nothing is deleted without QUIT, and
+    /// a pending entry is settled by the next start.
     pub fn install() -> std::io::Result<Signals> {
         let stop = Arc::new(AtomicBool::new(false));
         let hup = Arc::new(AtomicBool::new(false));
         let usr1 = Arc::new(AtomicBool::new(false));
         let (wake, notify) = UnixStream::pair()?;
         for sig in [SIGTERM, SIGINT] {
-            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))?;
+            signal_hook::flag::register_conditional_shutdown(sig, 0, Arc::clone(&stop))?;
             signal_hook::flag::register(sig, Arc::clone(&stop))?;
         }
         signal_hook::flag::register(SIGHUP, Arc::clone(&hup))?;
@@ -106,6 +114,7 @@ fn poll_and_record(
     slot: &mut Slot,
     connectors: &tls::Connectors,
     log: logging::Output,
+    pulse: Option<&crate::pop3::Pulse>,
 ) -> Result {
     let started = Instant::now();
     let ctx = Context {
@@ -113,6 +122,7 @@ fn poll_and_record(
         stop,
         tls: connectors,
         log,
+        pulse: pulse.cloned(),
     };
     let (o, r) = poll::poll(acct, &ctx, &mut slot.memo);
     let now = timefmt::unix_now();
@@ -296,7 +306,7 @@ pub fn run_once(
         let slot = slots
             .get_mut(&acct.name)
             .expect("slot exists for every selected account");
-        match poll_and_record(acct, cfg, stop, slot, connectors, log) {
+        match poll_and_record(acct, cfg, stop, slot, connectors, log, None) {
             Result::Ok => {}
             Result::Failed { local_dir: true } => code = Exit::CantCreate,
             Result::Failed { local_dir: false } if code == Exit::Ok => code = Exit::TempFail,
@@ -329,11 +339,17 @@ pub fn run(
         env!("CARGO_PKG_VERSION"),
         slots.len()
     );
-    let systemd = Notifier::from_env();
+    let systemd = Notifier::from_env().map(Rc::new);
     if let Some(n) = &systemd {
         n.ready();
         n.status(&format!("{} account(s), no poll yet", slots.len()));
     }
+    let pulse: Option<crate::pop3::Pulse> = systemd
+        .as_ref()
+        .and_then(KeepAlive::new)
+        .map(|k| Rc::new(move || k.beat()) as crate::pop3::Pulse);
+    let watchdog = systemd.as_ref().and_then(|n| n.watchdog_interval());
+    check_watchdog(&cfg, watchdog);
     loop {
         if let Some(n) = &systemd {
             n.watchdog();
@@ -343,6 +359,7 @@ pub fn run(
         }
         if signals.hup.swap(false, Ordering::Relaxed) {
             reload(path, &mut cfg, &mut slots, &names, log_level, connectors);
+            check_watchdog(&cfg, watchdog);
         }
         if signals.usr1.swap(false, Ordering::Relaxed) {
             log::info!("SIGUSR1: polling every account now");
@@ -372,7 +389,15 @@ pub fn run(
             if let Some(n) = &systemd {
                 n.watchdog();
             }
-            poll_and_record(acct, &cfg, &signals.stop, slot, connectors, log);
+            poll_and_record(
+                acct,
+                &cfg,
+                &signals.stop,
+                slot,
+                connectors,
+                log,
+                pulse.as_ref(),
+            );
             slot.due = Instant::now()
                 + next_interval(acct, slot.status.consecutive_failures, slot.permanent);
             write_prom(&cfg, &slots);
@@ -385,7 +410,7 @@ pub fn run(
         let mut wait = next
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
-        if let Some(interval) = systemd.as_ref().and_then(Notifier::watchdog_interval) {
+        if let Some(interval) = watchdog {
             // Half the interval, as sd_watchdog_enabled(3) advises, so one
             // late wake-up does not get the service killed.
             wait = wait.min(interval / 2);
@@ -396,6 +421,28 @@ pub fn run(
         n.stopping();
     }
     log::info!("shutting down");
+}
+
+/// Warn about accounts whose `timeout` allows a poll to go longer without
+/// a watchdog ping than `WatchdogSec=` (see [`crate::deadline::watchdog_needs`]):
+/// systemd would kill a healthy but slow poll.
+fn check_watchdog(cfg: &Config, watchdog: Option<Duration>) {
+    let Some(interval) = watchdog else {
+        return;
+    };
+    for a in &cfg.accounts {
+        let needs = crate::deadline::watchdog_needs(a.timeout);
+        if interval < needs {
+            log::warn!(
+                "{}: timeout = {}s lets a slow but healthy poll go {}s without a watchdog ping, \
+                 longer than WatchdogSec={}s: raise WatchdogSec or lower timeout",
+                a.name,
+                a.timeout.as_secs(),
+                needs.as_secs(),
+                interval.as_secs()
+            );
+        }
+    }
 }
 
 /// `3 account(s) (1 failing), last poll 12:00:01 UTC: sales ok` for

@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod config;
 pub mod daemon;
+pub mod deadline;
 pub mod exit;
 pub mod hex;
 pub mod journal;

@@ -12,12 +12,14 @@
 //! debug level and the service carries on, as it would under a supervisor
 //! that does not listen at all.
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// A busy service manager gets this long to take a message; the service
 /// never hangs on its supervisor.
@@ -109,6 +111,41 @@ impl Notifier {
     fn send(&self, message: &str) {
         if let Err(e) = self.socket.send_to_addr(message.as_bytes(), &self.addr) {
             log::debug!("sd_notify {message:?}: {e}");
+        }
+    }
+}
+
+/// Watchdog pings from inside a poll: [`KeepAlive::beat`] runs on every
+/// read that brings data and between the phases of a session, and sends
+/// `WATCHDOG=1` when half the interval has passed since the last one it
+/// sent (sd_watchdog_enabled(3) advises half). So a long download that
+/// makes progress keeps the service alive, while a poll stuck where no
+/// limit reaches (a hung disk, say) stops the pings and systemd restarts
+/// the service. A beat costs a clock read.
+#[derive(Debug)]
+pub struct KeepAlive {
+    notifier: Rc<Notifier>,
+    every: Duration,
+    last: Cell<Instant>,
+}
+
+impl KeepAlive {
+    /// Beats for `notifier`, if systemd asked for a watchdog.
+    pub fn new(notifier: &Rc<Notifier>) -> Option<KeepAlive> {
+        let interval = notifier.watchdog_interval()?;
+        Some(KeepAlive {
+            notifier: Rc::clone(notifier),
+            every: interval / 2,
+            last: Cell::new(Instant::now()),
+        })
+    }
+
+    /// A sign of progress: ping if it is time.
+    pub fn beat(&self) {
+        let now = Instant::now();
+        if now.duration_since(self.last.get()) >= self.every {
+            self.last.set(now);
+            self.notifier.watchdog();
         }
     }
 }
@@ -209,6 +246,29 @@ mod tests {
         on.watchdog();
         assert_eq!(m.recv(), "WATCHDOG=1");
         assert_eq!(on.watchdog_interval(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn keep_alive_pings_at_most_every_half_interval() {
+        let m = Manager::new();
+        let off = Rc::new(Notifier::new(m.path().as_os_str(), None).unwrap());
+        assert!(KeepAlive::new(&off).is_none());
+        let n =
+            Rc::new(Notifier::new(m.path().as_os_str(), Some(Duration::from_millis(200))).unwrap());
+        let k = KeepAlive::new(&n).unwrap();
+        let t0 = Instant::now();
+        let mut beats = 0;
+        while t0.elapsed() < Duration::from_millis(450) {
+            k.beat();
+            beats += 1;
+        }
+        let mut pings = 0;
+        while !m.nothing_pending() {
+            pings += 1;
+        }
+        // Thousands of beats, four pings (at 100, 200, 300, 400 ms).
+        assert!(beats > 1000, "{beats}");
+        assert!((3..=5).contains(&pings), "{pings}");
     }
 
     #[test]

@@ -120,7 +120,7 @@ fn probe_one(a: &Account, connectors: &tls::Connectors) -> Result<(), poll::Erro
         client,
         greeting,
         caps,
-    } = match poll::connect(a, connectors) {
+    } = match poll::connect(a, connectors, None) {
         Ok(c) => c,
         Err(e) => {
             println!("  connect  FAILED");

@@ -35,10 +35,6 @@ const BATCH_BYTES: u64 = 32 << 20;
 /// A server may send a little more than it announced in LIST (some count
 /// LF line ends); far more is a broken or hostile server.
 const RETR_SLACK_BYTES: u64 = 1 << 20;
-/// The slowest transfer rate a response may average before the per-response
-/// deadline trips: 4 KiB/s is a poor GPRS link. Each response also gets the
-/// full `timeout` on top.
-const MIN_RATE_BYTES_PER_SEC: u64 = 4096;
 /// Free space is checked again once this much has been downloaded since the
 /// last check (and before the first message): a statvfs per small message
 /// costs ~2% of the work, and 1 MiB past the check is nothing next to
@@ -183,9 +179,6 @@ impl<'a> Drain<'a> {
                 n: m.n,
                 size: m.size,
                 max_bytes: m.size.saturating_mul(2).saturating_add(RETR_SLACK_BYTES),
-                deadline: Some(
-                    self.acct.timeout + Duration::from_secs(m.size / MIN_RATE_BYTES_PER_SEC),
-                ),
             })
             .collect();
         let mut retrieval = session.retrieve(plan, pipelining).map_err(Error::Pop3)?;

@@ -191,6 +191,8 @@ pub struct Context<'a> {
     pub tls: &'a tls::Connectors,
     /// Where a committed batch's lines go out together.
     pub log: crate::logging::Output,
+    /// Told of progress during the poll (the service watchdog's keep-alive).
+    pub pulse: Option<pop3::Pulse>,
 }
 
 /// Poll `acct` once. The outcome counts what was done even when the poll
@@ -230,7 +232,7 @@ fn poll_into(
     let password = secret::resolve(&acct.secret, acct.timeout).map_err(Error::Secret)?;
     let Opened {
         mut session, caps, ..
-    } = open(acct, &password, ctx.tls)?;
+    } = open(acct, &password, ctx.tls, ctx.pulse.as_ref())?;
     drop(password);
     let (listed, has_uidl) = listing(&mut session, &caps)?;
     if !has_uidl && acct.delete != Delete::Yes {
@@ -268,8 +270,6 @@ fn poll_into(
     }
     // Without QUIT the server deletes nothing, committed or not.
     committed?;
-    // The last RETR may have stretched the deadline; DELE and QUIT are short.
-    session.set_response_deadline(Some(acct.timeout * 2));
     if let Err(e) = deletes.send_rest(&mut session, caps.pipelining) {
         return abandon(session, &mut journal, Error::Pop3(e));
     }

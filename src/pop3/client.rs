@@ -11,8 +11,9 @@ use std::time::Duration;
 use log::trace;
 
 use super::command::Command;
-use super::conn::{Conn, Limits};
+use super::conn::{Conn, Limits, Phase};
 use super::error::{Error, Result};
+use super::pace::Pacing;
 use super::proto::{self, Capabilities, Reply};
 use super::session::Session;
 
@@ -66,7 +67,23 @@ impl<S: Read + Write> Client<S> {
         limits: Limits,
         deadline: Option<Duration>,
     ) -> Result<(Self, Greeting)> {
-        let mut conn = Box::new(Conn::new(stream, limits, deadline));
+        Self::greet(Box::new(Conn::new(stream, limits, deadline)))
+    }
+
+    /// [`connect`](Self::connect) with every reply held to `pace`, and the
+    /// greeting and what follows up to the login to `phase`'s end.
+    pub fn connect_paced(
+        stream: S,
+        pace: Pacing,
+        phase: Option<Phase>,
+    ) -> Result<(Self, Greeting)> {
+        let mut conn = Box::new(Conn::new(stream, Limits::default(), None));
+        conn.set_pacing(pace);
+        conn.phase = phase;
+        Self::greet(conn)
+    }
+
+    fn greet(mut conn: Box<Conn<S>>) -> Result<(Self, Greeting)> {
         let reply = conn.exec(|c| c.read_status("connection"))?;
         let apop_timestamp = proto::apop_timestamp(&reply.text).map(str::to_owned);
         let greeting = Greeting {
@@ -85,10 +102,20 @@ impl<S: Read + Write> Client<S> {
         }
     }
 
-    /// Bounds the time for each complete response; `None` leaves only the
-    /// socket's own inactivity timeout.
+    /// Bounds the time for each reply's status line (all of a one-line
+    /// reply); `None` leaves only the socket's own inactivity timeout.
     pub fn set_response_deadline(&mut self, deadline: Option<Duration>) {
         self.conn.deadline = deadline;
+    }
+
+    /// Holds every later reply to `pace` (after STLS, say).
+    pub fn set_pacing(&mut self, pace: Pacing) {
+        self.conn.set_pacing(pace);
+    }
+
+    /// Ends every reply at `phase`'s end at the latest; a login lifts it.
+    pub fn set_phase(&mut self, phase: Option<Phase>) {
+        self.conn.phase = phase;
     }
 
     /// The underlying stream, e.g. to read TLS details.
@@ -171,7 +198,12 @@ impl<S: Read + Write> Client<S> {
 
     fn logged_in(self, result: Result<Reply>) -> Result<Session<S>, (Error, Self)> {
         match result {
-            Ok(_) => Ok(Session { conn: self.conn }),
+            Ok(_) => {
+                let mut conn = self.conn;
+                // The phase was the login; the session's replies have their own limits.
+                conn.phase = None;
+                Ok(Session { conn })
+            }
             Err(e) => Err((e, self)),
         }
     }
@@ -204,7 +236,7 @@ fn sasl<S: Read + Write>(
     // An answer we refused to send; reported once the server has ended the exchange.
     let mut bad_answer = None;
     loop {
-        c.begin_response();
+        c.begin_response("AUTH");
         let line = c.read_line()?;
         let Some(challenge) = proto::sasl_challenge(&line) else {
             trace!("S: {}", line.escape_ascii());

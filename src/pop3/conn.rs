@@ -1,7 +1,8 @@
 //! The buffered connection both POP3 states share: writing commands (one at
 //! a time or several in one write), reading status lines, listings and
-//! dot-stuffed bodies, each bounded in size, and the per-response deadline.
-//! It remembers when an error has left it out of step with the server and
+//! dot-stuffed bodies, each bounded in size, and held to the [`Pacing`]
+//! (each reply's deadline, the phase's end, the minimum data rate). It
+//! remembers when an error has left it out of step with the server and
 //! then refuses every later exchange ([`Error::Unusable`]).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -11,6 +12,7 @@ use log::trace;
 
 use super::command::Command;
 use super::error::{net_error, Error, Result};
+use super::pace::{Pacing, RateWindow, Stall, StallKind};
 use super::proto::{self, Reply, Unstuffer};
 
 /// Longest status or listing line accepted, line end included. RFC 2449 §4
@@ -69,15 +71,58 @@ impl Write for Limited<'_> {
     }
 }
 
+/// A stretch of the session with a wall-clock end of its own: the greeting
+/// and the login together, say, so that a server answering each of a dozen
+/// exchanges just inside its deadline still cannot hold the poll.
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    /// As a person calls it, for the error message.
+    pub name: &'static str,
+    /// No reply may be read past this.
+    pub end: Instant,
+    /// How long it was given, for the error message.
+    pub allowed: Duration,
+}
+
+impl Phase {
+    /// `name`, from now until `allowed` has passed.
+    pub fn starting_now(name: &'static str, allowed: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            name,
+            // A duration too large to add means no end.
+            end: now
+                .checked_add(allowed)
+                .unwrap_or(now + Duration::from_secs(1 << 40)),
+            allowed,
+        }
+    }
+}
+
+/// Which limit `Conn::due` is.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Reply(Duration),
+    Phase(Phase),
+}
+
 /// The connection shared by both states; deliberately not reachable from
 /// outside, so each state exposes only its own commands.
 pub(super) struct Conn<S> {
     pub(super) reader: BufReader<S>,
     pub(super) limits: Limits,
-    /// The time allowed for each complete response; `None` leaves only the
-    /// socket's inactivity timeout.
+    /// The time allowed for each reply's status line (all of a one-line
+    /// reply); `None` leaves only the socket's inactivity timeout.
     pub(super) deadline: Option<Duration>,
-    due: Option<Instant>,
+    /// The rest of the rules; `deadline` is its `response` once set.
+    pub(super) pace: Pacing,
+    /// The phase under way, if it has an end.
+    pub(super) phase: Option<Phase>,
+    due: Option<(Instant, Due)>,
+    /// The rate rule's window, while multi-line data is read.
+    window: Option<RateWindow>,
+    /// The command whose reply is being read, for a [`Stall`].
+    awaiting: &'static str,
     /// An earlier error left us out of step with the server.
     pub(super) unusable: bool,
     /// The last status line's buffer, reused: a drain reads two status
@@ -92,7 +137,11 @@ impl<S: Read + Write> Conn<S> {
             reader: BufReader::with_capacity(READ_BUF_SIZE, stream),
             limits,
             deadline,
+            pace: Pacing::default(),
+            phase: None,
             due: None,
+            window: None,
+            awaiting: "connection",
             unusable: false,
             spare_line: Vec::new(),
         }
@@ -141,15 +190,58 @@ impl<S: Read + Write> Conn<S> {
         self.write_raw(&batch)
     }
 
-    /// Starts the deadline's clock for the response about to be read.
-    pub(super) fn begin_response(&mut self) {
-        self.due = self.deadline.map(|d| Instant::now() + d);
+    /// Holds later replies to `pace` (its `response` becomes the deadline).
+    pub(super) fn set_pacing(&mut self, pace: Pacing) {
+        self.deadline = pace.response;
+        self.pace = pace;
     }
 
-    /// Makes `reader.buffer()` non-empty. The deadline is checked after each
-    /// read: the socket's inactivity timeout bounds a single read, this
-    /// bounds a server that drips bytes just often enough to beat it.
+    /// Starts the clocks for the reply to `verb` about to be read: its
+    /// deadline, or the phase's end if that comes first.
+    pub(super) fn begin_response(&mut self, verb: &'static str) {
+        self.awaiting = verb;
+        self.window = None;
+        let now = Instant::now();
+        self.due = self
+            .deadline
+            .and_then(|d| Some((now.checked_add(d)?, Due::Reply(d))));
+        self.bound_by_phase();
+    }
+
+    /// After a multi-line reply's status line: no deadline for the rest
+    /// but the phase's end; the rate rule instead.
+    fn begin_data(&mut self) {
+        self.due = None;
+        self.bound_by_phase();
+        let now = Instant::now();
+        self.window = self.pace.rate_window(now);
+        if let Some(w) = &mut self.window {
+            // What came with the status line counts: it is data too.
+            let _ = w.arrived(self.reader.buffer().len() as u64, now);
+        }
+    }
+
+    fn bound_by_phase(&mut self) {
+        if let Some(p) = self.phase {
+            if self.due.is_none_or(|(t, _)| p.end < t) {
+                self.due = Some((p.end, Due::Phase(p)));
+            }
+        }
+    }
+
+    fn stalled(&self, kind: StallKind) -> Error {
+        Error::Stalled(Box::new(Stall {
+            server: self.pace.server.clone(),
+            command: self.awaiting,
+            kind,
+        }))
+    }
+
+    /// Makes `reader.buffer()` non-empty. After each read the limits are
+    /// checked: the socket's inactivity timeout bounds a single read, these
+    /// bound a server that drips bytes just often enough to beat it.
     fn fill(&mut self) -> Result<()> {
+        let had = self.reader.buffer().len();
         loop {
             match self.reader.fill_buf() {
                 Ok([]) => return Err(Error::ConnectionLost),
@@ -158,10 +250,37 @@ impl<S: Read + Write> Conn<S> {
                 Err(e) => return Err(net_error(e)),
             }
         }
-        match self.due {
-            Some(due) if Instant::now() > due => Err(Error::Timeout),
-            _ => Ok(()),
+        if had > 0 {
+            // Nothing was read: what is buffered arrived in time.
+            return Ok(());
         }
+        if let Some(pulse) = &self.pace.pulse {
+            pulse();
+        }
+        let now = Instant::now();
+        match self.due {
+            Some((due, Due::Reply(d))) if now > due => {
+                return Err(self.stalled(StallKind::Reply(d)))
+            }
+            Some((due, Due::Phase(p))) if now > due => {
+                return Err(self.stalled(StallKind::Phase {
+                    name: p.name,
+                    allowed: p.allowed,
+                }))
+            }
+            _ => {}
+        }
+        if let Some(w) = &mut self.window {
+            let read = self.reader.buffer().len() as u64;
+            if let Err(bytes) = w.arrived(read, now) {
+                return Err(self.stalled(StallKind::Slow {
+                    bytes,
+                    window: self.pace.window,
+                    min_rate: self.pace.min_rate,
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// One line without its CRLF or LF, at most `limits.line` bytes with it.
@@ -190,7 +309,7 @@ impl<S: Read + Write> Conn<S> {
 
     /// Reads a status line; `-ERR` becomes [`Error::Server`].
     pub(super) fn read_status(&mut self, verb: &'static str) -> Result<Reply> {
-        self.begin_response();
+        self.begin_response(verb);
         let line = self.read_line()?;
         trace!("S: {}", line.escape_ascii());
         let reply = proto::parse_status(&line).map_err(|m| Error::malformed(verb, m, &line))?;
@@ -218,6 +337,7 @@ impl<S: Read + Write> Conn<S> {
         max_entries: usize,
         mut parse: impl FnMut(&[u8]) -> Result<T, proto::Malformed>,
     ) -> Result<Vec<T>> {
+        self.begin_data();
         let mut entries = Vec::new();
         loop {
             let raw = self.read_line()?;
@@ -236,6 +356,7 @@ impl<S: Read + Write> Conn<S> {
 
     /// Streams a multi-line body into `sink` straight from the read buffer.
     pub(super) fn read_body(&mut self, sink: &mut dyn Write, max_bytes: u64) -> Result<u64> {
+        self.begin_data();
         let mut unstuffer = Unstuffer::new();
         let mut limited = Limited {
             inner: sink,
@@ -370,6 +491,49 @@ mod tests {
         assert!(matches!(s.list(), Err(Error::ListingTooLong)));
     }
 
+    /// A server sending `chunk` bytes of `data` every `every`.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        chunk: usize,
+        every: Duration,
+    }
+
+    impl io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.every);
+            let n = buf.len().min(self.chunk).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    impl io::Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn trickle(data: &[u8], chunk: usize, every_ms: u64) -> Trickle {
+        Trickle {
+            data: data.to_vec(),
+            pos: 0,
+            chunk,
+            every: Duration::from_millis(every_ms),
+        }
+    }
+
+    fn stall_kind(r: Result<impl std::fmt::Debug>) -> StallKind {
+        match r {
+            Err(Error::Stalled(s)) => s.kind,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn response_deadline_stops_a_dripping_server() {
         let drip = |script: &[u8]| {
@@ -378,17 +542,122 @@ mod tests {
                 .with_read_delay(Duration::from_millis(3))
         };
         let slow = b"+OK dripping greeting\r\n";
-        assert!(matches!(
-            Client::connect_with_deadline(drip(slow), Some(Duration::from_millis(15))),
-            Err(Error::Timeout)
-        ));
+        let ms = Duration::from_millis;
+        assert_eq!(
+            stall_kind(Client::connect_with_deadline(drip(slow), Some(ms(15))).map(drop)),
+            StallKind::Reply(ms(15))
+        );
         let (mut client, _) = Client::connect_with_deadline(
-            drip(b"+OK hi\r\n+OK\r\nTOP\r\n.\r\n"),
+            drip(b"+OK hi\r\n+OK capability list follows\r\nTOP\r\n.\r\n"),
             Some(Duration::from_secs(10)),
         )
         .unwrap();
-        client.set_response_deadline(Some(Duration::from_millis(15)));
-        assert!(matches!(client.capa(), Err(Error::Timeout)));
+        client.set_response_deadline(Some(ms(15)));
+        assert_eq!(stall_kind(client.capa()), StallKind::Reply(ms(15)));
         assert!(matches!(client.capa(), Err(Error::Unusable)));
+    }
+
+    #[test]
+    fn a_phase_ends_however_prompt_each_reply_is() {
+        let ms = Duration::from_millis;
+        let pace = Pacing {
+            response: Some(Duration::from_secs(1)),
+            server: "pop.example:110".into(),
+            ..Pacing::default()
+        };
+        // Each reply well inside its second; the phase is over after 40 ms.
+        let script = b"+OK hi\r\n+OK\r\nTOP\r\n.\r\n";
+        let phase = Phase::starting_now("greeting and login", ms(40));
+        let t0 = Instant::now();
+        let r = Client::connect_paced(trickle(script, 1, 3), pace.clone(), Some(phase))
+            .and_then(|(mut c, _)| c.capa());
+        match r {
+            Err(Error::Stalled(s)) => {
+                assert_eq!(s.server, "pop.example:110");
+                assert_eq!(s.command, "CAPA");
+                assert!(matches!(s.kind, StallKind::Phase { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t0.elapsed() < ms(500), "{:?}", t0.elapsed());
+
+        // A login lifts the phase: the session's replies have their own limits.
+        let phase = Phase::starting_now("greeting and login", ms(30));
+        let (client, _) = Client::connect_paced(
+            trickle(b"+OK\r\n+OK\r\n+OK\r\n+OK\r\n", 64, 0),
+            pace,
+            Some(phase),
+        )
+        .unwrap();
+        let mut session = client.user_pass("u", "p").map_err(|(e, _)| e).unwrap();
+        std::thread::sleep(ms(40));
+        session.noop().unwrap();
+    }
+
+    #[test]
+    fn message_data_is_held_to_a_rate_not_to_a_deadline() {
+        let ms = Duration::from_millis;
+        // 15 ms for a status line; then at least 2000 bytes/s over 20 ms windows.
+        let pace = Pacing {
+            response: Some(ms(15)),
+            min_rate: 2000,
+            window: ms(20),
+            server: "pop.example:110".into(),
+            pulse: None,
+        };
+        let mut script = b"+OK hi\r\n+OK\r\n+OK\r\n+OK 400 octets\r\n".to_vec();
+        let body = "0123456789abcdefghijklmnopqrstuvwxyz012\r\n".repeat(10);
+        script.extend_from_slice(body.as_bytes());
+        script.extend_from_slice(b".\r\n");
+        let retr = |stream: Trickle, pace: Pacing| {
+            let (client, _) = Client::connect_paced(stream, pace, None)?;
+            let mut s = client.user_pass("u", "p").map_err(|(e, _)| e)?;
+            let mut out = Vec::new();
+            s.retr(1, &mut out, 1 << 20).map(|_| out)
+        };
+        // 40 bytes every 5 ms (8000 bytes/s): the body takes far longer
+        // than a status line may, and that is fine.
+        let t0 = Instant::now();
+        assert_eq!(
+            retr(trickle(&script, 40, 5), pace.clone()).unwrap(),
+            body.as_bytes()
+        );
+        assert!(t0.elapsed() > ms(30), "{:?}", t0.elapsed());
+        // Pulses count the reads that brought data.
+        let beats = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = std::rc::Rc::clone(&beats);
+        let (client, _) = Client::connect_paced(
+            trickle(&script, 40, 0),
+            Pacing {
+                pulse: Some(std::rc::Rc::new(move || counter.set(counter.get() + 1))),
+                ..pace.clone()
+            },
+            None,
+        )
+        .unwrap();
+        let mut s = client.user_pass("u", "p").map_err(|(e, _)| e).unwrap();
+        s.retr(1, &mut io::sink(), 1 << 20).unwrap();
+        assert_eq!(beats.get(), script.len().div_ceil(40));
+
+        // A byte every 3 ms (about 330 bytes/s), status lines in time:
+        // abandoned once the first window of the body has passed.
+        let lenient = Pacing {
+            response: Some(Duration::from_secs(1)),
+            ..pace
+        };
+        let t0 = Instant::now();
+        match retr(trickle(&script, 1, 3), lenient) {
+            Err(Error::Stalled(s)) => {
+                assert_eq!(s.command, "RETR");
+                match s.kind {
+                    StallKind::Slow { bytes, .. } => assert!(bytes < 40, "{bytes}"),
+                    k => panic!("{k:?}"),
+                }
+                assert!(Error::Stalled(s).is_transient());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Status lines (about 40 bytes) then one window and one read.
+        assert!(t0.elapsed() < ms(400), "{:?}", t0.elapsed());
     }
 }

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io;
 
+use super::pace::Stall;
 use super::proto::{Malformed, Reply, RespCode};
 use crate::text;
 
@@ -31,8 +32,11 @@ pub enum Error {
     /// Writing a RETR/TOP body to the caller's sink failed (disk full, say);
     /// the rest of the message is unread, so the session is [`Error::Unusable`].
     Sink(io::Error),
-    /// A read or write timed out, or a response missed its deadline.
+    /// A read or write timed out.
     Timeout,
+    /// The server kept the connection alive but too slow to finish: a reply
+    /// past its deadline or its phase's end, or data under the minimum rate.
+    Stalled(Box<Stall>),
     /// The server closed the connection.
     ConnectionLost,
     /// The server answered `-ERR`; the connection is still in step.
@@ -70,9 +74,12 @@ impl Error {
     /// saying `[IN-USE]`, `[LOGIN-DELAY]` or `[SYS/TEMP]`.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Io(_) | Self::Sink(_) | Self::Timeout | Self::ConnectionLost | Self::Unusable => {
-                true
-            }
+            Self::Io(_)
+            | Self::Sink(_)
+            | Self::Timeout
+            | Self::Stalled(_)
+            | Self::ConnectionLost
+            | Self::Unusable => true,
             Self::Server { reply, .. } => matches!(
                 reply.code,
                 Some(RespCode::InUse | RespCode::LoginDelay | RespCode::SysTemp)
@@ -122,6 +129,7 @@ impl fmt::Display for Error {
             Self::Io(e) => write!(f, "i/o error: {e}"),
             Self::Sink(e) => write!(f, "writing the message failed: {e}"),
             Self::Timeout => f.write_str("timed out waiting for the server"),
+            Self::Stalled(stall) => write!(f, "{stall}"),
             Self::ConnectionLost => f.write_str("connection closed by the server"),
             Self::Server { command, reply } => {
                 write!(f, "server refused {command}")?;

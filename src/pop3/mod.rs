@@ -12,8 +12,9 @@
 //! I/O is blocking over any `Read + Write`; the caller sets the socket's
 //! inactivity timeouts. Every read is bounded: a status or listing line by
 //! [`MAX_LINE`], a listing by [`MAX_LISTING_ENTRIES`], a message body by the
-//! caller's `max_bytes`, and, when set, a whole response by the response
-//! deadline. Message bodies stream to a sink the caller implements
+//! caller's `max_bytes`, and, when set, time by the [`Pacing`]: each
+//! reply's status line by a deadline, a [`Phase`] by its end, and the data
+//! of a message or listing by a minimum rate, whatever size it announces. Message bodies stream to a sink the caller implements
 //! (`std::io::Write`) and never sit in memory; this layer touches neither
 //! the configuration nor the disk.
 //!
@@ -30,8 +31,8 @@
 //! One file per job: `proto` parses what the server sends and `command`
 //! renders what we send (both without I/O), `error` says what went wrong,
 //! `conn` is the buffered connection both states share, `client` the
-//! AUTHORIZATION state, `session` the TRANSACTION state and `pipeline` the
-//! windowed runs of RETR and DELE.
+//! AUTHORIZATION state, `session` the TRANSACTION state, `pipeline` the
+//! windowed runs of RETR and DELE, and `pace` the time limits.
 
 mod client;
 pub mod command;
@@ -39,14 +40,16 @@ mod conn;
 mod error;
 #[cfg(test)]
 pub(crate) mod mock;
+mod pace;
 mod pipeline;
 pub mod proto;
 mod session;
 
 pub use client::{Client, Greeting};
 pub use command::Command;
-pub use conn::{MAX_LINE, MAX_LISTING_ENTRIES};
+pub use conn::{Phase, MAX_LINE, MAX_LISTING_ENTRIES};
 pub use error::{Error, Result};
+pub use pace::{Pacing, Pulse, RateWindow, Stall, StallKind};
 pub use pipeline::{Retr, Retrieval, DELE_WINDOW, PIPELINE_WINDOW, PIPELINE_WINDOW_BYTES};
 pub use proto::{Capabilities, Expire, Reply, RespCode, Uid, Unstuffer};
 pub use session::{Session, SizeListing, UidListing};

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use super::command::Command;
-use super::conn::Conn;
+use super::conn::{Conn, Phase};
 use super::error::{Error, Result};
 
 /// RETR commands in flight when pipelining (RFC 2449 §6.6). Client and
@@ -44,10 +44,9 @@ pub struct Retr {
     /// Its size as LIST announced it: what the byte window counts.
     pub size: u64,
     /// Most body bytes accepted, as for [`Session::retr`](super::Session::retr).
+    /// No deadline depends on the size: the body is held to the minimum
+    /// rate of the session's [`Pacing`](super::Pacing) instead.
     pub max_bytes: u64,
-    /// The deadline for its whole reply (see
-    /// [`Session::set_response_deadline`](super::Session::set_response_deadline)).
-    pub deadline: Option<Duration>,
 }
 
 /// The sliding window of a pipelined run: which commands are sent and
@@ -148,7 +147,7 @@ pub struct Retrieval<'a, S: Read + Write> {
     conn: &'a mut Conn<S>,
     plan: Vec<Retr>,
     window: Window,
-    saved_deadline: Option<Duration>,
+    saved_phase: Option<Phase>,
     /// DELEs sent and not yet answered, each with the number of RETRs sent
     /// before it: their replies come before those of the RETRs sent after.
     deles: VecDeque<(usize, u32)>,
@@ -177,12 +176,12 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
             // Every number is checked before any is sent.
             plan.iter().try_for_each(|r| Command::Retr(r.n).check())
         })?;
-        let saved_deadline = conn.deadline;
+        let saved_phase = conn.phase;
         Ok(Self {
             conn,
             plan,
             window: Window::new(size.max(1), bytes),
-            saved_deadline,
+            saved_phase,
             deles: VecDeque::new(),
             dele_refused: None,
         })
@@ -282,7 +281,6 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
         let result = conn.exec(|c| {
             let send = window.admit(plan.len(), |i| plan[i].size);
             c.write_commands(plan[send].iter().map(|r| Command::Retr(r.n)))?;
-            c.deadline = r.deadline;
             c.read_status("RETR")?;
             c.read_body(sink, r.max_bytes)
         });
@@ -299,22 +297,25 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
     /// gives up after that long ([`Error::Timeout`]; the session is then
     /// unusable).
     pub fn finish(mut self, within: Option<Duration>) -> Result<()> {
-        let end = within.map(|d| Instant::now() + d);
+        if let Some(d) = within {
+            // A phase of its own, so that a message body, which has no
+            // deadline but the rate rule, cannot outlast it either.
+            self.conn.phase = Some(Phase::starting_now(
+                "reading the replies already asked for",
+                d,
+            ));
+        }
+        let over = |conn: &Conn<S>| {
+            conn.phase
+                .is_some_and(|p| within.is_some() && Instant::now() >= p.end)
+        };
         while self.window.in_flight() > 0 {
             self.read_deles(self.window.answered)?;
             let r = self.plan[self.window.answered];
-            let deadline = match end {
-                None => r.deadline,
-                Some(end) => {
-                    let left = end.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Error::Timeout);
-                    }
-                    Some(r.deadline.map_or(left, |d| d.min(left)))
-                }
-            };
+            if over(self.conn) {
+                return Err(Error::Timeout);
+            }
             let result = self.conn.exec(|c| {
-                c.deadline = deadline;
                 c.read_status("RETR")?;
                 c.read_body(&mut io::sink(), r.max_bytes)
             });
@@ -324,12 +325,8 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(end) = end {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() && !self.deles.is_empty() {
-                return Err(Error::Timeout);
-            }
-            self.conn.deadline = Some(left);
+        if over(self.conn) && !self.deles.is_empty() {
+            return Err(Error::Timeout);
         }
         self.read_deles(usize::MAX)?;
         self.dele_refused.take().map_or(Ok(()), Err)
@@ -342,7 +339,7 @@ impl<S: Read + Write> Drop for Retrieval<'_, S> {
             // Replies we asked for are still coming: out of step for good.
             self.conn.unusable = true;
         }
-        self.conn.deadline = self.saved_deadline;
+        self.conn.phase = self.saved_phase;
     }
 }
 
@@ -415,7 +412,6 @@ mod tests {
                 n: i as u32 + 1,
                 size,
                 max_bytes: 1 << 20,
-                deadline: None,
             })
             .collect()
     }

@@ -27,7 +27,8 @@ impl<S> fmt::Debug for Session<S> {
 }
 
 impl<S: Read + Write> Session<S> {
-    /// Bounds the time for each complete response, a whole RETR included.
+    /// Bounds the time for each reply's status line (all of a one-line
+    /// reply); a message's body is held to the pacing's minimum rate instead.
     pub fn set_response_deadline(&mut self, deadline: Option<Duration>) {
         self.conn.deadline = deadline;
     }

@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
@@ -137,8 +138,15 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Run the handshake over `tcp` for `host`, then check the pin.
-    pub fn handshake(&self, host: &str, port: u16, tcp: TcpStream) -> Result<Stream, Error> {
+    /// Run the handshake over `tcp` for `host`, over by `end` (see
+    /// [`Socket::hold_to`]), then check the pin.
+    pub fn handshake(
+        &self,
+        host: &str,
+        port: u16,
+        tcp: TcpStream,
+        end: Instant,
+    ) -> Result<Stream, Error> {
         let target = format!("{host}:{port}");
         let failed = |message: String, ended: Ended| Error::Handshake {
             target: target.clone(),
@@ -150,8 +158,23 @@ impl Tls {
         // nothing then): that is how a self-signed server is trusted.
         let ssl = session(&self.ctx, host, self.pin.is_none())
             .map_err(|e| failed(e.to_string(), Ended::Tls))?;
-        let stream = ssl.connect(Socket::new(tcp)).map_err(|e| match e {
+        let mut socket = Socket::new(tcp);
+        socket
+            .hold_to(Some(end))
+            .map_err(|e| failed(e.to_string(), Ended::Tls))?;
+        let allowed = end.saturating_duration_since(Instant::now());
+        let overran = || {
+            failed(
+                format!(
+                    "not finished within {:.0}s; the server is stalling",
+                    allowed.as_secs_f64()
+                ),
+                Ended::TimedOut,
+            )
+        };
+        let mut stream = ssl.connect(socket).map_err(|e| match e {
             HandshakeError::SetupFailure(e) => failed(e.to_string(), Ended::Tls),
+            HandshakeError::Failure(mid) if mid.get_ref().overran => overran(),
             HandshakeError::Failure(mid) => {
                 let verify = mid.ssl().verify_result();
                 let e = mid.into_error();
@@ -166,6 +189,10 @@ impl Tls {
             // ours block with a timeout, so this is a timeout.
             HandshakeError::WouldBlock(_) => failed("no answer".to_string(), Ended::TimedOut),
         })?;
+        stream
+            .get_mut()
+            .hold_to(None)
+            .map_err(|e| failed(e.to_string(), Ended::Tls))?;
         let stream = Stream::Tls(stream);
         if let Some(pin) = self.pin {
             // Checked before a single POP3 byte moves over TLS.
@@ -497,14 +524,15 @@ mod tests {
             std::thread::sleep(Duration::from_secs(3));
             drop(s);
         });
-        let tcp =
-            super::super::connect("127.0.0.1", port, None, Duration::from_millis(300)).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        let tcp = super::super::connect("127.0.0.1", port, None, Duration::from_millis(300), end)
+            .unwrap();
         let acct = crate::config::test_account("127.0.0.1", port);
         let t0 = std::time::Instant::now();
         let e = Connectors::reading_whole_store()
             .get(&Settings::of(&acct))
             .unwrap()
-            .handshake("localhost", port, tcp)
+            .handshake("localhost", port, tcp, end)
             .unwrap_err();
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
         assert!(
@@ -536,12 +564,14 @@ mod tests {
             }
             drop(s);
         });
-        let tcp = super::super::connect("127.0.0.1", port, None, Duration::from_secs(5)).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let tcp =
+            super::super::connect("127.0.0.1", port, None, Duration::from_secs(5), end).unwrap();
         let acct = crate::config::test_account("127.0.0.1", port);
         let e = Connectors::reading_whole_store()
             .get(&Settings::of(&acct))
             .unwrap()
-            .handshake("localhost", port, tcp)
+            .handshake("localhost", port, tcp, end)
             .unwrap_err();
         server.join().unwrap();
         e

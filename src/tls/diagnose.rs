@@ -12,7 +12,7 @@ use openssl::ssl::{SslFiletype, SslVerifyMode};
 use openssl::x509::X509;
 
 use super::connector::{client_context, session};
-use super::net::connect;
+use super::net::{connect, Socket, Stream};
 use super::Settings;
 
 /// What a certificate says about itself, for messages and `--probe`.
@@ -177,9 +177,18 @@ pub(super) fn advice(message: &str, cert: &CertInfo, host: &str) -> String {
 /// Nothing is sent over this connection after the handshake (no POP3
 /// command, no credential); it is shut down at once. `upgrade` performs the
 /// plain-text part first when the account uses STLS.
+///
+/// It is held to the limit of the real connection's first phase: all of
+/// it, `upgrade` included, ends within `crate::deadline::CONNECT_TIMEOUTS`
+/// × `timeout` (`upgrade` may hear more, but the handshake does not start
+/// after it), so a server that drips its certificate cannot hold the poll
+/// here either.
 pub fn inspect(s: &Settings, upgrade: &dyn Fn(TcpStream) -> Option<TcpStream>) -> Option<CertInfo> {
-    let tcp = connect(s.host, s.port, s.source_ip, s.timeout).ok()?;
+    let end = crate::deadline::connect_end(s.timeout);
+    let tcp = connect(s.host, s.port, s.source_ip, s.timeout, end).ok()?;
     let tcp = upgrade(tcp)?;
+    let mut socket = Socket::new(tcp);
+    socket.hold_to(Some(end)).ok()?;
     let mut b = client_context().ok()?;
     b.set_verify(SslVerifyMode::NONE);
     // A server that demands a client certificate would end the handshake
@@ -189,10 +198,10 @@ pub fn inspect(s: &Settings, upgrade: &dyn Fn(TcpStream) -> Option<TcpStream>) -
         b.set_private_key_file(key, SslFiletype::PEM).ok()?;
     }
     let ctx = b.build();
-    let mut stream = session(&ctx, s.host, false).ok()?.connect(tcp).ok()?;
+    let mut stream = session(&ctx, s.host, false).ok()?.connect(socket).ok()?;
     let cert = stream.ssl().peer_certificate().map(|c| CertInfo::of(&c));
     let _ = stream.shutdown();
-    let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+    Stream::Tls(stream).shutdown();
     cert
 }
 

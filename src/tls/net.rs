@@ -4,12 +4,15 @@
 //! plain or encrypted.
 //!
 //! Every socket gets its read and write timeouts before the first byte
-//! moves, so a stalled TLS handshake times out like any other read.
+//! moves, so a silent server times out like any other read; connecting to
+//! every address in turn and the TLS handshake are also held to a
+//! wall-clock end (see [`Socket::hold_to`]), so a server that drips the
+//! handshake a byte at a time cannot keep it going either.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssl::ssl::SslStream;
 use openssl::x509::X509;
@@ -35,6 +38,17 @@ pub struct Socket {
     buf: Box<[u8]>,
     pos: usize,
     len: usize,
+    /// While set (the handshake): no read or write past this instant.
+    end: Option<End>,
+    /// The end passed: what failed was the deadline, not the network.
+    pub(super) overran: bool,
+}
+
+/// A wall-clock end, with what the socket's own timeouts were before it.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    at: Instant,
+    inactivity: Option<Duration>,
 }
 
 /// Four full TLS records (16 KiB of plaintext each, plus overhead): enough
@@ -49,7 +63,59 @@ impl Socket {
             buf: vec![0; SOCKET_BUF_BYTES].into_boxed_slice(),
             pos: 0,
             len: 0,
+            end: None,
+            overran: false,
         }
+    }
+
+    /// Holds reads and writes to end at `at` at the latest: each read
+    /// waits no longer than what is left (and no longer than the socket's
+    /// inactivity timeout), and none starts after it. That costs a system
+    /// call per read, so it is meant for the handshake; `None` lifts it and
+    /// puts the inactivity timeout back.
+    pub(super) fn hold_to(&mut self, at: Option<Instant>) -> io::Result<()> {
+        match at {
+            Some(at) => {
+                let inactivity = match self.end {
+                    Some(e) => e.inactivity,
+                    None => self.tcp.read_timeout()?,
+                };
+                self.end = Some(End { at, inactivity });
+            }
+            None => {
+                if let Some(e) = self.end.take() {
+                    self.tcp.set_read_timeout(e.inactivity)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a read or write: the time it may take, or the error once the
+    /// end has passed.
+    fn time_left(&mut self) -> io::Result<Option<Duration>> {
+        let Some(end) = self.end else {
+            return Ok(None);
+        };
+        let left = end.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.overran = true;
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        Ok(Some(end.inactivity.map_or(left, |t| t.min(left))))
+    }
+
+    fn read_tcp(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let Some(wait) = self.time_left()? else {
+            return self.tcp.read(out);
+        };
+        self.tcp.set_read_timeout(Some(wait))?;
+        let r = self.tcp.read(out);
+        if r.is_err() {
+            // A read cut short by the end is the end's doing.
+            self.time_left()?;
+        }
+        r
     }
 }
 
@@ -57,9 +123,12 @@ impl Read for Socket {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.len {
             if out.len() >= self.buf.len() {
-                return self.tcp.read(out);
+                return self.read_tcp(out);
             }
-            self.len = self.tcp.read(&mut self.buf)?;
+            let mut buf = std::mem::take(&mut self.buf);
+            let r = self.read_tcp(&mut buf);
+            self.buf = buf;
+            self.len = r?;
             self.pos = 0;
         }
         let n = out.len().min(self.len - self.pos);
@@ -71,6 +140,9 @@ impl Read for Socket {
 
 impl Write for Socket {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // The inactivity timeout bounds the write itself: the handshake's
+        // few small writes go into the kernel's buffer at once.
+        self.time_left()?;
         self.tcp.write(data)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -153,13 +225,15 @@ impl Write for Stream {
     }
 }
 
-/// Connect to `host:port` with `timeout` for each resolved address in turn,
-/// optionally from `source`, and set the inactivity timeouts.
+/// Connect to `host:port`, trying each resolved address in turn with
+/// `timeout` for each, all of them before `end`, optionally from `source`,
+/// and set the inactivity timeouts.
 pub fn connect(
     host: &str,
     port: u16,
     source: Option<IpAddr>,
     timeout: Duration,
+    end: Instant,
 ) -> Result<TcpStream, Error> {
     let target = format!("{host}:{port}");
     let addrs: Vec<SocketAddr> = (host, port)
@@ -172,7 +246,12 @@ pub fn connect(
         .collect();
     let mut last = None;
     for addr in addrs {
-        match connect_one(addr, source, timeout) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() && last.is_some() {
+            // The addresses tried so far used up the time; report the last.
+            break;
+        }
+        match connect_one(addr, source, timeout.min(left)) {
             Ok(s) => {
                 s.set_read_timeout(Some(timeout)).map_err(Error::Io)?;
                 s.set_write_timeout(Some(timeout)).map_err(Error::Io)?;
@@ -217,7 +296,8 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let e = connect("127.0.0.1", port, None, Duration::from_secs(2)).unwrap_err();
+        let end = Instant::now() + Duration::from_secs(4);
+        let e = connect("127.0.0.1", port, None, Duration::from_secs(2), end).unwrap_err();
         assert!(matches!(e, Error::Connect { .. }), "{e}");
         assert!(e.is_transient());
         assert!(e.to_string().contains(&format!("127.0.0.1:{port}")));

@@ -15,6 +15,7 @@ mod common;
 mod auth_fake;
 mod bench_quick;
 mod cli;
+mod deadlines;
 mod e2e_auth;
 mod e2e_dovecot;
 mod e2e_servers;
