@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod fsafe;
 pub mod hex;
 pub mod journal;
 pub mod logging;

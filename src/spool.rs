@@ -13,13 +13,26 @@
 //! ends in a device cache flush; on this project's disks that is ~1.5 ms,
 //! so per-file fsyncs cost more than everything else a message needs, while
 //! one syncfs covers a whole batch for the price of one.
+//!
+//! Safety against the spool's other users (README, "The spool"): a poll
+//! holds an exclusive `flock(2)` on the account's spool directory, so a
+//! second popspool process pointed at the same spool (another config,
+//! another `state_dir`) stays out of `tmp/` instead of removing entries
+//! this one staged; the spool directory and `tmp/` must be writable by
+//! popspool alone ([`crate::fsafe::open_private_dir`]); and an entry stays
+//! `0700` while it is built, so the service's group (the consumers) cannot
+//! swap a symlink or a FIFO into it before it is published.
 
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::fsafe;
+pub use crate::fsafe::write_atomic;
 
 /// Where a finished entry goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +99,8 @@ const SYNCFS_REPORTS_ERRORS: (u32, u32) = (5, 8);
 #[derive(Debug)]
 pub struct Spool {
     root: PathBuf,
+    /// The spool directory itself, holding the spool's lock until dropped.
+    _lock: File,
     /// `tmp/`, open from the start of the poll: syncfs reports writeback
     /// errors that happened since this descriptor was opened.
     tmp: File,
@@ -107,26 +122,40 @@ const SHARED_DIR_MODE: u32 = 0o770;
 /// Files in an entry: the group reads them; removing them is the entry's
 /// directory's business.
 const FILE_MODE: u32 = 0o640;
+/// An entry while it is built in `tmp/`: popspool's alone, so nobody can
+/// plant a symlink or a FIFO where popspool is about to create or sync a
+/// file. [`Spool::make_durable`] gives it [`SHARED_DIR_MODE`] just before
+/// publication.
+const BUILD_DIR_MODE: u32 = 0o700;
 
 impl Spool {
-    /// Open (creating if needed) `root` with `tmp/`, `new/` and `quarantine/`.
+    /// Open (creating if needed) `root` with `tmp/`, `new/` and
+    /// `quarantine/`, and lock it for as long as the `Spool` lives: a
+    /// `WouldBlock` error means another process holds it. Refused unless
+    /// `root` and `tmp/` are writable by popspool alone.
     pub fn open(root: &Path) -> io::Result<Spool> {
-        let mut b = fs::DirBuilder::new();
-        b.recursive(true).mode(PRIVATE_DIR_MODE);
-        for (sub, mode) in [
-            ("tmp", PRIVATE_DIR_MODE),
-            ("new", SHARED_DIR_MODE),
-            ("quarantine", SHARED_DIR_MODE),
-        ] {
-            let dir = root.join(sub);
-            if !dir.is_dir() {
-                b.create(&dir)?;
-                // Explicitly, because the umask (0022 under systemd) would
-                // take the group's write bit away.
-                fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
+        let umask = process_umask();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR_MODE)
+            .create(root)?;
+        let lock = fsafe::open_private_dir(root)?;
+        fsafe::try_lock(&lock)?;
+        let sub = |name: &str, mode: u32| -> io::Result<File> {
+            // Explicitly, because the umask (0022 under systemd) would
+            // take the group's write bit away.
+            match at::mkdir(&lock, &[name], mode, umask) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                r => r?,
             }
-        }
-        let tmp = File::open(root.join("tmp"))?;
+            let c = CString::new(name).expect("constant names hold no NUL");
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+            fsafe::openat(&lock, &c, flags, 0)
+        };
+        let tmp = sub("tmp", PRIVATE_DIR_MODE)?;
+        fsafe::check_private(&tmp).map_err(|e| io::Error::new(e.kind(), format!("tmp/ {e}")))?;
+        let new = sub("new", SHARED_DIR_MODE)?;
+        let quarantine = sub("quarantine", SHARED_DIR_MODE)?;
         let durability = if syncfs_trusted(&tmp) {
             Durability::SyncFs
         } else {
@@ -134,11 +163,12 @@ impl Spool {
         };
         Ok(Spool {
             root: root.to_path_buf(),
+            _lock: lock,
             tmp,
-            new: File::open(root.join("new"))?,
-            quarantine: File::open(root.join("quarantine"))?,
+            new,
+            quarantine,
             durability,
-            umask: process_umask(),
+            umask,
         })
     }
 
@@ -149,21 +179,39 @@ impl Spool {
 
     /// Make the finished entries `ids` in `tmp/` durable, with everything
     /// they hold and `tmp/` itself, so they survive a power cut; after this
-    /// they may be journaled and published.
+    /// they may be journaled and published. Each entry gets its published
+    /// mode here, so that the mode is durable with it; popspool creates
+    /// nothing in it afterwards.
     pub fn make_durable(&self, ids: &[&str]) -> io::Result<()> {
         self.make_durable_with(ids, self.durability)
     }
 
     fn make_durable_with(&self, ids: &[&str], how: Durability) -> io::Result<()> {
         match how {
-            Durability::SyncFs => syncfs(&self.tmp),
+            Durability::SyncFs => {
+                for id in ids {
+                    at::chmod(&self.tmp, id, SHARED_DIR_MODE)?;
+                }
+                syncfs(&self.tmp)
+            }
             Durability::PerFile => {
                 for id in ids {
-                    sync_tree(&self.tmp_path(id))?;
+                    // Synced while still 0700; shared just before its own fsync.
+                    fsafe::sync_tree(&self.open_entry(id)?, |d| {
+                        d.set_permissions(fs::Permissions::from_mode(SHARED_DIR_MODE))
+                    })?;
                 }
                 self.tmp.sync_all()
             }
         }
+    }
+
+    /// `tmp/<id>`, open, never through a symlink.
+    fn open_entry(&self, id: &str) -> io::Result<File> {
+        let c = CString::new(id)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ID contains NUL"))?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        fsafe::openat(&self.tmp, &c, flags, 0)
     }
 
     /// The spool's root directory.
@@ -183,7 +231,7 @@ impl Spool {
 
     /// Start a new entry `tmp/<id>`.
     pub fn begin(&self, id: String) -> io::Result<Entry<'_>> {
-        at::mkdir(&self.tmp, &[&id], SHARED_DIR_MODE, self.umask)?;
+        at::mkdir(&self.tmp, &[&id], BUILD_DIR_MODE, self.umask)?;
         Ok(Entry { spool: self, id })
     }
 
@@ -207,11 +255,10 @@ impl Spool {
 
     /// Names of the entries in `tmp/`.
     pub fn tmp_entries(&self) -> io::Result<Vec<String>> {
-        let mut v = Vec::new();
-        for e in fs::read_dir(self.root.join("tmp"))? {
-            v.push(e?.file_name().to_string_lossy().into_owned());
-        }
-        Ok(v)
+        Ok(fsafe::list(&self.tmp)?
+            .into_iter()
+            .map(|(n, _)| String::from_utf8_lossy(n.as_bytes()).into_owned())
+            .collect())
     }
 
     /// Remove an unfinished entry from `tmp/` (it was never published, and its
@@ -299,7 +346,7 @@ impl Entry<'_> {
     /// fsync everything the entry holds (including files written by other
     /// modules, such as decoded attachments), then its directories.
     pub fn sync(&self) -> io::Result<()> {
-        sync_tree(&self.dir())
+        fsafe::sync_tree(&self.spool.open_entry(&self.id)?, |_| Ok(()))
     }
 }
 
@@ -335,24 +382,6 @@ impl crate::mime::Files for Path {
         fs::create_dir(&d)?;
         fs::set_permissions(&d, fs::Permissions::from_mode(SHARED_DIR_MODE))
     }
-}
-
-fn sync_tree(dir: &Path) -> io::Result<()> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let path = e.path();
-        if e.file_type()?.is_dir() {
-            sync_tree(&path)?;
-        } else {
-            File::open(&path)?.sync_all()?;
-        }
-    }
-    sync_dir(dir)
-}
-
-/// fsync a directory, making its entries (creations, renames) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Whether syncfs on `dir`'s file system is a full barrier that reports
@@ -489,7 +518,8 @@ mod at {
         mode: u32,
         umask: libc::mode_t,
     ) -> io::Result<File> {
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let mode = mode as libc::mode_t;
         with_c_path(rel, |p| {
             let open = || loop {
@@ -519,6 +549,16 @@ mod at {
             let fix =
                 |_: &()| check(unsafe { libc::fchmodat(dir.as_raw_fd(), p, mode, 0) }).map(drop);
             with_mode(mode, umask, make, fix)
+        })
+    }
+
+    /// Set the mode of `name` in `dir` (one of our own entries in `tmp/`,
+    /// which nobody else can write: following a symlink is not a concern,
+    /// and Linux before 6.6 cannot chmod without following).
+    pub fn chmod(dir: &File, name: &str, mode: u32) -> io::Result<()> {
+        with_c_path(&[name], |p| {
+            // SAFETY: `p` is NUL-terminated and outlives the call; `dir` is open.
+            check(unsafe { libc::fchmodat(dir.as_raw_fd(), p, mode as libc::mode_t, 0) }).map(drop)
         })
     }
 
@@ -556,33 +596,6 @@ fn syncfs(f: &File) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Write `data` to `path` atomically and durably: a sibling temp file,
-/// fsync, rename, fsync of the directory. Used for state files.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A new entry ID: `<seconds>.<microseconds>.<pid>`, zero-padded so that
@@ -680,9 +693,16 @@ mod tests {
         assert!(!root.join("tmp/escape").exists());
         e.sync().unwrap();
         assert_eq!(sp.tmp_entries().unwrap(), vec![id.clone()]);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&e.dir()),
+            0o700,
+            "nobody else enters it while it is built"
+        );
+        sp.make_durable(&[&id]).unwrap();
+        assert_eq!(mode(&e.dir()), 0o770);
         sp.publish(&id, Dest::New).unwrap();
         sp.sync_dest(Dest::New).unwrap();
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&root.join("new")), 0o770);
         assert_eq!(mode(&root.join("tmp")), 0o750);
         assert_eq!(
@@ -720,7 +740,12 @@ mod tests {
         let e = sp.begin(new_id()).unwrap();
         e.write_file("message.eml", b"x").unwrap();
         e.create_dir("attachments").unwrap();
-        assert_eq!(mode(&e.dir()), SHARED_DIR_MODE);
+        assert_eq!(mode(&e.dir()), BUILD_DIR_MODE);
+        for how in [Durability::SyncFs, Durability::PerFile] {
+            fs::set_permissions(e.dir(), fs::Permissions::from_mode(BUILD_DIR_MODE)).unwrap();
+            sp.make_durable_with(&[e.id()], how).unwrap();
+            assert_eq!(mode(&e.dir()), SHARED_DIR_MODE, "{how:?}");
+        }
         assert_eq!(mode(&e.dir().join("message.eml")), FILE_MODE);
         assert_eq!(mode(&e.dir().join("attachments")), SHARED_DIR_MODE);
         // A plain directory as mime's Files gets the same modes.
@@ -824,15 +849,47 @@ mod tests {
         fs::remove_dir_all(&root).unwrap();
     }
 
+    /// One process per spool, however the path is spelled; the lock goes
+    /// with the `Spool`.
     #[test]
-    fn atomic_write_replaces_whole_file() {
-        let root = tempdir("atomic");
-        fs::create_dir_all(&root).unwrap();
-        let p = root.join("state");
-        write_atomic(&p, b"one", 0o600).unwrap();
-        write_atomic(&p, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::read_dir(&root).unwrap().count(), 1, "no temp file left");
+    fn one_process_per_spool() {
+        let root = tempdir("lock");
+        let sp = Spool::open(&root).unwrap();
+        let link = root.with_extension("link");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        for path in [&root, &link] {
+            // A second open file description, as another process would have.
+            let e = Spool::open(path).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{}", path.display());
+        }
+        drop(sp);
+        let sp = Spool::open(&link).unwrap();
+        drop(sp);
+        fs::remove_file(&link).unwrap();
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_spool_others_can_change() {
+        let root = tempdir("shared");
+        drop(Spool::open(&root).unwrap());
+        for (dir, mode) in [
+            (root.clone(), 0o770),
+            (root.clone(), 0o757),
+            (root.join("tmp"), 0o770),
+        ] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+            let e = Spool::open(&root).unwrap_err();
+            assert!(e.to_string().contains("writable by group or others"), "{e}");
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+        }
+        // tmp/ swapped for a symlink is not followed.
+        fs::remove_dir(root.join("tmp")).unwrap();
+        std::os::unix::fs::symlink("/tmp", root.join("tmp")).unwrap();
+        assert!(Spool::open(&root).is_err());
+        fs::remove_file(root.join("tmp")).unwrap();
+        drop(Spool::open(&root).unwrap());
         fs::remove_dir_all(&root).unwrap();
     }
 }
