@@ -19,9 +19,9 @@
 //! second popspool process pointed at the same spool (another config,
 //! another `state_dir`) stays out of `tmp/` instead of removing entries
 //! this one staged; the spool directory and `tmp/` must be writable by
-//! popspool alone ([`crate::fsafe::open_private_dir`]); and an entry stays
-//! `0700` while it is built, so the service's group (the consumers) cannot
-//! swap a symlink or a FIFO into it before it is published.
+//! popspool alone ([`crate::fsafe::open_private_dir`]); and `tmp/` is
+//! `0700`, so the service's group (the consumers) cannot reach an entry,
+//! to swap a symlink or a FIFO into it, before it is published.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -112,8 +112,14 @@ pub struct Spool {
     umask: libc::mode_t,
 }
 
-/// The spool root and `tmp/`: the service's group may look, not touch.
+/// The spool root: the service's group may look, not touch.
 const PRIVATE_DIR_MODE: u32 = 0o750;
+/// `tmp/`: popspool's alone. An entry there is as open as it will be in
+/// `new/` (a group member could swap `attachments/` for a symlink, or plant
+/// a FIFO where popspool is about to create or fsync a file), so only
+/// publication, one rename, lets the group reach it. Versions before this
+/// made `tmp/` `0750`; [`Spool::open`] narrows such a one.
+const TMP_DIR_MODE: u32 = 0o700;
 /// `new/`, `quarantine/` and every entry: a consumer in the service's group
 /// takes an entry by renaming it away or deleting it, which needs write
 /// access to the directory it leaves and (for a directory moving to another
@@ -122,11 +128,6 @@ const SHARED_DIR_MODE: u32 = 0o770;
 /// Files in an entry: the group reads them; removing them is the entry's
 /// directory's business.
 const FILE_MODE: u32 = 0o640;
-/// An entry while it is built in `tmp/`: popspool's alone, so nobody can
-/// plant a symlink or a FIFO where popspool is about to create or sync a
-/// file. [`Spool::make_durable`] gives it [`SHARED_DIR_MODE`] just before
-/// publication.
-const BUILD_DIR_MODE: u32 = 0o700;
 
 impl Spool {
     /// Open (creating if needed) `root` with `tmp/`, `new/` and
@@ -151,9 +152,13 @@ impl Spool {
             let c = CString::new(name).expect("constant names hold no NUL");
             let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
             fsafe::openat(&lock, &c, flags, 0)
+                .map_err(|e| io::Error::new(e.kind(), format!("{name}/: {e}")))
         };
-        let tmp = sub("tmp", PRIVATE_DIR_MODE)?;
-        fsafe::check_private(&tmp).map_err(|e| io::Error::new(e.kind(), format!("tmp/ {e}")))?;
+        let tmp = sub("tmp", TMP_DIR_MODE)?;
+        fsafe::check_private(&tmp).map_err(|e| io::Error::new(e.kind(), format!("tmp/: {e}")))?;
+        if tmp.metadata()?.permissions().mode() & 0o777 != TMP_DIR_MODE {
+            tmp.set_permissions(fs::Permissions::from_mode(TMP_DIR_MODE))?;
+        }
         let new = sub("new", SHARED_DIR_MODE)?;
         let quarantine = sub("quarantine", SHARED_DIR_MODE)?;
         let durability = if syncfs_trusted(&tmp) {
@@ -179,27 +184,17 @@ impl Spool {
 
     /// Make the finished entries `ids` in `tmp/` durable, with everything
     /// they hold and `tmp/` itself, so they survive a power cut; after this
-    /// they may be journaled and published. Each entry gets its published
-    /// mode here, so that the mode is durable with it; popspool creates
-    /// nothing in it afterwards.
+    /// they may be journaled and published.
     pub fn make_durable(&self, ids: &[&str]) -> io::Result<()> {
         self.make_durable_with(ids, self.durability)
     }
 
     fn make_durable_with(&self, ids: &[&str], how: Durability) -> io::Result<()> {
         match how {
-            Durability::SyncFs => {
-                for id in ids {
-                    at::chmod(&self.tmp, id, SHARED_DIR_MODE)?;
-                }
-                syncfs(&self.tmp)
-            }
+            Durability::SyncFs => syncfs(&self.tmp),
             Durability::PerFile => {
                 for id in ids {
-                    // Synced while still 0700; shared just before its own fsync.
-                    fsafe::sync_tree(&self.open_entry(id)?, |d| {
-                        d.set_permissions(fs::Permissions::from_mode(SHARED_DIR_MODE))
-                    })?;
+                    fsafe::sync_tree(&self.open_entry(id)?)?;
                 }
                 self.tmp.sync_all()
             }
@@ -231,7 +226,7 @@ impl Spool {
 
     /// Start a new entry `tmp/<id>`.
     pub fn begin(&self, id: String) -> io::Result<Entry<'_>> {
-        at::mkdir(&self.tmp, &[&id], BUILD_DIR_MODE, self.umask)?;
+        at::mkdir(&self.tmp, &[&id], SHARED_DIR_MODE, self.umask)?;
         Ok(Entry { spool: self, id })
     }
 
@@ -346,7 +341,7 @@ impl Entry<'_> {
     /// fsync everything the entry holds (including files written by other
     /// modules, such as decoded attachments), then its directories.
     pub fn sync(&self) -> io::Result<()> {
-        fsafe::sync_tree(&self.spool.open_entry(&self.id)?, |_| Ok(()))
+        fsafe::sync_tree(&self.spool.open_entry(&self.id)?)
     }
 }
 
@@ -552,16 +547,6 @@ mod at {
         })
     }
 
-    /// Set the mode of `name` in `dir` (one of our own entries in `tmp/`,
-    /// which nobody else can write: following a symlink is not a concern,
-    /// and Linux before 6.6 cannot chmod without following).
-    pub fn chmod(dir: &File, name: &str, mode: u32) -> io::Result<()> {
-        with_c_path(&[name], |p| {
-            // SAFETY: `p` is NUL-terminated and outlives the call; `dir` is open.
-            check(unsafe { libc::fchmodat(dir.as_raw_fd(), p, mode as libc::mode_t, 0) }).map(drop)
-        })
-    }
-
     pub fn rename(from: &File, from_rel: &str, to: &File, to_rel: &str) -> io::Result<()> {
         with_c_path(&[from_rel], |a| {
             with_c_path(&[to_rel], |b| {
@@ -694,17 +679,15 @@ mod tests {
         e.sync().unwrap();
         assert_eq!(sp.tmp_entries().unwrap(), vec![id.clone()]);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(
-            mode(&e.dir()),
-            0o700,
-            "nobody else enters it while it is built"
-        );
         sp.make_durable(&[&id]).unwrap();
-        assert_eq!(mode(&e.dir()), 0o770);
         sp.publish(&id, Dest::New).unwrap();
         sp.sync_dest(Dest::New).unwrap();
         assert_eq!(mode(&root.join("new")), 0o770);
-        assert_eq!(mode(&root.join("tmp")), 0o750);
+        assert_eq!(
+            mode(&root.join("tmp")),
+            0o700,
+            "no way to an unpublished entry"
+        );
         assert_eq!(
             mode(&root.join("new").join(&id)),
             0o770,
@@ -740,12 +723,7 @@ mod tests {
         let e = sp.begin(new_id()).unwrap();
         e.write_file("message.eml", b"x").unwrap();
         e.create_dir("attachments").unwrap();
-        assert_eq!(mode(&e.dir()), BUILD_DIR_MODE);
-        for how in [Durability::SyncFs, Durability::PerFile] {
-            fs::set_permissions(e.dir(), fs::Permissions::from_mode(BUILD_DIR_MODE)).unwrap();
-            sp.make_durable_with(&[e.id()], how).unwrap();
-            assert_eq!(mode(&e.dir()), SHARED_DIR_MODE, "{how:?}");
-        }
+        assert_eq!(mode(&e.dir()), SHARED_DIR_MODE);
         assert_eq!(mode(&e.dir().join("message.eml")), FILE_MODE);
         assert_eq!(mode(&e.dir().join("attachments")), SHARED_DIR_MODE);
         // A plain directory as mime's Files gets the same modes.
@@ -864,32 +842,51 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{}", path.display());
         }
         drop(sp);
-        let sp = Spool::open(&link).unwrap();
-        drop(sp);
+        drop(reopen(&link).unwrap());
         fs::remove_file(&link).unwrap();
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// [`Spool::open`], waiting out a child another test forked while a
+    /// `Spool` of this test was open: until it execs, it shares the lock.
+    fn reopen(root: &Path) -> io::Result<Spool> {
+        for _ in 0..100 {
+            match Spool::open(root) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                r => return r,
+            }
+        }
+        Spool::open(root)
     }
 
     #[test]
     fn refuses_a_spool_others_can_change() {
         let root = tempdir("shared");
         drop(Spool::open(&root).unwrap());
+        // tmp/ as earlier versions made it: narrowed.
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o750)).unwrap();
+        drop(reopen(&root).unwrap());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("tmp")), 0o700);
         for (dir, mode) in [
             (root.clone(), 0o770),
             (root.clone(), 0o757),
             (root.join("tmp"), 0o770),
         ] {
             fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
-            let e = Spool::open(&root).unwrap_err();
+            let e = reopen(&root).unwrap_err();
             assert!(e.to_string().contains("writable by group or others"), "{e}");
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
         }
         // tmp/ swapped for a symlink is not followed.
         fs::remove_dir(root.join("tmp")).unwrap();
         std::os::unix::fs::symlink("/tmp", root.join("tmp")).unwrap();
-        assert!(Spool::open(&root).is_err());
+        let e = reopen(&root).unwrap_err();
+        assert!(e.to_string().starts_with("tmp/: "), "{e}");
         fs::remove_file(root.join("tmp")).unwrap();
-        drop(Spool::open(&root).unwrap());
+        drop(reopen(&root).unwrap());
         fs::remove_dir_all(&root).unwrap();
     }
 }
