@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::fake::{Drip, FakeServer, Faults};
+use crate::common::mail::crlf;
 use crate::common::popspool::{bin, entries, sorted, stderr, tmp_count, Setup};
 use crate::common::relay::b64_encode;
 
@@ -30,13 +31,6 @@ const HANG: Duration = Duration::from_secs(30);
 
 /// The consumer's user: not the spool's owner, in its group.
 const CONSUMER_UID: libc::uid_t = 65534;
-
-fn crlf(m: Vec<u8>) -> Vec<u8> {
-    String::from_utf8(m)
-        .unwrap()
-        .replace('\n', "\r\n")
-        .into_bytes()
-}
 
 fn messages(n: usize) -> Vec<Vec<u8>> {
     (0..n)
