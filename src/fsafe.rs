@@ -89,11 +89,11 @@ fn kind_at(dir: &File, name: &CStr) -> io::Result<libc::mode_t> {
 /// `O_NONBLOCK` (which kept a FIFO from blocking the open) is cleared, so
 /// later reads and writes behave as usual.
 #[allow(unsafe_code)]
-fn regular_only(file: File, what: &Path) -> io::Result<File> {
+fn regular_only(file: File) -> io::Result<File> {
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{} is not a regular file", what.display()),
+            "not a regular file; popspool never reads or writes anything else here",
         ));
     }
     let fd = file.as_raw_fd();
@@ -109,7 +109,7 @@ fn regular_only(file: File, what: &Path) -> io::Result<File> {
 /// a FIFO, and only if it is a regular file.
 pub fn open_regular(path: &Path, flags: libc::c_int, mode: u32) -> io::Result<File> {
     let f = open_path(path, flags | libc::O_NOFOLLOW | libc::O_NONBLOCK, mode)?;
-    regular_only(f, path)
+    regular_only(f)
 }
 
 /// The whole of a regular file (see [`open_regular`]).

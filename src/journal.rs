@@ -827,4 +827,26 @@ mod tests {
         lock(&st, "a").unwrap();
         fs::remove_dir_all(&d).unwrap();
     }
+
+    /// A symlink or a FIFO where a state file belongs is neither followed
+    /// nor waited on: an error naming the file, at once.
+    #[test]
+    fn state_files_are_regular_files_only() {
+        let (d, _sp) = dirs("planted");
+        let st = d.join("state");
+        let victim = d.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, st.join("a.lock")).unwrap();
+        let ok = std::process::Command::new("mkfifo")
+            .arg(st.join("a.journal"))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let e = lock(&st, "a").unwrap_err();
+        assert!(e.to_string().contains("a.lock"), "{e}");
+        let e = Journal::open(&st, "a", "idn").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        fs::remove_dir_all(&d).unwrap();
+    }
 }
