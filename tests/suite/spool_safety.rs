@@ -100,24 +100,26 @@ fn assert_each_once(spool: &Path, sent: &[Vec<u8>]) {
     assert_eq!(tmp_count(spool), 0, "nothing left in tmp/");
 }
 
-/// Two configs, two `state_dir`s, one account name and one spool (two
-/// `popspool@` instances set up by mistake): the second process must not
-/// clean `tmp/` under the first, which would make the first journal and
-/// then delete on the server messages that never reached `new/`.
+/// Two configs, two `state_dir`s, one account name and one spool root (two
+/// `popspool@` instances set up by mistake, here for two mailboxes): the
+/// second process must not clean `tmp/` under the first, which would make
+/// the first journal, and on its next poll delete on the server, messages
+/// that never reached `new/`.
 #[test]
 fn a_second_process_on_the_same_spool_stays_out() {
     let msgs = messages(6);
     let srv = FakeServer::start(msgs.clone(), dripping());
+    let other = FakeServer::start(Vec::new(), Faults::default());
     let a = Setup::new("spool-a");
     a.write_config(&srv.account("shared", ""));
     let b = Setup::new("spool-b");
-    let text = fs::read_to_string(&a.config).unwrap().replace(
-        &a.state.display().to_string(),
-        &b.state.display().to_string(),
+    let text = format!(
+        "[global]\nspool = {}\nstate_dir = {}\nmin_free_space = 0\n\n{}",
+        a.spool.display(),
+        b.state.display(),
+        other.account("shared", "")
     );
-    assert!(text.contains(&b.state.display().to_string()));
-    fs::write(&b.config, text).unwrap();
-    fs::set_permissions(&b.config, fs::Permissions::from_mode(0o600)).unwrap();
+    crate::common::popspool::write_private(&b.config, text);
     let spool = a.account_spool("shared");
 
     let first = start(&a.config);
@@ -139,6 +141,11 @@ fn a_second_process_on_the_same_spool_stays_out() {
     assert_eq!(a.run(&["--once"]).status.code(), Some(0));
     assert_eq!(srv.remaining(), 0, "all deleted on the server");
     assert_each_once(&spool, &msgs);
+    assert_eq!(
+        other.connections(),
+        0,
+        "the second process stopped before connecting"
+    );
 }
 
 /// Runs `attack` as a consumer (see the module docs) until `stop` is set;
