@@ -128,7 +128,8 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
 pub fn open_private_dir(path: &Path) -> io::Result<File> {
     let link = fs::symlink_metadata(path)?;
     if link.file_type().is_symlink() {
-        trusted_owner(link.uid(), "a symlink owned")?;
+        trusted_owner(link.uid(), "a symlink made")
+            .map_err(|e| io::Error::new(e.kind(), format!("{e}; name the real directory")))?;
     }
     let dir = open_path(path, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     check_private(&dir)?;
@@ -138,7 +139,8 @@ pub fn open_private_dir(path: &Path) -> io::Result<File> {
 /// The checks of [`open_private_dir`] on a directory already open.
 pub fn check_private(dir: &File) -> io::Result<()> {
     let m = dir.metadata()?;
-    trusted_owner(m.uid(), "owned")?;
+    trusted_owner(m.uid(), "owned")
+        .map_err(|e| io::Error::new(e.kind(), format!("{e}; run popspool as its owner")))?;
     if m.mode() & SHARED_WRITE != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,

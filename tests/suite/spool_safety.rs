@@ -385,7 +385,7 @@ fn directories_others_can_change_are_refused_at_start() {
         fs::rename(&spool, &real).unwrap();
         symlink(&real, &spool).unwrap();
         std::os::unix::fs::lchown(&spool, Some(CONSUMER_UID), None).unwrap();
-        refused(&spool, "a symlink owned by uid 65534");
+        refused(&spool, "a symlink made by uid 65534");
         fs::remove_file(&spool).unwrap();
         fs::rename(&real, &spool).unwrap();
     }
