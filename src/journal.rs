@@ -30,11 +30,11 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::fsafe;
 use crate::spool::{self, Dest, Spool};
 
 const MAGIC: &str = "popspool-journal 2";
@@ -123,13 +123,8 @@ pub struct Lock {
 /// Take the account's lock without waiting.
 pub fn lock(state_dir: &Path, account: &str) -> Result<Lock, Error> {
     let path = state_dir.join(format!("{account}.lock"));
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(STATE_MODE)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let flags = libc::O_WRONLY | libc::O_CREAT;
+    let file = fsafe::open_regular(&path, flags, STATE_MODE).map_err(io_err(&path))?;
     match file.try_lock() {
         Ok(()) => Ok(Lock { _file: file }),
         Err(fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
@@ -272,18 +267,13 @@ impl Journal {
     /// Load `<state_dir>/<account>.journal`, creating it if absent.
     pub fn open(state_dir: &Path, account: &str, identity: &str) -> Result<Journal, Error> {
         let path = state_dir.join(format!("{account}.journal"));
-        let text = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::Io { path, source: e }),
-        };
+        // One descriptor, read and then appended to: what is read is what
+        // is extended, and neither a symlink nor a FIFO is opened.
+        let flags = libc::O_RDWR | libc::O_APPEND | libc::O_CREAT;
+        let mut file = fsafe::open_regular(&path, flags, STATE_MODE).map_err(io_err(&path))?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(io_err(&path))?;
         let (records, lines, file_identity) = parse(&text, &path)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(STATE_MODE)
-            .open(&path)
-            .map_err(io_err(&path))?;
         let mut j = Journal {
             path,
             identity: identity.to_string(),
@@ -518,10 +508,8 @@ impl Journal {
             }
         }
         spool::write_atomic(&self.path, buf.as_bytes(), STATE_MODE).map_err(io_err(&self.path))?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(io_err(&self.path))?;
+        let flags = libc::O_WRONLY | libc::O_APPEND;
+        self.file = fsafe::open_regular(&self.path, flags, 0).map_err(io_err(&self.path))?;
         self.lines = self.records.len() + 1;
         Ok(())
     }
@@ -837,6 +825,28 @@ mod tests {
         assert!(matches!(lock(&st, "a"), Err(Error::Locked { .. })));
         drop(l);
         lock(&st, "a").unwrap();
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A symlink or a FIFO where a state file belongs is neither followed
+    /// nor waited on: an error naming the file, at once.
+    #[test]
+    fn state_files_are_regular_files_only() {
+        let (d, _sp) = dirs("planted");
+        let st = d.join("state");
+        let victim = d.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, st.join("a.lock")).unwrap();
+        let ok = std::process::Command::new("mkfifo")
+            .arg(st.join("a.journal"))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let e = lock(&st, "a").unwrap_err();
+        assert!(e.to_string().contains("a.lock"), "{e}");
+        let e = Journal::open(&st, "a", "idn").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
         fs::remove_dir_all(&d).unwrap();
     }
 }

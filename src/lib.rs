@@ -5,7 +5,8 @@
 //! `main` builds what every run shares: the TLS connectors and trust-store
 //! decision ([`tls::Connectors`]) and the log output ([`logging::Output`]).
 //! [`config`] turns the INI file into an immutable [`config::Config`]. A
-//! [`poll`] takes the account's lock ([`journal::Lock`]), finishes whatever
+//! [`poll`] takes the account's lock ([`journal::Lock`]) and the spool's
+//! ([`spool::Spool::open`]), finishes whatever
 //! a previous run left half-published ([`journal::Journal::recover`]),
 //! resolves the secret ([`secret`]), connects ([`tls`]), logs in ([`auth`]
 //! over [`pop3::Client`]), lists the mailbox ([`pop3::Session`]) and takes
@@ -28,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod deadline;
 pub mod exit;
+pub mod fsafe;
 pub mod hex;
 pub mod journal;
 pub mod logging;

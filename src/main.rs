@@ -173,7 +173,7 @@ fn run(args: Args, log: popspool::logging::Output) -> Exit {
     if args.probe {
         return probe::probe(&cfg, &args.accounts, &connectors);
     }
-    if let Err(e) = prepare_dirs(&cfg) {
+    if let Err(e) = prepare_dirs(&cfg, &args.accounts) {
         eprintln!("popspool: {e}");
         return Exit::CantCreate;
     }
@@ -199,12 +199,21 @@ fn run(args: Args, log: popspool::logging::Output) -> Exit {
     Exit::Ok
 }
 
-fn prepare_dirs(cfg: &Config) -> Result<(), String> {
-    std::fs::create_dir_all(&cfg.state_dir)
-        .map_err(|e| format!("cannot create state_dir {}: {e}", cfg.state_dir.display()))?;
-    let probe = cfg.state_dir.join(".popspool-write-test");
-    std::fs::write(&probe, b"")
-        .and_then(|_| std::fs::remove_file(&probe))
-        .map_err(|e| format!("cannot write in state_dir {}: {e}", cfg.state_dir.display()))?;
+/// `state_dir` and the spools that exist must be writable by popspool
+/// alone (README, "Security notes"); a missing spool is made by its poll.
+fn prepare_dirs(cfg: &Config, only: &[String]) -> Result<(), String> {
+    let state = &cfg.state_dir;
+    popspool::fsafe::prepare_private_dir(state)
+        .map_err(|e| format!("state_dir {}: {e}", state.display()))?;
+    let selected = cfg
+        .accounts
+        .iter()
+        .filter(|a| only.is_empty() || only.contains(&a.name));
+    for dir in selected.flat_map(|a| [a.spool.clone(), a.spool.join("tmp")]) {
+        if dir.exists() {
+            popspool::fsafe::open_private_dir(&dir)
+                .map_err(|e| format!("spool directory {}: {e}", dir.display()))?;
+        }
+    }
     Ok(())
 }

@@ -13,13 +13,26 @@
 //! ends in a device cache flush; on this project's disks that is ~1.5 ms,
 //! so per-file fsyncs cost more than everything else a message needs, while
 //! one syncfs covers a whole batch for the price of one.
+//!
+//! Safety against the spool's other users (README, "The spool"): a poll
+//! holds an exclusive `flock(2)` on the account's spool directory, so a
+//! second popspool process pointed at the same spool (another config,
+//! another `state_dir`) stays out of `tmp/` instead of removing entries
+//! this one staged; the spool directory and `tmp/` must be writable by
+//! popspool alone ([`crate::fsafe::open_private_dir`]); and `tmp/` is
+//! `0700`, so the service's group (the consumers) cannot reach an entry,
+//! to swap a symlink or a FIFO into it, before it is published.
 
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::fsafe;
+pub use crate::fsafe::write_atomic;
 
 /// Where a finished entry goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +99,8 @@ const SYNCFS_REPORTS_ERRORS: (u32, u32) = (5, 8);
 #[derive(Debug)]
 pub struct Spool {
     root: PathBuf,
+    /// The spool directory itself, holding the spool's lock until dropped.
+    _lock: File,
     /// `tmp/`, open from the start of the poll: syncfs reports writeback
     /// errors that happened since this descriptor was opened.
     tmp: File,
@@ -97,8 +112,14 @@ pub struct Spool {
     umask: libc::mode_t,
 }
 
-/// The spool root and `tmp/`: the service's group may look, not touch.
+/// The spool root: the service's group may look, not touch.
 const PRIVATE_DIR_MODE: u32 = 0o750;
+/// `tmp/`: popspool's alone. An entry there is as open as it will be in
+/// `new/` (a group member could swap `attachments/` for a symlink, or plant
+/// a FIFO where popspool is about to create or fsync a file), so only
+/// publication, one rename, lets the group reach it. Versions before this
+/// made `tmp/` `0750`; [`Spool::open`] narrows such a one.
+const TMP_DIR_MODE: u32 = 0o700;
 /// `new/`, `quarantine/` and every entry: a consumer in the service's group
 /// takes an entry by renaming it away or deleting it, which needs write
 /// access to the directory it leaves and (for a directory moving to another
@@ -109,24 +130,37 @@ const SHARED_DIR_MODE: u32 = 0o770;
 const FILE_MODE: u32 = 0o640;
 
 impl Spool {
-    /// Open (creating if needed) `root` with `tmp/`, `new/` and `quarantine/`.
+    /// Open (creating if needed) `root` with `tmp/`, `new/` and
+    /// `quarantine/`, and lock it for as long as the `Spool` lives: a
+    /// `WouldBlock` error means another process holds it. Refused unless
+    /// `root` and `tmp/` are writable by popspool alone.
     pub fn open(root: &Path) -> io::Result<Spool> {
-        let mut b = fs::DirBuilder::new();
-        b.recursive(true).mode(PRIVATE_DIR_MODE);
-        for (sub, mode) in [
-            ("tmp", PRIVATE_DIR_MODE),
-            ("new", SHARED_DIR_MODE),
-            ("quarantine", SHARED_DIR_MODE),
-        ] {
-            let dir = root.join(sub);
-            if !dir.is_dir() {
-                b.create(&dir)?;
-                // Explicitly, because the umask (0022 under systemd) would
-                // take the group's write bit away.
-                fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
+        let umask = process_umask();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR_MODE)
+            .create(root)?;
+        let lock = fsafe::open_private_dir(root)?;
+        fsafe::try_lock(&lock)?;
+        let sub = |name: &str, mode: u32| -> io::Result<File> {
+            // Explicitly, because the umask (0022 under systemd) would
+            // take the group's write bit away.
+            match at::mkdir(&lock, &[name], mode, umask) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                r => r?,
             }
+            let c = CString::new(name).expect("constant names hold no NUL");
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+            fsafe::openat(&lock, &c, flags, 0)
+                .map_err(|e| io::Error::new(e.kind(), format!("{name}/: {e}")))
+        };
+        let tmp = sub("tmp", TMP_DIR_MODE)?;
+        fsafe::check_private(&tmp).map_err(|e| io::Error::new(e.kind(), format!("tmp/: {e}")))?;
+        if tmp.metadata()?.permissions().mode() & 0o777 != TMP_DIR_MODE {
+            tmp.set_permissions(fs::Permissions::from_mode(TMP_DIR_MODE))?;
         }
-        let tmp = File::open(root.join("tmp"))?;
+        let new = sub("new", SHARED_DIR_MODE)?;
+        let quarantine = sub("quarantine", SHARED_DIR_MODE)?;
         let durability = if syncfs_trusted(&tmp) {
             Durability::SyncFs
         } else {
@@ -134,11 +168,12 @@ impl Spool {
         };
         Ok(Spool {
             root: root.to_path_buf(),
+            _lock: lock,
             tmp,
-            new: File::open(root.join("new"))?,
-            quarantine: File::open(root.join("quarantine"))?,
+            new,
+            quarantine,
             durability,
-            umask: process_umask(),
+            umask,
         })
     }
 
@@ -159,11 +194,19 @@ impl Spool {
             Durability::SyncFs => syncfs(&self.tmp),
             Durability::PerFile => {
                 for id in ids {
-                    sync_tree(&self.tmp_path(id))?;
+                    fsafe::sync_tree(&self.open_entry(id)?)?;
                 }
                 self.tmp.sync_all()
             }
         }
+    }
+
+    /// `tmp/<id>`, open, never through a symlink.
+    fn open_entry(&self, id: &str) -> io::Result<File> {
+        let c = CString::new(id)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ID contains NUL"))?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        fsafe::openat(&self.tmp, &c, flags, 0)
     }
 
     /// The spool's root directory.
@@ -207,11 +250,10 @@ impl Spool {
 
     /// Names of the entries in `tmp/`.
     pub fn tmp_entries(&self) -> io::Result<Vec<String>> {
-        let mut v = Vec::new();
-        for e in fs::read_dir(self.root.join("tmp"))? {
-            v.push(e?.file_name().to_string_lossy().into_owned());
-        }
-        Ok(v)
+        Ok(fsafe::list(&self.tmp)?
+            .into_iter()
+            .map(|(n, _)| String::from_utf8_lossy(n.as_bytes()).into_owned())
+            .collect())
     }
 
     /// Remove an unfinished entry from `tmp/` (it was never published, and its
@@ -299,7 +341,7 @@ impl Entry<'_> {
     /// fsync everything the entry holds (including files written by other
     /// modules, such as decoded attachments), then its directories.
     pub fn sync(&self) -> io::Result<()> {
-        sync_tree(&self.dir())
+        fsafe::sync_tree(&self.spool.open_entry(&self.id)?)
     }
 }
 
@@ -335,24 +377,6 @@ impl crate::mime::Files for Path {
         fs::create_dir(&d)?;
         fs::set_permissions(&d, fs::Permissions::from_mode(SHARED_DIR_MODE))
     }
-}
-
-fn sync_tree(dir: &Path) -> io::Result<()> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let path = e.path();
-        if e.file_type()?.is_dir() {
-            sync_tree(&path)?;
-        } else {
-            File::open(&path)?.sync_all()?;
-        }
-    }
-    sync_dir(dir)
-}
-
-/// fsync a directory, making its entries (creations, renames) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Whether syncfs on `dir`'s file system is a full barrier that reports
@@ -489,7 +513,8 @@ mod at {
         mode: u32,
         umask: libc::mode_t,
     ) -> io::Result<File> {
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let mode = mode as libc::mode_t;
         with_c_path(rel, |p| {
             let open = || loop {
@@ -556,33 +581,6 @@ fn syncfs(f: &File) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Write `data` to `path` atomically and durably: a sibling temp file,
-/// fsync, rename, fsync of the directory. Used for state files.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A new entry ID: `<seconds>.<microseconds>.<pid>`, zero-padded so that
@@ -680,11 +678,16 @@ mod tests {
         assert!(!root.join("tmp/escape").exists());
         e.sync().unwrap();
         assert_eq!(sp.tmp_entries().unwrap(), vec![id.clone()]);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        sp.make_durable(&[&id]).unwrap();
         sp.publish(&id, Dest::New).unwrap();
         sp.sync_dest(Dest::New).unwrap();
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&root.join("new")), 0o770);
-        assert_eq!(mode(&root.join("tmp")), 0o750);
+        assert_eq!(
+            mode(&root.join("tmp")),
+            0o700,
+            "no way to an unpublished entry"
+        );
         assert_eq!(
             mode(&root.join("new").join(&id)),
             0o770,
@@ -824,15 +827,66 @@ mod tests {
         fs::remove_dir_all(&root).unwrap();
     }
 
+    /// One process per spool, however the path is spelled; the lock goes
+    /// with the `Spool`.
     #[test]
-    fn atomic_write_replaces_whole_file() {
-        let root = tempdir("atomic");
-        fs::create_dir_all(&root).unwrap();
-        let p = root.join("state");
-        write_atomic(&p, b"one", 0o600).unwrap();
-        write_atomic(&p, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::read_dir(&root).unwrap().count(), 1, "no temp file left");
+    fn one_process_per_spool() {
+        let root = tempdir("lock");
+        let sp = Spool::open(&root).unwrap();
+        let link = root.with_extension("link");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        for path in [&root, &link] {
+            // A second open file description, as another process would have.
+            let e = Spool::open(path).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{}", path.display());
+        }
+        drop(sp);
+        drop(reopen(&link).unwrap());
+        fs::remove_file(&link).unwrap();
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// [`Spool::open`], waiting out a child another test forked while a
+    /// `Spool` of this test was open: until it execs, it shares the lock.
+    fn reopen(root: &Path) -> io::Result<Spool> {
+        for _ in 0..100 {
+            match Spool::open(root) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                r => return r,
+            }
+        }
+        Spool::open(root)
+    }
+
+    #[test]
+    fn refuses_a_spool_others_can_change() {
+        let root = tempdir("shared");
+        drop(Spool::open(&root).unwrap());
+        // tmp/ as earlier versions made it: narrowed.
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o750)).unwrap();
+        drop(reopen(&root).unwrap());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("tmp")), 0o700);
+        for (dir, mode) in [
+            (root.clone(), 0o770),
+            (root.clone(), 0o757),
+            (root.join("tmp"), 0o770),
+        ] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+            let e = reopen(&root).unwrap_err();
+            assert!(e.to_string().contains("writable by group or others"), "{e}");
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+        }
+        // tmp/ swapped for a symlink is not followed.
+        fs::remove_dir(root.join("tmp")).unwrap();
+        std::os::unix::fs::symlink("/tmp", root.join("tmp")).unwrap();
+        let e = reopen(&root).unwrap_err();
+        assert!(e.to_string().starts_with("tmp/: "), "{e}");
+        fs::remove_file(root.join("tmp")).unwrap();
+        drop(reopen(&root).unwrap());
         fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -45,7 +45,7 @@ impl Status {
     /// Load the record, or a fresh one if there is none (or it is unreadable:
     /// it is monitoring data, never a reason to stop receiving mail).
     pub fn load(state_dir: &Path, account: &str) -> Status {
-        std::fs::read(path(state_dir, account))
+        crate::fsafe::read_regular(&path(state_dir, account))
             .ok()
             .and_then(|b| serde_json::from_slice::<Status>(&b).ok())
             .unwrap_or_else(|| Status {

@@ -89,7 +89,12 @@ pub(super) fn config(
         }
         // Each account's poll cleans its spool's tmp/ and owns what is in
         // it: two accounts in one spool would remove each other's work.
-        if let Some(other) = accounts.iter().find(|a: &&Account| a.spool == acct.spool) {
+        // Compared as the file system resolves them (symlinks, `..`).
+        let spool = crate::fsafe::canonical(&acct.spool);
+        if let Some(other) = accounts
+            .iter()
+            .find(|a: &&Account| crate::fsafe::canonical(&a.spool) == spool)
+        {
             let message = format!(
                 "[account {}] uses the same spool directory as [account {}]; give each account its own",
                 acct.name, other.name
@@ -656,5 +661,31 @@ mod tests {
         assert!(!secret_mode_ok(0o601, 7, 7));
         assert!(!secret_mode_ok(0o644, 7, 7));
         assert!(!secret_mode_ok(0o610, 5, 7));
+    }
+
+    /// Two spellings of one directory (`..`, a symlink) are one spool.
+    #[test]
+    fn accounts_never_share_a_spool_however_spelled() {
+        let d = std::env::temp_dir().join(format!("popspool-samespool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        let two = |a: &str, b: &str| {
+            format!(
+                "[account a]\nhost=h\nuser=u\npassword=p\nspool = {}\n\
+                 [account b]\nhost=h\nuser=u\npassword=p\nspool = {}\n",
+                d.join(a).display(),
+                d.join(b).display()
+            )
+        };
+        for (a, b) in [
+            ("real/s", "link/s"),
+            ("real/s", "real/x/../s"),
+            ("s", "real/../s"),
+        ] {
+            check(&two(a, b), 6, Some("spool"), "same spool directory");
+        }
+        cfg(&two("real/s", "link/t"));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

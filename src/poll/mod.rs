@@ -69,6 +69,11 @@ pub enum Error {
         /// What failed.
         source: io::Error,
     },
+    /// Another process holds the spool's lock (README, "The spool").
+    SpoolInUse {
+        /// The spool.
+        path: PathBuf,
+    },
     /// Less free space than `min_free_space`.
     LowSpace {
         /// The spool.
@@ -104,6 +109,11 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Spool { path, source } => write!(f, "spool {}: {source}", path.display()),
+            Error::SpoolInUse { path } => write!(
+                f,
+                "spool {} is in use by another popspool process; not touching it",
+                path.display()
+            ),
             Error::LowSpace { path, free, min } => write!(
                 f,
                 "spool {} has {} free, below min_free_space {}; not downloading until there is room",
@@ -142,7 +152,7 @@ impl Error {
             Error::Pop3(e) => e.is_transient(),
             Error::Spool { source, .. } => journal::is_no_space(source),
             Error::State(e) => matches!(e, journal::Error::Locked { .. }) || e.is_no_space(),
-            Error::LowSpace { .. } | Error::Interrupted => true,
+            Error::LowSpace { .. } | Error::SpoolInUse { .. } | Error::Interrupted => true,
             Error::Secret(_) | Error::StlsNotOffered | Error::NoUidl => false,
         }
     }
@@ -218,9 +228,16 @@ fn poll_into(
         panic!("test fault: POPSPOOL_TEST_PANIC_IN_POLL is set");
     }
     let _lock = journal::lock(ctx.state_dir, &acct.name).map_err(Error::State)?;
-    let spool = Spool::open(&acct.spool).map_err(|source| Error::Spool {
-        path: acct.spool.clone(),
-        source,
+    // Held until the poll ends: another process's recovery would remove
+    // entries this one has staged in tmp/.
+    let spool = Spool::open(&acct.spool).map_err(|source| match source.kind() {
+        io::ErrorKind::WouldBlock => Error::SpoolInUse {
+            path: acct.spool.clone(),
+        },
+        _ => Error::Spool {
+            path: acct.spool.clone(),
+            source,
+        },
     })?;
     let identity = journal::identity(&acct.host, &acct.user);
     let mut journal = Journal::open(ctx.state_dir, &acct.name, &identity).map_err(Error::State)?;

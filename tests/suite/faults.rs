@@ -5,14 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::common::fake::{CutRetr, Drip, FakeServer, Faults};
+use crate::common::mail::crlf;
 use crate::common::popspool::{entries, sorted, stderr, tmp_count, Setup};
-
-fn crlf(m: Vec<u8>) -> Vec<u8> {
-    String::from_utf8(m)
-        .unwrap()
-        .replace('\n', "\r\n")
-        .into_bytes()
-}
 
 fn messages(n: usize) -> Vec<Vec<u8>> {
     (0..n)

@@ -27,5 +27,6 @@ mod mime_memory;
 mod packaging;
 mod panics;
 mod pipelining;
+mod spool_safety;
 mod systemd;
 mod torture;

@@ -20,6 +20,14 @@ impl Rng {
     }
 }
 
+/// A message with LF line ends as it arrives over POP3 (CRLF); text only.
+pub fn crlf(m: Vec<u8>) -> Vec<u8> {
+    String::from_utf8(m)
+        .unwrap()
+        .replace('\n', "\r\n")
+        .into_bytes()
+}
+
 /// A simple text message with LF line endings (as an MDA stores it).
 pub fn simple(i: usize, subject: &str, body: &str) -> Vec<u8> {
     format!(
