@@ -38,6 +38,7 @@ mod store;
 pub use connector::{Connectors, Tls};
 pub use diagnose::{inspect, CertInfo};
 pub use net::{connect, Socket, Stream};
+pub use store::smime_store;
 
 use diagnose::{advice, short_reason};
 
