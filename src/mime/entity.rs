@@ -76,6 +76,19 @@ pub fn entity(raw: &[u8]) -> Entity<'_> {
     }
 }
 
+/// Whether `raw` opens with a header field, as the MIME entity inside an
+/// S/MIME layer does (RFC 8551 section 3.1 gives it at least its
+/// Content-Type). Bytes decrypted with the wrong key are random and almost
+/// never start with `Name: value`.
+pub fn opens_with_header(raw: &[u8]) -> bool {
+    if raw.is_empty() {
+        return false;
+    }
+    let mut scan = header::HeaderScan::default();
+    let (line, _) = header::line_at(raw, 0);
+    scan.line(line) == header::Line::Header && scan.fields > 0
+}
+
 /// The body parts of a multipart body, each exactly as received: from the
 /// line after a delimiter to the line break before the next one, which
 /// belongs to the delimiter (RFC 2046 section 5.1.1). The preamble and the
@@ -145,6 +158,9 @@ mod tests {
         assert_eq!(e.smime_type.as_deref(), Some("enveloped-data"));
         assert_eq!(e.filename.as_deref(), Some("smime.p7m"));
         assert_eq!(e.decoded_body(), b"hello");
+        assert!(
+            opens_with_header(raw) && !opens_with_header(b"\x8f\x02:x") && !opens_with_header(b"")
+        );
         let plain = entity(b"Subject: x\r\n\r\nbody");
         assert_eq!(plain.content_type, "text/plain");
         assert_eq!(plain.decoded_body(), b"body");
