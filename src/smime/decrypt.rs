@@ -9,59 +9,115 @@
 //! certificate, a message for another recipient fails with "no matching
 //! recipient", and a corrupt envelope fails too: nothing is written then.
 
+use std::fs;
+use std::io::{self, Seek, SeekFrom};
+
 use openssl::cms::CmsContentInfo;
+use openssl::error::ErrorStack;
 
 use super::keys::{self, reason, Identity};
+use super::{ffi, DECRYPTED_FILE};
 use crate::mime::entity;
+use crate::spool;
 
-/// The plaintext inside the envelope `der`, or why it cannot be had.
-pub fn open(der: &[u8], id: Option<&Identity>) -> Result<Vec<u8>, String> {
+/// Open the envelope `der` for `id`. With `entry`, the plaintext goes
+/// straight into its `decrypted.eml` (replacing an outer envelope's) and is
+/// read back from there, so the parsed envelope and the plaintext are never
+/// both in memory twice over; without, it is decrypted in memory and
+/// written nowhere (`mime = no`). The outer `Err` is an I/O failure of the
+/// entry; the inner one says why the envelope cannot be opened, and then
+/// nothing of it is left in the entry.
+pub fn open(
+    der: Vec<u8>,
+    id: Option<&Identity>,
+    entry: Option<&spool::Entry<'_>>,
+) -> io::Result<Result<Vec<u8>, String>> {
     let Some(id) = id else {
-        return Err(
+        return Ok(Err(
             "cannot decrypt: no smime_cert and smime_key (or smime_pkcs12) \
-                    are configured for this account"
+                       are configured for this account"
                 .into(),
-        );
+        ));
     };
-    let cms = CmsContentInfo::from_der(der).map_err(|e| {
-        format!(
-            "cannot decrypt: the envelope cannot be read: {}",
-            reason(&e)
-        )
-    })?;
-    let legacy_before = keys::legacy_loaded();
-    let plain = match cms.decrypt(&id.key, &id.cert) {
-        Ok(plain) => plain,
-        // OpenSSL 3.0 fails without a reason when no recipient of the
-        // envelope is this certificate.
-        Err(e) if e.errors().is_empty() => {
-            return Err("cannot decrypt: no matching recipient: the message is not \
-                        encrypted for this account's certificate"
-                .into())
-        }
+    let cms = match CmsContentInfo::from_der(&der) {
+        Ok(c) => c,
         Err(e) => {
-            let first = reason(&e);
-            // RC2 and DES live in OpenSSL 3's legacy provider, loaded only
-            // when an envelope needs one: then the envelope is tried again.
-            let unsupported = e.errors().iter().any(|x| {
-                x.reason()
-                    .is_some_and(|r| r.contains("unsupported") || r.contains("initialisation"))
-            });
-            if !(unsupported && !legacy_before && keys::legacy_provider()) {
-                return Err(format!("cannot decrypt: {first}"));
-            }
-            cms.decrypt(&id.key, &id.cert)
-                .map_err(|e| format!("cannot decrypt: {}", reason(&e)))?
+            return Ok(Err(format!(
+                "cannot decrypt: the envelope cannot be read: {}",
+                reason(&e)
+            )))
         }
     };
-    // A damaged encrypted key makes RSA decryption yield a random content
-    // key rather than an error (implicit rejection); CBC then "succeeds"
-    // about once in 256 tries, with random bytes. Those are never a MIME
-    // entity, and never written out as the message.
-    if !entity::opens_with_header(&plain) {
-        return Err("cannot decrypt: what came out is not a MIME entity \
-                    (the envelope is corrupt or the key is not this recipient's)"
-            .into());
+    // The parsed envelope holds its own copy of the content.
+    drop(der);
+    let legacy_before = keys::legacy_loaded();
+    let Some(entry) = entry else {
+        let mut r = cms.decrypt(&id.key, &id.cert);
+        if matches!(&r, Err(e) if retry_with_legacy(e, legacy_before)) {
+            r = cms.decrypt(&id.key, &id.cert);
+        }
+        return Ok(r.map_err(|e| explain(&e)).and_then(checked));
+    };
+    let path = entry.dir().join(DECRYPTED_FILE);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = entry.create(DECRYPTED_FILE)?;
+    let mut r = ffi::decrypt_into(&cms, &id.key, &id.cert, &file);
+    if matches!(&r, Err(e) if retry_with_legacy(e, legacy_before)) {
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        r = ffi::decrypt_into(&cms, &id.key, &id.cert, &file);
+    }
+    drop(cms);
+    drop(file);
+    let plain = match r {
+        Ok(()) => checked(fs::read(&path)?),
+        Err(e) => Err(explain(&e)),
+    };
+    if plain.is_err() {
+        fs::remove_file(&path)?;
     }
     Ok(plain)
+}
+
+/// Whether decryption failing with `e` is worth one more try: it failed
+/// for want of a cipher (RC2 and DES live in OpenSSL 3's legacy provider,
+/// loaded only when an envelope needs one), the legacy provider was not
+/// loaded before this envelope (`legacy_before`), and it loads now.
+fn retry_with_legacy(e: &ErrorStack, legacy_before: bool) -> bool {
+    let unsupported = e.errors().iter().any(|x| {
+        x.reason()
+            .is_some_and(|r| r.contains("unsupported") || r.contains("initialisation"))
+    });
+    unsupported && !legacy_before && keys::legacy_provider()
+}
+
+/// Why decryption failed, in words.
+fn explain(e: &ErrorStack) -> String {
+    if e.errors().is_empty() {
+        // OpenSSL 3.0 fails without a reason when no recipient of the
+        // envelope is this certificate.
+        "cannot decrypt: no matching recipient: the message is not encrypted \
+         for this account's certificate"
+            .into()
+    } else {
+        format!("cannot decrypt: {}", reason(e))
+    }
+}
+
+/// The plaintext, if it is a MIME entity. A damaged encrypted key makes
+/// RSA decryption yield a random content key rather than an error
+/// (implicit rejection); CBC then "succeeds" about once in 256 tries, with
+/// random bytes. Those are never a MIME entity, and never published as the
+/// message.
+fn checked(plain: Vec<u8>) -> Result<Vec<u8>, String> {
+    if entity::opens_with_header(&plain) {
+        Ok(plain)
+    } else {
+        Err("cannot decrypt: what came out is not a MIME entity \
+             (the envelope is corrupt or the key is not this recipient's)"
+            .into())
+    }
 }

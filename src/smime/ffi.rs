@@ -1,19 +1,71 @@
-//! The one OpenSSL call the S/MIME step needs that the `openssl` crate
+//! The two OpenSSL uses the S/MIME step needs that the `openssl` crate
 //! does not wrap: `CMS_get0_signers(3)`, which names the certificates that
-//! signed a message once `CMS_verify(3)` has found them. This is the only
-//! unsafe code outside the spool module.
+//! signed a message once `CMS_verify(3)` has found them, and `CMS_decrypt(3)`
+//! into a file rather than into memory (the crate's `decrypt` collects the
+//! plaintext in a memory BIO and copies it out: two copies of a 37 MiB
+//! message next to the parsed envelope). This is the only unsafe code
+//! outside the spool module.
 #![allow(unsafe_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::ptr;
 
 use foreign_types::ForeignTypeRef;
 use openssl::cms::CmsContentInfoRef;
+use openssl::error::ErrorStack;
+use openssl::pkey::{PKeyRef, Private};
 use openssl::stack::StackRef;
-use openssl::x509::X509;
+use openssl::x509::{X509Ref, X509};
+
+/// `BIO_NOCLOSE`: freeing the BIO leaves the descriptor open (the `File`
+/// owns it).
+const BIO_NOCLOSE: libc::c_int = 0;
 
 extern "C" {
     /// OpenSSL 3's `STACK_OF(X509) *CMS_get0_signers(CMS_ContentInfo *cms)`:
     /// a new stack (to be freed with `sk_X509_free`, not its certificates)
     /// of the signer certificates set by the last `CMS_verify`.
     fn CMS_get0_signers(cms: *mut openssl_sys::CMS_ContentInfo) -> *mut openssl_sys::stack_st_X509;
+    /// `BIO *BIO_new_fd(int fd, int close_flag)`: a BIO writing to `fd`
+    /// with write(2).
+    fn BIO_new_fd(fd: libc::c_int, close_flag: libc::c_int) -> *mut openssl_sys::BIO;
+}
+
+/// Decrypt `cms` for the recipient `cert` (whose key is `key`) straight
+/// into `out`, as OpenSSL produces it, a few KiB at a time. On an error
+/// part of the output may already be in the file: the caller discards it.
+pub fn decrypt_into(
+    cms: &CmsContentInfoRef,
+    key: &PKeyRef<Private>,
+    cert: &X509Ref,
+    out: &File,
+) -> Result<(), ErrorStack> {
+    // SAFETY: every pointer is valid for the call: `cms`, `key` and `cert`
+    // are borrowed for it, and the BIO is created here on a descriptor
+    // `out` keeps open, then freed here; BIO_NOCLOSE leaves the
+    // descriptor to `out`. CMS_decrypt does not keep any of them.
+    unsafe {
+        let bio = BIO_new_fd(out.as_raw_fd(), BIO_NOCLOSE);
+        if bio.is_null() {
+            return Err(ErrorStack::get());
+        }
+        let r = openssl_sys::CMS_decrypt(
+            cms.as_ptr(),
+            key.as_ptr(),
+            cert.as_ptr(),
+            ptr::null_mut(),
+            bio,
+            0,
+        );
+        let result = if r == 1 {
+            Ok(())
+        } else {
+            Err(ErrorStack::get())
+        };
+        openssl_sys::BIO_free_all(bio);
+        result
+    }
 }
 
 /// The signer certificates `CMS_verify` found in `cms`, in signer order;

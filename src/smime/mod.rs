@@ -10,7 +10,8 @@
 //! `application/pkcs7-signature` or `x-pkcs7-signature`). What a layer
 //! holds may be another layer (sign-then-encrypt, encrypt-then-sign); they
 //! are unwrapped to [`MAX_LAYERS`]. The innermost message is decoded as any
-//! message; after a decryption it is also written as `decrypted.eml`.
+//! message; what an envelope held is written as `decrypted.eml` (that of
+//! the innermost envelope, when there are several).
 //!
 //! - `keys`: the account's recipient key, certificate and trust anchors;
 //! - `decrypt`: one envelope; `verify`: one signature;
@@ -209,13 +210,9 @@ pub fn decode_step<F>(
 where
     F: FnOnce(&[u8]) -> io::Result<mime::Decoded>,
 {
-    let u = unwrap(raw, settings);
-    let decrypted = u.facts.as_ref().is_some_and(|f| f.decrypted);
+    let u = unwrap(raw, settings, mime.then_some(entry))?;
     let mut decoded = match (&u.inner, mime) {
         (Some(inner), true) => {
-            if decrypted {
-                entry.write_file(DECRYPTED_FILE, inner)?;
-            }
             let d = decode(inner)?;
             mime::Decoded {
                 kind: d.kind,
@@ -239,8 +236,13 @@ where
 }
 
 /// Unwrap the S/MIME layers of `raw`, check signatures, open envelopes
-/// and decide what the policy says.
-pub fn unwrap(raw: &[u8], settings: &Settings) -> Unwrapped {
+/// (into `entry`'s `decrypted.eml`, when given) and decide what the policy
+/// says. Fails only when the entry cannot be written.
+pub fn unwrap(
+    raw: &[u8],
+    settings: &Settings,
+    entry: Option<&spool::Entry<'_>>,
+) -> io::Result<Unwrapped> {
     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(raw);
     let mut facts = Facts {
         encrypted: false,
@@ -265,7 +267,7 @@ pub fn unwrap(raw: &[u8], settings: &Settings) -> Unwrapped {
         match layer {
             Layer::Enveloped(der) => {
                 facts.encrypted = true;
-                match decrypt::open(&der, settings.identity()) {
+                match decrypt::open(der, settings.identity(), entry)? {
                     Ok(plain) => {
                         facts.decrypted = true;
                         cur = Cow::Owned(plain);
@@ -292,10 +294,10 @@ pub fn unwrap(raw: &[u8], settings: &Settings) -> Unwrapped {
         }
     }
     if layers == 0 {
-        return Unwrapped {
+        return Ok(Unwrapped {
             quarantine: policy_reason(settings.policy, &facts, None),
             ..Unwrapped::default()
-        };
+        });
     }
     let from = entity::from_addresses(raw);
     facts.signer_matches_from = facts.signers.iter().any(|s| {
@@ -316,11 +318,11 @@ pub fn unwrap(raw: &[u8], settings: &Settings) -> Unwrapped {
         Cow::Owned(v) => Some(v),
         Cow::Borrowed(_) => None,
     };
-    Unwrapped {
+    Ok(Unwrapped {
         facts: Some(facts),
         inner,
         quarantine,
-    }
+    })
 }
 
 /// Why `policy` refuses a message with these facts, if it does.
@@ -491,9 +493,9 @@ mod tests {
     #[test]
     fn plain_mail_has_no_smime_object() {
         let raw = b"From: a@b\r\nSubject: hi\r\n\r\nhello\r\n";
-        let u = unwrap(raw, &Settings::default());
+        let u = unwrap(raw, &Settings::default(), None).unwrap();
         assert!(u.facts.is_none() && u.inner.is_none() && u.quarantine.is_none());
         let strict = Settings::new(Policy::RequireSigned, keys::Files::default());
-        assert!(unwrap(raw, &strict).quarantine.is_some());
+        assert!(unwrap(raw, &strict, None).unwrap().quarantine.is_some());
     }
 }
