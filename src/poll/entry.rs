@@ -217,7 +217,16 @@ fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<De
                     }
                 }
             }
-            Ok((undecodable(), None))
+            let mut raw_only = undecodable();
+            if acct.smime.policy != smime::Policy::Accept {
+                // The policy could not be checked: not let through to new/.
+                raw_only.quarantine = Some(format!(
+                    "smime_policy = {}: the message could not be checked \
+                     (internal error in the decoder)",
+                    acct.smime.policy.name()
+                ));
+            }
+            Ok((raw_only, None))
         }
     }
 }

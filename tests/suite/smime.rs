@@ -396,6 +396,31 @@ fn policies_route_to_quarantine() {
         assert_eq!(got["sig-expired"].meta["smime"]["signature"], "untrusted");
         assert_eq!(dc.count(&user), 0);
     }
+    // A panic in the decoder delivers the message raw; under a policy it
+    // could not be checked, so it goes to quarantine/, not new/.
+    dc.add_user("panicky", "secret-panicky");
+    dc.deliver("panicky", &message("sig-detached"));
+    let s = Setup::new("panicky");
+    s.write_config(&account(
+        "panicky",
+        &dc,
+        &smime_keys("smime_policy = require-signed\n"),
+    ));
+    let out = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .arg("--once")
+        .env("POPSPOOL_TEST_PANIC_IN_DECODER", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let q = entries(&s.account_spool("panicky"), "quarantine");
+    assert_eq!(q.len(), 1);
+    assert!(q[0].meta["quarantine"]
+        .as_str()
+        .unwrap()
+        .contains("could not be checked"));
+    assert_eq!(q[0].meta["kind"], "undecodable");
 }
 
 /// Killed mid-drain while every message is being quarantined, then polled
