@@ -596,3 +596,72 @@ fn check_loads_every_key_format() {
         "{text}"
     );
 }
+
+/// Keys are loaded at start-up and at SIGHUP: a reload with an unusable
+/// key keeps the old configuration, a good one decrypts from the next poll.
+#[test]
+#[ignore = "needs root and Dovecot"]
+fn sighup_reloads_the_keys() {
+    let dc = Dovecot::start();
+    dc.add_user("hup", "secret-hup");
+    dc.deliver("hup", &message("enc-aes128-cbc"));
+    let s = Setup::new("hup");
+    let config = |extra: &str| account("hup", &dc, &format!("poll_interval = 1h\n{extra}"));
+    s.write_config(&config(""));
+    let mut child = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    let spool = s.account_spool("hup");
+    let wait = |n: usize| {
+        let t0 = Instant::now();
+        while by_subject(&spool).len() < n {
+            assert!(t0.elapsed() < Duration::from_secs(20), "no poll");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(1);
+    // A key that is not the certificate's: refused, the old configuration stays.
+    s.write_config(&config(&format!(
+        "smime_cert = {}\nsmime_key = {}\n",
+        pki_file("recipient.crt"),
+        pki_file("other.key")
+    )));
+    signal("HUP");
+    dc.deliver("hup", &message("enc-aes256-gcm"));
+    signal("USR1");
+    wait(2);
+    s.write_config(&config(&smime_keys("")));
+    signal("HUP");
+    dc.deliver("hup", &message("enc-des3"));
+    signal("USR1");
+    wait(3);
+    signal("TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("does not belong to the certificate"), "{log}");
+    assert!(log.contains("keeping the previous configuration"), "{log}");
+    let got = by_subject(&spool);
+    for (name, dest) in [
+        ("enc-aes128-cbc", "quarantine"),
+        ("enc-aes256-gcm", "quarantine"),
+        ("enc-des3", "new"),
+    ] {
+        assert_eq!(got[name].dest, dest, "{name}: {}", got[name].meta["smime"]);
+    }
+    assert!(got["enc-aes128-cbc"].meta["smime"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no smime_cert"));
+    assert!(got["enc-des3"].dir.join("decrypted.eml").exists());
+}
