@@ -665,3 +665,101 @@ fn sighup_reloads_the_keys() {
         .contains("no smime_cert"));
     assert!(got["enc-des3"].dir.join("decrypted.eml").exists());
 }
+
+/// Peak RSS allowed for an encrypted message of `bytes`: three times its
+/// size and 20 MiB. The raw message, the envelope's DER and OpenSSL's
+/// parsed copy of it are in memory at once (README, "S/MIME", Memory: a
+/// 50 MiB one peaks at about 133 MiB, 170 allowed).
+fn encrypted_rss_limit_kib(bytes: u64) -> u64 {
+    (3 * bytes + (20 << 20)) >> 10
+}
+
+/// The attachment of the big message, in MiB: 12 (a 23 MiB message) keeps
+/// the suite quick; `SMIME_BIG_ATTACHMENT_MIB=27` makes the README's 50 MiB
+/// message.
+fn big_attachment_mib() -> u64 {
+    std::env::var("SMIME_BIG_ATTACHMENT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+/// A big encrypted message (an inner message with one big attachment)
+/// through Dovecot and the binary: decrypted into `decrypted.eml`, its
+/// attachment decoded, within the memory bound.
+#[test]
+#[ignore = "needs root and Dovecot"]
+fn big_encrypted_message_in_bounded_memory() {
+    let s = Setup::new("smime-big");
+    // Made by the shell and the openssl CLI: this test's debug build would
+    // spend seconds on it.
+    let script = r#"set -euo pipefail
+        head -c $(($2 << 20)) /dev/urandom >big.bin
+        { printf 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+          printf 'Content-Type: text/plain\r\n\r\nbig\r\n--b\r\n'
+          printf 'Content-Type: application/octet-stream; name="big.bin"\r\n'
+          printf 'Content-Transfer-Encoding: base64\r\n\r\n'
+          base64 -w 76 big.bin | sed 's/$/\r/'
+          printf -- '--b--\r\n'; } >inner.eml
+        OPENSSL_CONF=/dev/null openssl cms -encrypt -binary -aes-256-cbc -subject big \
+            -in inner.eml "$1" >big.eml"#;
+    let made = Command::new("bash")
+        .args(["-c", script, "bash", &pki_file("recipient.crt")])
+        .arg(big_attachment_mib().to_string())
+        .current_dir(&s.dir)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let big = fs::read(s.dir.join("big.eml")).unwrap();
+    let size = big.len() as u64;
+    let dc = Dovecot::start();
+    dc.add_user("big", "secret-big");
+    dc.deliver("big", &big);
+    drop(big);
+    s.write_config(&account("big", &dc, &smime_keys("")));
+    let mut child = Command::new(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .arg("--once")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // VmHWM is the peak so far; it is there until the process has exited
+    // (a zombie, not yet reaped, has none), so the last value read is the
+    // peak of the whole run.
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        let hwm = fs::read_to_string(&status).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        });
+        match hwm {
+            Some(kib) => peak = peak.max(kib),
+            None => break,
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    eprintln!(
+        "{} MiB encrypted message: peak RSS {} MiB",
+        size >> 20,
+        peak >> 10
+    );
+    let got = by_subject(&s.account_spool("big"));
+    let g = &got["big"];
+    assert_eq!(g.dest, "new");
+    assert_eq!(g.meta["smime"]["decrypted"], true);
+    let same = |a: &str, b: PathBuf| fs::read(g.dir.join(a)).unwrap() == fs::read(b).unwrap();
+    assert!(same("attachments/big.bin", s.dir.join("big.bin")));
+    assert!(same("decrypted.eml", s.dir.join("inner.eml")));
+    assert!(
+        peak > 0 && peak < encrypted_rss_limit_kib(size),
+        "peak RSS {peak} KiB"
+    );
+}
