@@ -280,15 +280,7 @@ pub fn reason(e: &openssl::error::ErrorStack) -> String {
 
 /// `CN=..., O=...` of a certificate's subject.
 pub fn subject_text(cert: &X509) -> String {
-    cert.subject_name()
-        .entries()
-        .map(|e| {
-            let name = e.object().nid().short_name().unwrap_or("?");
-            let value = e.data().to_string().unwrap_or_else(|_| "?".into());
-            format!("{name}={value}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::tls::name_text(cert.subject_name())
 }
 
 /// `--check`'s lines about an identity: subject and expiry, and a warning

@@ -76,10 +76,11 @@ impl Policy {
 }
 
 /// `smime.signature`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signature {
     /// No signature was found.
+    #[default]
     None,
     /// Every signature matches and chains to a trusted root.
     Valid,
@@ -102,7 +103,7 @@ impl Signature {
 }
 
 /// `meta.json`'s `smime` object (README, "meta.json").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Facts {
     /// An envelope was found.
     pub encrypted: bool,
@@ -244,15 +245,7 @@ pub fn unwrap(
     entry: Option<&spool::Entry<'_>>,
 ) -> io::Result<Unwrapped> {
     let mut cur: Cow<'_, [u8]> = Cow::Borrowed(raw);
-    let mut facts = Facts {
-        encrypted: false,
-        decrypted: false,
-        signed: false,
-        signature: Signature::None,
-        signers: Vec::new(),
-        signer_matches_from: false,
-        error: None,
-    };
+    let mut facts = Facts::default();
     let mut errors: Vec<String> = Vec::new();
     let mut layers = 0;
     let mut sealed = false;
@@ -464,15 +457,7 @@ mod tests {
         for (name, p) in Policy::ALL {
             assert_eq!(p.name(), name);
         }
-        let mut f = Facts {
-            encrypted: false,
-            decrypted: false,
-            signed: false,
-            signature: Signature::None,
-            signers: Vec::new(),
-            signer_matches_from: false,
-            error: None,
-        };
+        let mut f = Facts::default();
         assert_eq!(policy_reason(Policy::Accept, &f, None), None);
         assert!(policy_reason(Policy::RequireSigned, &f, None)
             .is_some_and(|r| r.contains("not signed")));

@@ -141,6 +141,12 @@ fn deliver_all(dc: &Dovecot, user: &str) -> Vec<String> {
     names
 }
 
+/// `encrypted`, `decrypted` and `signed` of an `smime` object.
+fn layers(m: &Value) -> (Option<bool>, Option<bool>, Option<bool>) {
+    let flag = |k: &str| m[k].as_bool();
+    (flag("encrypted"), flag("decrypted"), flag("signed"))
+}
+
 /// The decoded inner message: its body and its attachment.
 fn assert_inner_decoded(name: &str, g: &Got) {
     let body = fs::read_to_string(g.dir.join("body.txt"))
@@ -193,11 +199,7 @@ fn every_format_and_outcome() {
         assert_eq!(g.dest, "new", "{name}");
         let m = sm(name);
         assert_eq!(
-            (
-                m["encrypted"].as_bool(),
-                m["decrypted"].as_bool(),
-                m["signed"].as_bool()
-            ),
+            layers(m),
             (Some(true), Some(true), Some(false)),
             "{name}: {m}"
         );
@@ -281,11 +283,7 @@ fn every_format_and_outcome() {
         assert_eq!(g.dest, "new", "{name}");
         let m = sm(name);
         assert_eq!(
-            (
-                m["encrypted"].as_bool(),
-                m["decrypted"].as_bool(),
-                m["signed"].as_bool()
-            ),
+            layers(m),
             (Some(true), Some(true), Some(true)),
             "{name}: {m}"
         );
