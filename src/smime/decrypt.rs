@@ -121,3 +121,32 @@ fn checked(plain: Vec<u8>) -> Result<Vec<u8>, String> {
             .into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_mime_entity_counts_as_decrypted() {
+        let entity = b"Content-Type: text/plain\r\n\r\nhello\r\n".to_vec();
+        assert_eq!(checked(entity.clone()), Ok(entity));
+        // What a wrong content key makes of CBC data: random bytes.
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        assert!(checked(random).is_err_and(|e| e.contains("not a MIME entity")));
+        assert!(checked(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn no_key_no_decryption() {
+        let e = open(b"\x30\x00".to_vec(), None, None).unwrap().unwrap_err();
+        assert!(e.contains("no smime_cert"), "{e}");
+    }
+}

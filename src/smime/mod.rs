@@ -231,6 +231,7 @@ where
         _ => decode(raw)?,
     };
     if let Some(why) = u.quarantine {
+        log::warn!("entry {}: {why}; it goes to quarantine/", entry.id());
         decoded.quarantine = Some(why);
     }
     Ok((decoded, u.facts))

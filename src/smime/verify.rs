@@ -87,8 +87,18 @@ pub fn check(der: &[u8], detached: Option<&[u8]>, trust: Result<&X509StoreRef, &
         content
     });
     if let Err(e) = own {
+        // Without the signer's certificate nothing says the content was
+        // altered: the signature cannot be checked, which is not trust.
+        let missing = e
+            .errors()
+            .iter()
+            .any(|x| x.reason() == Some("signer certificate not found"));
         return Checked {
-            signature: Signature::Invalid,
+            signature: if missing {
+                Signature::Untrusted
+            } else {
+                Signature::Invalid
+            },
             signers,
             error: Some(reason(&e)),
             content,

@@ -184,6 +184,7 @@ sig sig-ec signer-ec -md sha384
 sig sig-expired signer-old -md sha256
 sig sig-usage signer-usage -md sha256
 sig sig-self signer-self -md sha256
+sig sig-nocerts signer -md sha256 -nocerts
 sed 's#application/pkcs7-signature#application/x-pkcs7-signature#g' sig-detached.eml |
 	sed 's/^Subject: .*/Subject: sig-x/' >sig-x.eml
 sed 's/^Subject: .*/Subject: sig-other-from/; s/^From: .*/From: someone@example.net/' \
