@@ -342,8 +342,12 @@ fn classify(raw: &[u8]) -> Option<Layer> {
         .filename
         .as_deref()
         .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"));
-    if matches!(ct, "application/pkcs7-mime" | "application/x-pkcs7-mime")
-        || (ct == "application/octet-stream" && p7m)
+    // `certs-only` is SignedData without a signer: certificates handed
+    // over, not a signature (RFC 8551 section 3.6).
+    let certs_only = e.smime_type.as_deref() == Some("certs-only");
+    if (matches!(ct, "application/pkcs7-mime" | "application/x-pkcs7-mime")
+        || (ct == "application/octet-stream" && p7m))
+        && !certs_only
     {
         let der = e.decoded_body();
         return match der::content_type(&der)? {
@@ -354,18 +358,28 @@ fn classify(raw: &[u8]) -> Option<Layer> {
             }),
         };
     }
-    let protocol = e.protocol.as_deref().unwrap_or("");
-    if ct == "multipart/signed"
-        && matches!(
-            protocol,
+    let pkcs7_signature = |t: &str| {
+        matches!(
+            t,
             "application/pkcs7-signature" | "application/x-pkcs7-signature"
         )
-    {
+    };
+    if ct == "multipart/signed" {
         let parts = entity::parts(e.body, e.boundary.as_deref()?);
         let [content, sig, ..] = parts[..] else {
             return None;
         };
-        let der = entity::entity(sig).decoded_body();
+        let sig = entity::entity(sig);
+        // The protocol parameter names the signature's type (RFC 1847);
+        // without it, the signature part's own type decides.
+        let ours = match e.protocol.as_deref() {
+            Some(p) => pkcs7_signature(p),
+            None => pkcs7_signature(&sig.content_type),
+        };
+        if !ours {
+            return None;
+        }
+        let der = sig.decoded_body();
         return Some(Layer::Signed {
             der,
             detached: Some(content.to_vec()),

@@ -187,11 +187,23 @@ sig sig-self signer-self -md sha256
 sig sig-nocerts signer -md sha256 -nocerts
 sed 's#application/pkcs7-signature#application/x-pkcs7-signature#g' sig-detached.eml |
 	sed 's/^Subject: .*/Subject: sig-x/' >sig-x.eml
+sed 's/^Subject: .*/Subject: sig-noprotocol/; s/protocol="application\/pkcs7-signature"; //' \
+	sig-detached.eml >sig-noprotocol.eml
 sed 's/^Subject: .*/Subject: sig-other-from/; s/^From: .*/From: someone@example.net/' \
 	sig-detached.eml >sig-other-from.eml
 # Altered after signing: one word of the signed body changed.
 sed 's/Hello from the S\/MIME test/Hello from the S\/MIME TEST/; s/^Subject: .*/Subject: sig-tampered/' \
 	sig-detached.eml >sig-tampered.eml
+
+# Certificates handed over (smime-type=certs-only): no signature.
+ssl crl2pkcs7 -nocrl -certfile "$P/signer.crt" -outform DER -out certs.der
+{
+	printf 'From: %s\nTo: %s\nSubject: certs-only\nMIME-Version: 1.0\n' "$from" "$to"
+	printf 'Content-Type: application/pkcs7-mime; smime-type=certs-only; name="smime.p7c"\n'
+	printf 'Content-Transfer-Encoding: base64\n\n'
+	base64 -w 64 certs.der
+} >certs-only.eml
+rm certs.der
 
 # Sign, then encrypt; encrypt, then sign.
 ssl cms -sign -in inner.eml -signer "$P/signer.crt" -inkey "$P/signer.key" -certfile "$P/inter.crt" >signed.tmp

@@ -24,7 +24,9 @@ use crate::common::popspool::{bin, entries, stderr, tmp_count, Setup};
 fn pki() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("popspool-smime-pki-{}", std::process::id()));
+        // Under the target directory, so runs do not litter /tmp.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("smime-pki-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smime/make-pki.sh");
         let out = Command::new("bash")
@@ -112,8 +114,9 @@ const ENCRYPTED: [&str; 9] = [
     "enc-x",
     "enc-p7m",
 ];
-const VALID: [&str; 7] = [
+const VALID: [&str; 8] = [
     "sig-detached",
+    "sig-noprotocol",
     "sig-opaque",
     "sig-sha1",
     "sig-sha512",
@@ -306,6 +309,7 @@ fn every_format_and_outcome() {
     // Its layers were signed without the intermediate certificate.
     assert_eq!(deep["signature"], "untrusted", "{deep}");
     assert!(sm("plain").is_null());
+    assert!(sm("certs-only").is_null(), "certificates are no signature");
     assert_eq!(got["plain"].dest, "new");
 }
 
