@@ -16,15 +16,15 @@ use openssl::cms::CmsContentInfo;
 use openssl::error::ErrorStack;
 
 use super::keys::{self, reason, Identity};
-use super::{ffi, DECRYPTED_FILE};
+use super::{der, ffi, DECRYPTED_FILE};
 use crate::mime::entity;
 use crate::spool;
 
 /// Open the envelope `der` for `id`. With `entry`, the plaintext goes
 /// straight into its `decrypted.eml` (replacing an outer envelope's) and is
-/// read back from there, so the parsed envelope and the plaintext are never
-/// both in memory twice over; without, it is decrypted in memory and
-/// written nowhere (`mime = no`). The outer `Err` is an I/O failure of the
+/// read back from there, and OpenSSL reads the encrypted content from
+/// `der` rather than from a parsed copy (README, "S/MIME", Memory);
+/// without, it is decrypted in memory and written nowhere (`mime = no`). The outer `Err` is an I/O failure of the
 /// entry; the inner one says why the envelope cannot be opened, and then
 /// nothing of it is left in the entry.
 pub fn open(
@@ -39,7 +39,15 @@ pub fn open(
                 .into(),
         ));
     };
-    let cms = match CmsContentInfo::from_der(&der) {
+    // Into a file, OpenSSL parses only the envelope's structure and reads
+    // the encrypted content where it lies in `der`; else it parses all of
+    // it, and `der` can go once its parsed copy exists.
+    let split = entry.and_then(|_| der::split_envelope(&der));
+    let parsed = match &split {
+        Some(sp) => CmsContentInfo::from_der(&sp.head),
+        None => CmsContentInfo::from_der(&der),
+    };
+    let cms = match parsed {
         Ok(c) => c,
         Err(e) => {
             return Ok(Err(format!(
@@ -48,8 +56,8 @@ pub fn open(
             )))
         }
     };
-    // The parsed envelope holds its own copy of the content.
-    drop(der);
+    let der = if split.is_some() { der } else { Vec::new() };
+    let detached = split.map(|sp| &der[sp.content]);
     let legacy_before = keys::legacy_loaded();
     let Some(entry) = entry else {
         let mut r = cms.decrypt(&id.key, &id.cert);
@@ -64,13 +72,14 @@ pub fn open(
         _ => {}
     }
     let mut file = entry.create(DECRYPTED_FILE)?;
-    let mut r = ffi::decrypt_into(&cms, &id.key, &id.cert, &file);
+    let mut r = ffi::decrypt_into(&cms, &id.key, &id.cert, detached, &file);
     if matches!(&r, Err(e) if retry_with_legacy(e, legacy_before)) {
         file.set_len(0)?;
         file.seek(SeekFrom::Start(0))?;
-        r = ffi::decrypt_into(&cms, &id.key, &id.cert, &file);
+        r = ffi::decrypt_into(&cms, &id.key, &id.cert, detached, &file);
     }
     drop(cms);
+    drop(der);
     drop(file);
     let plain = match r {
         Ok(()) => checked(fs::read(&path)?),

@@ -33,37 +33,57 @@ extern "C" {
 }
 
 /// Decrypt `cms` for the recipient `cert` (whose key is `key`) straight
-/// into `out`, as OpenSSL produces it, a few KiB at a time. On an error
-/// part of the output may already be in the file: the caller discards it.
+/// into `out`, as OpenSSL produces it, a few KiB at a time; the encrypted
+/// content is `detached` when the envelope was parsed without it. On an
+/// error part of the output may already be in the file: the caller
+/// discards it.
 pub fn decrypt_into(
     cms: &CmsContentInfoRef,
     key: &PKeyRef<Private>,
     cert: &X509Ref,
+    detached: Option<&[u8]>,
     out: &File,
 ) -> Result<(), ErrorStack> {
+    let detached_len = match detached.map(|d| libc::c_int::try_from(d.len())) {
+        None => 0,
+        Some(Ok(n)) => n,
+        // Over 2 GiB: the read-only memory BIO cannot say its length.
+        Some(Err(_)) => return Err(ErrorStack::get()),
+    };
     // SAFETY: every pointer is valid for the call: `cms`, `key` and `cert`
-    // are borrowed for it, and the BIO is created here on a descriptor
-    // `out` keeps open, then freed here; BIO_NOCLOSE leaves the
-    // descriptor to `out`. CMS_decrypt does not keep any of them.
+    // are borrowed for it; the memory BIO reads `detached` (borrowed for
+    // the call, `detached_len` bytes, never written: BIO_new_mem_buf makes
+    // a read-only BIO) and the file BIO writes to a descriptor `out` keeps
+    // open (BIO_NOCLOSE leaves it to `out`). Both BIOs are created and
+    // freed here; CMS_decrypt keeps none of them.
     unsafe {
+        let content = match detached {
+            Some(d) => {
+                let b = openssl_sys::BIO_new_mem_buf(d.as_ptr().cast(), detached_len);
+                if b.is_null() {
+                    return Err(ErrorStack::get());
+                }
+                b
+            }
+            None => ptr::null_mut(),
+        };
         let bio = BIO_new_fd(out.as_raw_fd(), BIO_NOCLOSE);
-        if bio.is_null() {
-            return Err(ErrorStack::get());
-        }
-        let r = openssl_sys::CMS_decrypt(
-            cms.as_ptr(),
-            key.as_ptr(),
-            cert.as_ptr(),
-            ptr::null_mut(),
-            bio,
-            0,
-        );
+        let r = if bio.is_null() {
+            0
+        } else {
+            openssl_sys::CMS_decrypt(cms.as_ptr(), key.as_ptr(), cert.as_ptr(), content, bio, 0)
+        };
         let result = if r == 1 {
             Ok(())
         } else {
             Err(ErrorStack::get())
         };
-        openssl_sys::BIO_free_all(bio);
+        if !bio.is_null() {
+            openssl_sys::BIO_free_all(bio);
+        }
+        if !content.is_null() {
+            openssl_sys::BIO_free_all(content);
+        }
         result
     }
 }

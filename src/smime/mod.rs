@@ -18,6 +18,7 @@
 //! - `ffi`: the one OpenSSL call the `openssl` crate lacks.
 
 mod decrypt;
+mod der;
 mod ffi;
 pub mod keys;
 mod verify;
@@ -386,81 +387,6 @@ fn classify(raw: &[u8]) -> Option<Layer> {
         });
     }
     None
-}
-
-/// Just enough DER (X.690) to tell which CMS content type a `ContentInfo`
-/// holds (RFC 5652 section 3), whatever the `smime-type` parameter says
-/// (senders omit or misstate it; `.p7m` bodies have none).
-mod der {
-    /// The content types a layer can be.
-    #[derive(Debug, PartialEq, Eq)]
-    pub enum Type {
-        /// `id-envelopedData` or `id-ct-authEnvelopedData`.
-        Enveloped,
-        /// `id-signedData`.
-        Signed,
-    }
-
-    /// 1.2.840.113549.1.7.2, DER-encoded.
-    const SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
-    /// 1.2.840.113549.1.7.3.
-    const ENVELOPED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
-    /// 1.2.840.113549.1.9.16.1.23 (RFC 5083).
-    const AUTH_ENVELOPED_DATA: &[u8] = &[
-        0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17,
-    ];
-
-    /// The type of the `ContentInfo` at the start of `der`.
-    pub fn content_type(der: &[u8]) -> Option<Type> {
-        // SEQUENCE, then its length (short, long or BER indefinite form).
-        let (&tag, rest) = der.split_first()?;
-        if tag != 0x30 {
-            return None;
-        }
-        let (&len, rest) = rest.split_first()?;
-        let rest = if len & 0x80 != 0 {
-            rest.get(usize::from(len & 0x7f)..)?
-        } else {
-            rest
-        };
-        // OBJECT IDENTIFIER, short length.
-        let (&tag, rest) = rest.split_first()?;
-        let (&len, rest) = rest.split_first()?;
-        if tag != 0x06 || len & 0x80 != 0 {
-            return None;
-        }
-        match rest.get(..usize::from(len))? {
-            SIGNED_DATA => Some(Type::Signed),
-            ENVELOPED_DATA | AUTH_ENVELOPED_DATA => Some(Type::Enveloped),
-            _ => None,
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn content_types() {
-            let info = |oid: &[u8]| {
-                let mut v = vec![0x30, 0x80, 0x06, oid.len() as u8];
-                v.extend_from_slice(oid);
-                v
-            };
-            assert_eq!(content_type(&info(SIGNED_DATA)), Some(Type::Signed));
-            assert_eq!(content_type(&info(ENVELOPED_DATA)), Some(Type::Enveloped));
-            assert_eq!(
-                content_type(&info(AUTH_ENVELOPED_DATA)),
-                Some(Type::Enveloped)
-            );
-            let mut long = vec![0x30, 0x82, 0x01, 0x00, 0x06, 9];
-            long.extend_from_slice(SIGNED_DATA);
-            assert_eq!(content_type(&long), Some(Type::Signed));
-            assert_eq!(content_type(&info(&[0x2a, 0x03])), None);
-            assert_eq!(content_type(b"not der"), None);
-            assert_eq!(content_type(&[]), None);
-        }
-    }
 }
 
 #[cfg(test)]
