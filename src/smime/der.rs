@@ -114,6 +114,58 @@ pub fn split_envelope(der: &[u8]) -> Option<Split> {
     })
 }
 
+/// Split the `SignedData` `ContentInfo` in `der` (RFC 5652 section 5.1)
+/// into the structure without its encapsulated content, and where that
+/// content lies, when it is plain DER with the content as one primitive
+/// OCTET STRING; `None` otherwise (parsed whole).
+pub fn split_signed(der: &[u8]) -> Option<Split> {
+    let ci = tlv(der, 0).filter(|t| t.tag == 0x30 && t.body.end == der.len())?;
+    let Ok([oid, explicit]) = <[Tlv; 2]>::try_from(children(der, &ci.body)?) else {
+        return None;
+    };
+    let Ok([sd]) = <[Tlv; 1]>::try_from(children(der, &explicit.body)?) else {
+        return None;
+    };
+    if oid.tag != 0x06 || explicit.tag != 0xa0 || sd.tag != 0x30 {
+        return None;
+    }
+    // version, digestAlgorithms, encapContentInfo, ...
+    let kids = children(der, &sd.body)?;
+    let [version, algs, eci, ..] = &kids[..] else {
+        return None;
+    };
+    if version.tag != 0x02 || algs.tag != 0x31 || eci.tag != 0x30 {
+        return None;
+    }
+    // eContentType, [0] EXPLICIT eContent OCTET STRING.
+    let Ok([ctype, wrapped]) = <[Tlv; 2]>::try_from(children(der, &eci.body)?) else {
+        return None;
+    };
+    let Ok([octets]) = <[Tlv; 1]>::try_from(children(der, &wrapped.body)?) else {
+        return None;
+    };
+    if ctype.tag != 0x06 || wrapped.tag != 0xa0 || octets.tag != 0x04 {
+        return None;
+    }
+    let eci_new = encode(0x30, &[&der[ctype.start..ctype.body.end]]);
+    let sd_new = encode(
+        0x30,
+        &[
+            &der[sd.body.start..eci.start],
+            &eci_new,
+            &der[eci.body.end..sd.body.end],
+        ],
+    );
+    let head = encode(
+        0x30,
+        &[&der[oid.start..oid.body.end], &encode(0xa0, &[&sd_new])],
+    );
+    Some(Split {
+        head,
+        content: octets.body,
+    })
+}
+
 /// One element with a definite length.
 #[derive(Debug, Clone)]
 struct Tlv {

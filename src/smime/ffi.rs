@@ -1,9 +1,10 @@
-//! The two OpenSSL uses the S/MIME step needs that the `openssl` crate
-//! does not wrap: `CMS_get0_signers(3)`, which names the certificates that
-//! signed a message once `CMS_verify(3)` has found them, and `CMS_decrypt(3)`
-//! into a file rather than into memory (the crate's `decrypt` collects the
-//! plaintext in a memory BIO and copies it out: two copies of a 37 MiB
-//! message next to the parsed envelope). This is the only unsafe code
+//! The OpenSSL uses the S/MIME step needs that the `openssl` crate does not
+//! wrap: `CMS_get0_signers(3)`, which names the certificates that signed a
+//! message once `CMS_verify(3)` has found them; `CMS_decrypt(3)` into a
+//! file, and `CMS_verify(3)` into nothing, rather than into memory (the
+//! crate collects the content in a memory BIO and copies it out: two copies
+//! of a 37 MiB message next to the parsed structure); and content handed
+//! over where it lies (a read-only memory BIO). This is the only unsafe code
 //! outside the spool module.
 #![allow(unsafe_code)]
 
@@ -12,10 +13,11 @@ use std::os::fd::AsRawFd;
 use std::ptr;
 
 use foreign_types::ForeignTypeRef;
-use openssl::cms::CmsContentInfoRef;
+use openssl::cms::{CMSOptions, CmsContentInfoRef};
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKeyRef, Private};
 use openssl::stack::StackRef;
+use openssl::x509::store::X509StoreRef;
 use openssl::x509::{X509Ref, X509};
 
 /// `BIO_NOCLOSE`: freeing the BIO leaves the descriptor open (the `File`
@@ -81,6 +83,55 @@ pub fn decrypt_into(
         if !bio.is_null() {
             openssl_sys::BIO_free_all(bio);
         }
+        if !content.is_null() {
+            openssl_sys::BIO_free_all(content);
+        }
+        result
+    }
+}
+
+/// `CMS_verify` of `cms` over `detached` (or its own content) against
+/// `store` (none: the signature alone, with `NOVERIFY` in `flags`),
+/// writing the content nowhere. The crate's `verify` always collects the
+/// content in a memory BIO: a copy of a big signed message per check.
+pub fn verify(
+    cms: &CmsContentInfoRef,
+    store: Option<&X509StoreRef>,
+    detached: Option<&[u8]>,
+    flags: CMSOptions,
+) -> Result<(), ErrorStack> {
+    let detached_len = match detached.map(|d| libc::c_int::try_from(d.len())) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Err(ErrorStack::get()),
+    };
+    // SAFETY: `cms` and `store` are borrowed for the call; the read-only
+    // memory BIO over `detached` (borrowed for the call) is created and
+    // freed here; a null `out` makes CMS_verify discard the content.
+    unsafe {
+        let content = match detached {
+            Some(d) => {
+                let b = openssl_sys::BIO_new_mem_buf(d.as_ptr().cast(), detached_len);
+                if b.is_null() {
+                    return Err(ErrorStack::get());
+                }
+                b
+            }
+            None => ptr::null_mut(),
+        };
+        let r = openssl_sys::CMS_verify(
+            cms.as_ptr(),
+            ptr::null_mut(),
+            store.map_or(ptr::null_mut(), |s| s.as_ptr()),
+            content,
+            ptr::null_mut(),
+            flags.bits(),
+        );
+        let result = if r == 1 {
+            Ok(())
+        } else {
+            Err(ErrorStack::get())
+        };
         if !content.is_null() {
             openssl_sys::BIO_free_all(content);
         }

@@ -26,6 +26,7 @@ mod verify;
 use std::borrow::Cow;
 use std::fmt;
 use std::io;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use openssl::x509::store::X509Store;
@@ -176,11 +177,12 @@ impl Settings {
 
 /// What unwrapping a message found.
 #[derive(Debug, Default)]
-pub struct Unwrapped {
+pub struct Unwrapped<'a> {
     /// The `smime` object; `None` for a message without any S/MIME layer.
     pub facts: Option<Facts>,
-    /// The innermost message, when a layer was removed.
-    pub inner: Option<Vec<u8>>,
+    /// The innermost message, when a layer was removed (a part of the
+    /// message itself when only a detached signature was).
+    pub inner: Option<Cow<'a, [u8]>>,
     /// Why `smime_policy` (or an envelope that cannot be opened) sends the
     /// entry to `quarantine/`.
     pub quarantine: Option<String>,
@@ -190,10 +192,11 @@ pub struct Unwrapped {
 enum Layer {
     /// CMS `EnvelopedData` or `AuthEnvelopedData`, DER.
     Enveloped(Vec<u8>),
-    /// CMS `SignedData`, DER, and the content beside it if detached.
+    /// CMS `SignedData`, DER, and where in the entity the content lies
+    /// when it is detached (the first part of a `multipart/signed`).
     Signed {
         der: Vec<u8>,
-        detached: Option<Vec<u8>>,
+        detached: Option<Range<usize>>,
     },
 }
 
@@ -241,12 +244,12 @@ where
 /// Unwrap the S/MIME layers of `raw`, check signatures, open envelopes
 /// (into `entry`'s `decrypted.eml`, when given) and decide what the policy
 /// says. Fails only when the entry cannot be written.
-pub fn unwrap(
-    raw: &[u8],
+pub fn unwrap<'a>(
+    raw: &'a [u8],
     settings: &Settings,
     entry: Option<&spool::Entry<'_>>,
-) -> io::Result<Unwrapped> {
-    let mut cur: Cow<'_, [u8]> = Cow::Borrowed(raw);
+) -> io::Result<Unwrapped<'a>> {
+    let mut cur: Cow<'a, [u8]> = Cow::Borrowed(raw);
     let mut facts = Facts::default();
     let mut errors: Vec<String> = Vec::new();
     let mut layers = 0;
@@ -277,14 +280,29 @@ pub fn unwrap(
             Layer::Signed { der, detached } => {
                 facts.signed = true;
                 let trust = settings.trust().map(|s| &**s);
-                let c = verify::check(&der, detached.as_deref(), trust);
+                // Opaque: the content is handed to OpenSSL where it lies
+                // in `der`, and becomes the next layer in place (no copy of
+                // a big signed message); BER it cannot split is parsed whole.
+                let split = match &detached {
+                    Some(_) => None,
+                    None => der::split_signed(&der),
+                };
+                let c = match (&detached, &split) {
+                    (Some(range), _) => verify::check(&der, Some(&cur[range.clone()]), trust),
+                    (None, Some(sp)) => {
+                        verify::check(&sp.head, Some(&der[sp.content.clone()]), trust)
+                    }
+                    (None, None) => verify::check(&der, None, trust),
+                };
                 facts.signature = facts.signature.max(c.signature);
                 facts.signers.extend(c.signers);
                 errors.extend(c.error);
-                match (detached, c.content) {
-                    (Some(content), _) | (None, Some(content)) => cur = Cow::Owned(content),
-                    (None, None) => break,
-                }
+                cur = match (detached, split, c.content) {
+                    (Some(range), _, _) => narrow(cur, range),
+                    (None, Some(sp), _) => narrow(Cow::Owned(der), sp.content),
+                    (None, None, Some(content)) => Cow::Owned(content),
+                    (None, None, None) => break,
+                };
             }
         }
     }
@@ -309,15 +327,25 @@ pub fn unwrap(
     } else {
         policy_reason(settings.policy, &facts, facts.error.as_deref())
     };
-    let inner = match cur {
-        Cow::Owned(v) => Some(v),
-        Cow::Borrowed(_) => None,
-    };
+    let inner = (cur.len() != raw.len() || cur.as_ptr() != raw.as_ptr()).then_some(cur);
     Ok(Unwrapped {
         facts: Some(facts),
         inner,
         quarantine,
     })
+}
+
+/// The `range` of `bytes`, in place: a slice of borrowed bytes, or owned
+/// bytes cut down without a copy.
+fn narrow(bytes: Cow<'_, [u8]>, range: Range<usize>) -> Cow<'_, [u8]> {
+    match bytes {
+        Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
+        Cow::Owned(mut v) => {
+            v.truncate(range.end);
+            v.drain(..range.start);
+            Cow::Owned(v)
+        }
+    }
 }
 
 /// Why `policy` refuses a message with these facts, if it does.
@@ -380,10 +408,11 @@ fn classify(raw: &[u8]) -> Option<Layer> {
         if !ours {
             return None;
         }
-        let der = sig.decoded_body();
+        // `content` lies inside `raw`: its place, not a copy.
+        let start = content.as_ptr() as usize - raw.as_ptr() as usize;
         return Some(Layer::Signed {
-            der,
-            detached: Some(content.to_vec()),
+            der: sig.decoded_body(),
+            detached: Some(start..start + content.len()),
         });
     }
     None

@@ -40,9 +40,9 @@ pub struct Checked {
     pub signers: Vec<Signer>,
     /// OpenSSL's reason when the signature is not valid.
     pub error: Option<String>,
-    /// The signed content of an opaque signature (absent for a detached
-    /// one, whose content the caller already has, and when the structure
-    /// could not be read at all).
+    /// The signed content of an opaque signature that came with it
+    /// (absent when the caller handed the content over as `detached`, and
+    /// when the structure could not be read at all).
     pub content: Option<Vec<u8>>,
 }
 
@@ -64,13 +64,17 @@ pub fn check(der: &[u8], detached: Option<&[u8]>, trust: Result<&X509StoreRef, &
     // (a detached part is already canonical, RFC 8551 section 3.1.1).
     let binary = CMSOptions::BINARY;
     let mut content = Vec::new();
-    let own = cms.verify(
-        None,
-        None,
-        detached,
-        Some(&mut content),
-        binary | CMSOptions::NOVERIFY,
-    );
+    // The content is collected only when it is not the caller's already.
+    let own = match detached {
+        Some(d) => ffi::verify(&cms, None, Some(d), binary | CMSOptions::NOVERIFY),
+        None => cms.verify(
+            None,
+            None,
+            None,
+            Some(&mut content),
+            binary | CMSOptions::NOVERIFY,
+        ),
+    };
     let signers: Vec<Signer> = ffi::signers(&cms).iter().map(signer).collect();
     let content = detached.is_none().then(|| {
         if own.is_err() {
@@ -106,7 +110,7 @@ pub fn check(der: &[u8], detached: Option<&[u8]>, trust: Result<&X509StoreRef, &
     }
     let (signature, error) = match trust {
         Err(why) => (Signature::Untrusted, Some(why.to_string())),
-        Ok(store) => match cms.verify(None, Some(store), detached, None, binary) {
+        Ok(store) => match ffi::verify(&cms, Some(store), detached, binary) {
             Ok(()) => (Signature::Valid, None),
             Err(e) => (Signature::Untrusted, Some(reason(&e))),
         },
