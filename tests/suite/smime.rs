@@ -671,11 +671,12 @@ fn sighup_reloads_the_keys() {
     assert!(got["enc-des3"].dir.join("decrypted.eml").exists());
 }
 
-/// Peak RSS allowed for an encrypted message of `bytes`: twice its size
-/// and 20 MiB. The raw message and the envelope's DER are in memory at
-/// once (README, "S/MIME", Memory: a 50 MiB one peaks at about 96 MiB, 120
-/// allowed; before OpenSSL was given the content apart from the envelope's
-/// structure, 133).
+/// Peak RSS allowed for an encrypted or signed message of `bytes`: twice
+/// its size and 20 MiB. The raw message and the decoded envelope or
+/// signature are in memory at once (README, "S/MIME", Memory: a 50 MiB one
+/// peaks at about 96 MiB, 120 allowed; before OpenSSL was given the content
+/// apart from the structure, 133, and 217 with the content collected in
+/// memory).
 fn encrypted_rss_limit_kib(bytes: u64) -> u64 {
     (2 * bytes + (20 << 20)) >> 10
 }
@@ -690,9 +691,10 @@ fn big_attachment_mib() -> u64 {
         .unwrap_or(12)
 }
 
-/// A big encrypted message (an inner message with one big attachment)
-/// through Dovecot and the binary: decrypted into `decrypted.eml`, its
-/// attachment decoded, within the memory bound.
+/// Big encrypted, opaque signed and detached signed messages (an inner
+/// message with one big attachment) through Dovecot and the binary:
+/// decrypted into `decrypted.eml`, verified, their attachment decoded,
+/// within the memory bound.
 #[test]
 #[ignore = "needs root and Dovecot"]
 fn big_encrypted_message_in_bounded_memory() {
@@ -707,11 +709,16 @@ fn big_encrypted_message_in_bounded_memory() {
           printf 'Content-Transfer-Encoding: base64\r\n\r\n'
           base64 -w 76 big.bin | sed 's/$/\r/'
           printf -- '--b--\r\n'; } >inner.eml
-        OPENSSL_CONF=/dev/null openssl cms -encrypt -binary -aes-256-cbc -subject big \
-            -in inner.eml "$1" >big.eml"#;
+        export OPENSSL_CONF=/dev/null
+        openssl cms -encrypt -binary -aes-256-cbc -subject big -in inner.eml "$1" >big.eml
+        openssl cms -sign -nodetach -binary -signer "$3" -inkey "$4" -subject big-opaque \
+            -in inner.eml >big-opaque.eml
+        openssl cms -sign -binary -signer "$3" -inkey "$4" -subject big-detached \
+            -in inner.eml >big-detached.eml"#;
     let made = Command::new("bash")
         .args(["-c", script, "bash", &pki_file("recipient.crt")])
         .arg(big_attachment_mib().to_string())
+        .args([pki_file("signer.crt"), pki_file("signer.key")])
         .current_dir(&s.dir)
         .output()
         .unwrap();
@@ -720,12 +727,14 @@ fn big_encrypted_message_in_bounded_memory() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let big = fs::read(s.dir.join("big.eml")).unwrap();
-    let size = big.len() as u64;
     let dc = Dovecot::start();
     dc.add_user("big", "secret-big");
-    dc.deliver("big", &big);
-    drop(big);
+    let mut size = 0;
+    for name in ["big", "big-opaque", "big-detached"] {
+        let big = fs::read(s.dir.join(format!("{name}.eml"))).unwrap();
+        size = size.max(big.len() as u64);
+        dc.deliver("big", &big);
+    }
     s.write_config(&account("big", &dc, &smime_keys("")));
     let mut child = Command::new(bin())
         .arg("-c")
@@ -753,7 +762,7 @@ fn big_encrypted_message_in_bounded_memory() {
     }
     assert_eq!(child.wait().unwrap().code(), Some(0));
     eprintln!(
-        "{} MiB encrypted message: peak RSS {} MiB",
+        "{} MiB encrypted and signed messages: peak RSS {} MiB",
         size >> 20,
         peak >> 10
     );
@@ -761,9 +770,18 @@ fn big_encrypted_message_in_bounded_memory() {
     let g = &got["big"];
     assert_eq!(g.dest, "new");
     assert_eq!(g.meta["smime"]["decrypted"], true);
-    let same = |a: &str, b: PathBuf| fs::read(g.dir.join(a)).unwrap() == fs::read(b).unwrap();
-    assert!(same("attachments/big.bin", s.dir.join("big.bin")));
-    assert!(same("decrypted.eml", s.dir.join("inner.eml")));
+    let same = |g: &Got, a: &str, b: &str| {
+        fs::read(g.dir.join(a)).unwrap() == fs::read(s.dir.join(b)).unwrap()
+    };
+    assert!(same(g, "attachments/big.bin", "big.bin"));
+    assert!(same(g, "decrypted.eml", "inner.eml"));
+    for name in ["big-opaque", "big-detached"] {
+        let g = &got[name];
+        assert_eq!(g.meta["smime"]["signers"][0]["email"], "sender@example.org");
+        assert_eq!(g.meta["smime"]["signature"], "untrusted", "no intermediate");
+        assert!(same(g, "attachments/big.bin", "big.bin"), "{name}");
+        assert!(!g.dir.join("decrypted.eml").exists());
+    }
     assert!(
         peak > 0 && peak < encrypted_rss_limit_kib(size),
         "peak RSS {peak} KiB"
