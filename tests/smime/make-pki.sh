@@ -146,6 +146,7 @@ enc enc-aes192-cbc aes-192-cbc
 enc enc-aes256-cbc aes-256-cbc
 enc enc-des3 des-ede3-cbc
 enc enc-rc2 rc2-cbc "${legacy[@]}"
+enc enc-rc2-40 rc2-40-cbc "${legacy[@]}"
 enc enc-aes128-gcm aes-128-gcm
 enc enc-aes256-gcm aes-256-gcm
 sed 's#application/pkcs7-mime#application/x-pkcs7-mime#; s/^Subject: .*/Subject: enc-x/' enc-aes128-cbc.eml >enc-x.eml

@@ -103,12 +103,13 @@ fn by_subject(spool: &Path) -> std::collections::HashMap<String, Got> {
     map
 }
 
-const ENCRYPTED: [&str; 9] = [
+const ENCRYPTED: [&str; 10] = [
     "enc-aes128-cbc",
     "enc-aes192-cbc",
     "enc-aes256-cbc",
     "enc-des3",
     "enc-rc2",
+    "enc-rc2-40",
     "enc-aes128-gcm",
     "enc-aes256-gcm",
     "enc-x",
