@@ -149,6 +149,8 @@ enc enc-rc2 rc2-cbc "${legacy[@]}"
 enc enc-rc2-40 rc2-40-cbc "${legacy[@]}"
 enc enc-aes128-gcm aes-128-gcm
 enc enc-aes256-gcm aes-256-gcm
+# Streamed: BER with indefinite lengths, as some mailers write it.
+enc enc-ber aes-128-cbc -stream
 sed 's#application/pkcs7-mime#application/x-pkcs7-mime#; s/^Subject: .*/Subject: enc-x/' enc-aes128-cbc.eml >enc-x.eml
 ssl cms -encrypt -in inner.eml -aes-256-cbc "$P/other.crt" >enc-other.eml.tmp
 {
@@ -178,6 +180,7 @@ sig() {
 }
 sig sig-detached signer -md sha256
 sig sig-opaque signer -md sha256 -nodetach
+sig sig-opaque-ber signer -md sha256 -nodetach -stream
 sig sig-sha1 signer -md sha1
 sig sig-sha512 signer -md sha512
 sig sig-pss signer -md sha256 -keyopt rsa_padding_mode:pss

@@ -103,20 +103,22 @@ fn by_subject(spool: &Path) -> std::collections::HashMap<String, Got> {
     map
 }
 
-const ENCRYPTED: [&str; 10] = [
+const ENCRYPTED: [&str; 11] = [
     "enc-aes128-cbc",
     "enc-aes192-cbc",
     "enc-aes256-cbc",
     "enc-des3",
     "enc-rc2",
     "enc-rc2-40",
+    "enc-ber",
     "enc-aes128-gcm",
     "enc-aes256-gcm",
     "enc-x",
     "enc-p7m",
 ];
-const VALID: [&str; 8] = [
+const VALID: [&str; 9] = [
     "sig-detached",
+    "sig-opaque-ber",
     "sig-noprotocol",
     "sig-opaque",
     "sig-sha1",
