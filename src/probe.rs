@@ -112,7 +112,6 @@ fn smime_lines(a: &Account) {
         println!("  smime    {line}");
         if let Some(w) = warning {
             println!("  smime    WARNING: {w}");
-            log::warn!("[account {}] {w}", a.name);
         }
     }
     if let Some(ca) = &s.files.ca_file {

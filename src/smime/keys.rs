@@ -143,6 +143,11 @@ pub fn load(files: &Files) -> Result<Loaded, (Which, String)> {
         }
         _ => None,
     };
+    // Said at start-up and at every reload, so an expiring certificate is
+    // in the log in time, not only under `--check`.
+    if let Some((_, Some(warning))) = identity.as_ref().map(describe) {
+        log::warn!("{warning}");
+    }
     let anchors = match &files.ca_file {
         None => Vec::new(),
         Some(path) => {

@@ -551,6 +551,11 @@ fn check_loads_every_key_format() {
         text.contains("WARNING: the S/MIME certificate expires in"),
         "{text}"
     );
+    // Also logged, as at start-up and at every reload.
+    assert!(
+        text.contains("[WARN] the S/MIME certificate expires in"),
+        "{text}"
+    );
 
     for (extra, want) in [
         (
