@@ -66,16 +66,7 @@ pub struct Split {
 /// string, as most senders write it. `None` for anything else (BER
 /// indefinite lengths, a constructed string): that is parsed whole.
 pub fn split_envelope(der: &[u8]) -> Option<Split> {
-    let ci = tlv(der, 0).filter(|t| t.tag == 0x30 && t.body.end == der.len())?;
-    let Ok([oid, explicit]) = <[Tlv; 2]>::try_from(children(der, &ci.body)?) else {
-        return None;
-    };
-    let Ok([env]) = <[Tlv; 1]>::try_from(children(der, &explicit.body)?) else {
-        return None;
-    };
-    if oid.tag != 0x06 || explicit.tag != 0xa0 || env.tag != 0x30 {
-        return None;
-    }
+    let (oid, env) = content_info(der)?;
     // version, [0] originatorInfo OPTIONAL, recipientInfos, then the
     // (authenticated) encryptedContentInfo.
     let kids = children(der, &env.body)?;
@@ -97,21 +88,8 @@ pub fn split_envelope(der: &[u8]) -> Option<Split> {
     if ctype.tag != 0x06 || alg.tag != 0x30 || content.tag != 0x80 {
         return None;
     }
-    let eci_new = encode(0x30, &[&der[ctype.start..alg.body.end]]);
-    let env_new = encode(
-        0x30,
-        &[
-            &der[env.body.start..eci.start],
-            &eci_new,
-            &der[eci.body.end..env.body.end],
-        ],
-    );
-    let explicit_new = encode(0xa0, &[&env_new]);
-    let head = encode(0x30, &[&der[oid.start..oid.body.end], &explicit_new]);
-    Some(Split {
-        head,
-        content: content.body,
-    })
+    let kept = &der[ctype.start..alg.body.end];
+    Some(without_content(der, &oid, &env, eci, kept, content.body))
 }
 
 /// Split the `SignedData` `ContentInfo` in `der` (RFC 5652 section 5.1)
@@ -119,16 +97,7 @@ pub fn split_envelope(der: &[u8]) -> Option<Split> {
 /// content lies, when it is plain DER with the content as one primitive
 /// OCTET STRING; `None` otherwise (parsed whole).
 pub fn split_signed(der: &[u8]) -> Option<Split> {
-    let ci = tlv(der, 0).filter(|t| t.tag == 0x30 && t.body.end == der.len())?;
-    let Ok([oid, explicit]) = <[Tlv; 2]>::try_from(children(der, &ci.body)?) else {
-        return None;
-    };
-    let Ok([sd]) = <[Tlv; 1]>::try_from(children(der, &explicit.body)?) else {
-        return None;
-    };
-    if oid.tag != 0x06 || explicit.tag != 0xa0 || sd.tag != 0x30 {
-        return None;
-    }
+    let (oid, sd) = content_info(der)?;
     // version, digestAlgorithms, encapContentInfo, ...
     let kids = children(der, &sd.body)?;
     let [version, algs, eci, ..] = &kids[..] else {
@@ -147,23 +116,47 @@ pub fn split_signed(der: &[u8]) -> Option<Split> {
     if ctype.tag != 0x06 || wrapped.tag != 0xa0 || octets.tag != 0x04 {
         return None;
     }
-    let eci_new = encode(0x30, &[&der[ctype.start..ctype.body.end]]);
-    let sd_new = encode(
+    let kept = &der[ctype.start..ctype.body.end];
+    Some(without_content(der, &oid, &sd, eci, kept, octets.body))
+}
+
+/// A `ContentInfo` filling `der`: its content type and the SEQUENCE its
+/// `[0] EXPLICIT` content holds.
+fn content_info(der: &[u8]) -> Option<(Tlv, Tlv)> {
+    let ci = tlv(der, 0).filter(|t| t.tag == 0x30 && t.body.end == der.len())?;
+    let Ok([oid, explicit]) = <[Tlv; 2]>::try_from(children(der, &ci.body)?) else {
+        return None;
+    };
+    let Ok([inner]) = <[Tlv; 1]>::try_from(children(der, &explicit.body)?) else {
+        return None;
+    };
+    (oid.tag == 0x06 && explicit.tag == 0xa0 && inner.tag == 0x30).then_some((oid, inner))
+}
+
+/// The `ContentInfo` again, its `inner` SEQUENCE with the content-info
+/// element `eci` reduced to `kept`; and where the content was.
+fn without_content(
+    der: &[u8],
+    oid: &Tlv,
+    inner: &Tlv,
+    eci: &Tlv,
+    kept: &[u8],
+    content: Range<usize>,
+) -> Split {
+    let eci_new = encode(0x30, &[kept]);
+    let inner_new = encode(
         0x30,
         &[
-            &der[sd.body.start..eci.start],
+            &der[inner.body.start..eci.start],
             &eci_new,
-            &der[eci.body.end..sd.body.end],
+            &der[eci.body.end..inner.body.end],
         ],
     );
     let head = encode(
         0x30,
-        &[&der[oid.start..oid.body.end], &encode(0xa0, &[&sd_new])],
+        &[&der[oid.start..oid.body.end], &encode(0xa0, &[&inner_new])],
     );
-    Some(Split {
-        head,
-        content: octets.body,
-    })
+    Split { head, content }
 }
 
 /// One element with a definite length.

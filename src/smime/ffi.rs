@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
+use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::ptr;
 
@@ -34,6 +35,70 @@ extern "C" {
     fn BIO_new_fd(fd: libc::c_int, close_flag: libc::c_int) -> *mut openssl_sys::BIO;
 }
 
+/// A BIO this module created, freed when dropped; null stands for "none".
+struct Bio<'a> {
+    ptr: *mut openssl_sys::BIO,
+    /// What a memory BIO reads, borrowed while it lives.
+    _reads: PhantomData<&'a [u8]>,
+}
+
+impl<'a> Bio<'a> {
+    /// A read-only memory BIO over `data`, or none.
+    fn reading(data: Option<&'a [u8]>) -> Result<Bio<'a>, ErrorStack> {
+        let Some(data) = data else {
+            return Ok(Bio::from_ptr(ptr::null_mut()));
+        };
+        // Over 2 GiB, a memory BIO cannot be told its length.
+        let len = libc::c_int::try_from(data.len()).map_err(|_| ErrorStack::get())?;
+        // SAFETY: BIO_new_mem_buf makes a read-only BIO over `len` bytes
+        // of `data`, which the returned value borrows for as long as it lives.
+        let ptr = unsafe { openssl_sys::BIO_new_mem_buf(data.as_ptr().cast(), len) };
+        Bio::created(ptr)
+    }
+
+    /// A BIO writing to `file` with write(2), leaving the descriptor open.
+    fn writing(file: &'a File) -> Result<Bio<'a>, ErrorStack> {
+        // SAFETY: the descriptor stays open while `file`, which the
+        // returned value borrows, lives; BIO_NOCLOSE leaves closing it to
+        // `file`.
+        let ptr = unsafe { BIO_new_fd(file.as_raw_fd(), BIO_NOCLOSE) };
+        Bio::created(ptr)
+    }
+
+    fn created(ptr: *mut openssl_sys::BIO) -> Result<Bio<'a>, ErrorStack> {
+        if ptr.is_null() {
+            Err(ErrorStack::get())
+        } else {
+            Ok(Bio::from_ptr(ptr))
+        }
+    }
+
+    fn from_ptr(ptr: *mut openssl_sys::BIO) -> Bio<'a> {
+        Bio {
+            ptr,
+            _reads: PhantomData,
+        }
+    }
+}
+
+impl Drop for Bio<'_> {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: created by this module and freed once, here.
+            unsafe { openssl_sys::BIO_free_all(self.ptr) }
+        }
+    }
+}
+
+/// 1 from OpenSSL is success; anything else leaves its reasons queued.
+fn ok(r: libc::c_int) -> Result<(), ErrorStack> {
+    if r == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
 /// Decrypt `cms` for the recipient `cert` (whose key is `key`) straight
 /// into `out`, as OpenSSL produces it, a few KiB at a time; the encrypted
 /// content is `detached` when the envelope was parsed without it. On an
@@ -46,48 +111,20 @@ pub fn decrypt_into(
     detached: Option<&[u8]>,
     out: &File,
 ) -> Result<(), ErrorStack> {
-    let detached_len = match detached.map(|d| libc::c_int::try_from(d.len())) {
-        None => 0,
-        Some(Ok(n)) => n,
-        // Over 2 GiB: the read-only memory BIO cannot say its length.
-        Some(Err(_)) => return Err(ErrorStack::get()),
-    };
-    // SAFETY: every pointer is valid for the call: `cms`, `key` and `cert`
-    // are borrowed for it; the memory BIO reads `detached` (borrowed for
-    // the call, `detached_len` bytes, never written: BIO_new_mem_buf makes
-    // a read-only BIO) and the file BIO writes to a descriptor `out` keeps
-    // open (BIO_NOCLOSE leaves it to `out`). Both BIOs are created and
-    // freed here; CMS_decrypt keeps none of them.
-    unsafe {
-        let content = match detached {
-            Some(d) => {
-                let b = openssl_sys::BIO_new_mem_buf(d.as_ptr().cast(), detached_len);
-                if b.is_null() {
-                    return Err(ErrorStack::get());
-                }
-                b
-            }
-            None => ptr::null_mut(),
-        };
-        let bio = BIO_new_fd(out.as_raw_fd(), BIO_NOCLOSE);
-        let r = if bio.is_null() {
-            0
-        } else {
-            openssl_sys::CMS_decrypt(cms.as_ptr(), key.as_ptr(), cert.as_ptr(), content, bio, 0)
-        };
-        let result = if r == 1 {
-            Ok(())
-        } else {
-            Err(ErrorStack::get())
-        };
-        if !bio.is_null() {
-            openssl_sys::BIO_free_all(bio);
-        }
-        if !content.is_null() {
-            openssl_sys::BIO_free_all(content);
-        }
-        result
-    }
+    let content = Bio::reading(detached)?;
+    let sink = Bio::writing(out)?;
+    // SAFETY: `cms`, `key` and `cert` are borrowed for the call, the BIOs
+    // live until after it; CMS_decrypt keeps none of them.
+    ok(unsafe {
+        openssl_sys::CMS_decrypt(
+            cms.as_ptr(),
+            key.as_ptr(),
+            cert.as_ptr(),
+            content.ptr,
+            sink.ptr,
+            0,
+        )
+    })
 }
 
 /// `CMS_verify` of `cms` over `detached` (or its own content) against
@@ -100,43 +137,19 @@ pub fn verify(
     detached: Option<&[u8]>,
     flags: CMSOptions,
 ) -> Result<(), ErrorStack> {
-    let detached_len = match detached.map(|d| libc::c_int::try_from(d.len())) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => return Err(ErrorStack::get()),
-    };
-    // SAFETY: `cms` and `store` are borrowed for the call; the read-only
-    // memory BIO over `detached` (borrowed for the call) is created and
-    // freed here; a null `out` makes CMS_verify discard the content.
-    unsafe {
-        let content = match detached {
-            Some(d) => {
-                let b = openssl_sys::BIO_new_mem_buf(d.as_ptr().cast(), detached_len);
-                if b.is_null() {
-                    return Err(ErrorStack::get());
-                }
-                b
-            }
-            None => ptr::null_mut(),
-        };
-        let r = openssl_sys::CMS_verify(
+    let content = Bio::reading(detached)?;
+    // SAFETY: `cms` and `store` are borrowed for the call, the BIO lives
+    // until after it; a null `out` makes CMS_verify discard the content.
+    ok(unsafe {
+        openssl_sys::CMS_verify(
             cms.as_ptr(),
             ptr::null_mut(),
             store.map_or(ptr::null_mut(), |s| s.as_ptr()),
-            content,
+            content.ptr,
             ptr::null_mut(),
             flags.bits(),
-        );
-        let result = if r == 1 {
-            Ok(())
-        } else {
-            Err(ErrorStack::get())
-        };
-        if !content.is_null() {
-            openssl_sys::BIO_free_all(content);
-        }
-        result
-    }
+        )
+    })
 }
 
 /// The signer certificates `CMS_verify` found in `cms`, in signer order;
