@@ -42,6 +42,7 @@ pub mod pop3;
 pub mod probe;
 pub mod sasl;
 pub mod secret;
+pub mod smime;
 pub mod spool;
 pub mod status;
 pub mod text;

@@ -34,8 +34,8 @@ pub struct Meta<'a> {
     /// Headers, kind, body, attachments, report, problems.
     #[serde(flatten)]
     pub decoded: &'a mime::Decoded,
-    /// S/MIME facts; always `null` while S/MIME is not supported.
-    pub smime: Option<()>,
+    /// S/MIME facts; `null` for a message without any S/MIME layer.
+    pub smime: Option<&'a crate::smime::Facts>,
     /// Why the entry is in `quarantine/` (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<&'a str>,

@@ -8,6 +8,7 @@ use crate::config::{Account, Auth, Config, Delete, SecretSource, TlsMode};
 use crate::exit::Exit;
 use crate::poll::{self, Connected};
 use crate::secret;
+use crate::smime;
 use crate::text::printable;
 use crate::tls;
 
@@ -86,12 +87,39 @@ pub fn check(cfg: &Config, only: &[String], connectors: &tls::Connectors) -> Exi
                 }
             }
         }
+        smime_lines(a);
     }
     if bad > 0 {
         println!("{bad} problem(s) found");
         Exit::Config
     } else {
         Exit::Ok
+    }
+}
+
+/// `--check`'s S/MIME lines: the policy, and the decryption certificate
+/// with its expiry (a warning within a month of it). The files were loaded
+/// and checked with the configuration.
+fn smime_lines(a: &Account) {
+    let s = &a.smime;
+    let id = s.loaded.as_ref().and_then(|l| l.identity.as_ref());
+    if id.is_none() && s.files.ca_file.is_none() && s.policy == smime::Policy::Accept {
+        return;
+    }
+    println!("  smime    policy {}", s.policy.name());
+    if let Some(id) = id {
+        let (line, warning) = smime::keys::describe(id);
+        println!("  smime    {line}");
+        if let Some(w) = warning {
+            println!("  smime    WARNING: {w}");
+        }
+    }
+    if let Some(ca) = &s.files.ca_file {
+        let n = s.loaded.as_ref().map_or(0, |l| l.anchors.len());
+        println!(
+            "  smime    smime_ca_file {}: {n} certificate(s)",
+            ca.display()
+        );
     }
 }
 

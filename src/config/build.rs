@@ -21,6 +21,7 @@ use super::scan::{self, Entry, Scanned, Section};
 use super::values::{self, FromVal, Val};
 use super::{invalid, Account, Auth, Config, Delete, Error, SecretSource, TlsMode};
 use crate::mechanism::Mechanism;
+use crate::smime;
 
 /// Default global `spool`.
 const DEFAULT_SPOOL: &str = "/var/spool/popspool";
@@ -68,7 +69,7 @@ pub(super) fn config(
     let mut accounts = Vec::with_capacity(scanned.accounts.len());
     for section in &scanned.accounts {
         let values = typed(section, path, base)?;
-        let acct = account(section, &values, &global, &spool, path)?;
+        let mut acct = account(section, &values, &global, &spool, path)?;
         if check_files {
             let m = Merged {
                 own: &values,
@@ -78,14 +79,19 @@ pub(super) fn config(
                 SecretSource::File(p) => Some(p),
                 _ => None,
             };
+            let sm = &acct.smime.files;
             for (key, file) in [
                 (Key::PasswordFile, password_file),
                 (Key::TlsClientKey, acct.tls_client_key.as_ref()),
+                (Key::SmimeKey, sm.key.as_ref()),
+                (Key::SmimePkcs12, sm.pkcs12.as_ref()),
+                (Key::SmimePkcs12PasswordFile, sm.password_file.as_ref()),
             ] {
                 if let (Some(file), Some(line)) = (file, m.line(key)) {
                     check_secret_file(key, file, path, line)?;
                 }
             }
+            load_smime(&mut acct, &m, path, section.line)?;
         }
         // Each account's poll cleans its spool's tmp/ and owns what is in
         // it: two accounts in one spool would remove each other's work.
@@ -271,6 +277,7 @@ fn account(
             return Err(err(auth_line, Key::Auth, message));
         }
     }
+    let smime = smime_settings(&m, &err)?;
     // `spool` in [global] is the root, not a default shared by every account.
     let spool = m.own(Key::Spool).unwrap_or_else(|| root.join(name));
 
@@ -301,7 +308,61 @@ fn account(
         max_backoff: m.get(Key::MaxBackoff).unwrap_or(DEFAULT_MAX_BACKOFF),
         min_free_space: m.get(Key::MinFreeSpace).unwrap_or(DEFAULT_MIN_FREE_SPACE),
         source_ip: m.get(Key::SourceIp),
+        smime,
     })
+}
+
+/// `smime_*`: a certificate comes with its key, and either those or a
+/// PKCS#12 file, not both (README, "S/MIME").
+fn smime_settings(
+    m: &Merged<'_>,
+    err: &dyn Fn(usize, Key, String) -> Error,
+) -> Result<smime::Settings, Error> {
+    for (have, lacks) in [
+        (Key::SmimeCert, Key::SmimeKey),
+        (Key::SmimeKey, Key::SmimeCert),
+    ] {
+        if let (Some(line), None) = (m.line(have), m.line(lacks)) {
+            return Err(err(line, have, format!("needs {} as well", lacks.name())));
+        }
+    }
+    if let (Some(line), Some(_)) = (m.line(Key::SmimePkcs12), m.line(Key::SmimeCert)) {
+        let message = format!(
+            "give either {} or {} and {}, not both",
+            Key::SmimePkcs12.name(),
+            Key::SmimeCert.name(),
+            Key::SmimeKey.name()
+        );
+        return Err(err(line, Key::SmimePkcs12, message));
+    }
+    let files = smime::keys::Files {
+        cert: m.get(Key::SmimeCert),
+        key: m.get(Key::SmimeKey),
+        pkcs12: m.get(Key::SmimePkcs12),
+        password_file: m.get(Key::SmimePkcs12PasswordFile),
+        ca_file: m.get(Key::SmimeCaFile),
+    };
+    let policy = m.get(Key::SmimePolicy).unwrap_or_default();
+    Ok(smime::Settings::new(policy, files))
+}
+
+/// Load the account's S/MIME keys, certificate and trust anchors, so a
+/// file that cannot be used is a configuration error at start-up, at
+/// SIGHUP (the old configuration stays) and under `--check`.
+fn load_smime(acct: &mut Account, m: &Merged<'_>, path: &Path, line: usize) -> Result<(), Error> {
+    use smime::keys::Which;
+    let loaded = smime::keys::load(&acct.smime.files).map_err(|(which, message)| {
+        let key = match which {
+            Which::Cert => Key::SmimeCert,
+            Which::Key => Key::SmimeKey,
+            Which::Pkcs12 => Key::SmimePkcs12,
+            Which::PasswordFile => Key::SmimePkcs12PasswordFile,
+            Which::CaFile => Key::SmimeCaFile,
+        };
+        invalid(path, m.line(key).unwrap_or(line), Some(key.name()), message)
+    })?;
+    acct.smime.loaded = Some(std::sync::Arc::new(loaded));
+    Ok(())
 }
 
 /// Refuse a file that holds an inline secret yet others can read
@@ -334,7 +395,7 @@ fn check_secret_file(key: Key, file: &Path, path: &Path, line: usize) -> Result<
     if private_enough(&meta) {
         return Ok(());
     }
-    let what = if key == Key::TlsClientKey {
+    let what = if matches!(key, Key::TlsClientKey | Key::SmimeKey | Key::SmimePkcs12) {
         "a private key"
     } else {
         "a password"

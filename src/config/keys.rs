@@ -110,6 +110,8 @@ pub(crate) enum Kind {
     ContentType,
     /// An IPv4 or IPv6 address.
     Ip,
+    /// `accept`, `require-signed` or `require-valid`.
+    SmimePolicy,
     /// A feature still to come: refused by name rather than ignored
     /// (popspool.ini(5), NOT SUPPORTED YET).
     Later,
@@ -171,12 +173,12 @@ impl Key {
         (Key::MaxBackoff,              "max_backoff",                Account, Kind::Interval,        Open),
         (Key::MinFreeSpace,            "min_free_space",             Account, Kind::Size,            Open),
         (Key::SourceIp,                "source_ip",                  Account, Kind::Ip,              Open),
-        (Key::SmimeCert,               "smime_cert",                 Account, Kind::Later,           Open),
-        (Key::SmimeKey,                "smime_key",                  Account, Kind::Later,           Open),
-        (Key::SmimePkcs12,             "smime_pkcs12",               Account, Kind::Later,           Open),
-        (Key::SmimePkcs12PasswordFile, "smime_pkcs12_password_file", Account, Kind::Later,           Open),
-        (Key::SmimeCaFile,             "smime_ca_file",              Account, Kind::Later,           Open),
-        (Key::SmimePolicy,             "smime_policy",               Account, SMIME_POLICY,          Open),
+        (Key::SmimeCert,               "smime_cert",                 Account, Kind::Path,            Open),
+        (Key::SmimeKey,                "smime_key",                  Account, Kind::Path,            Open),
+        (Key::SmimePkcs12,             "smime_pkcs12",               Account, Kind::Path,            Open),
+        (Key::SmimePkcs12PasswordFile, "smime_pkcs12_password_file", Account, Kind::Path,            Open),
+        (Key::SmimeCaFile,             "smime_ca_file",              Account, Kind::Path,            Open),
+        (Key::SmimePolicy,             "smime_policy",               Account, Kind::SmimePolicy,     Open),
         (Key::Mdn,                     "mdn",                        Account, MDN,                   Open),
         (Key::SmtpHost,                "smtp_host",                  Account, Kind::Later,           Open),
         (Key::SmtpPort,                "smtp_port",                  Account, Kind::Later,           Open),
@@ -228,11 +230,6 @@ impl Key {
     }
 }
 
-/// `smime_policy`: only the default, which verifies nothing, is accepted.
-const SMIME_POLICY: Kind = Kind::LaterWord {
-    default: "accept",
-    others: &["require-signed", "require-valid"],
-};
 /// `mdn`: only the default, which answers nothing, is accepted.
 const MDN: Kind = Kind::LaterWord {
     default: "never",
@@ -294,7 +291,7 @@ pub const GLOBAL_KEYS: &[&str] = &GLOBAL_NAMES;
 /// `[global]` as the default for every account, except `spool`: there it is
 /// the root under which each account gets its own directory.
 pub const ACCOUNT_KEYS: &[&str] = &ACCOUNT_NAMES;
-/// Keys of features still to come (S/MIME, MDN), refused by name rather
+/// Keys of features still to come (MDN), refused by name rather
 /// than ignored (popspool.ini(5), NOT SUPPORTED YET).
 pub const LATER_KEYS: &[&str] = &LATER_NAMES;
 
@@ -316,9 +313,9 @@ mod tests {
     #[test]
     fn documented_lists() {
         assert_eq!(GLOBAL_KEYS, ["spool", "state_dir", "log_level"]);
-        assert_eq!(ACCOUNT_KEYS.len(), 25);
+        assert_eq!(ACCOUNT_KEYS.len(), 31);
         assert!(ACCOUNT_KEYS.contains(&"spool") && !ACCOUNT_KEYS.contains(&"log_level"));
-        assert_eq!(LATER_KEYS.len(), 15);
+        assert_eq!(LATER_KEYS.len(), 9);
         assert!(LATER_KEYS.iter().all(|k| !ACCOUNT_KEYS.contains(k)));
         let secret_sources: Vec<&str> = Key::TABLE
             .iter()

@@ -178,6 +178,8 @@ pub struct Account {
     pub min_free_space: u64,
     /// Extension: the local address to connect from.
     pub source_ip: Option<std::net::IpAddr>,
+    /// S/MIME: `smime_policy`, the `smime_*` files and what they hold.
+    pub smime: crate::smime::Settings,
 }
 
 /// Everything that can be wrong with a configuration.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::keys::{Key, Kind, Secrecy};
 use super::{Auth, Delete, SecretSource, TlsMode};
 use crate::secret::{self, Password};
+use crate::smime::Policy;
 
 /// Ten years. Durations are added to `Instant`s elsewhere, which panics on
 /// overflow; nobody means a longer interval.
@@ -38,6 +39,7 @@ pub(super) enum Val {
     Count(u32),
     Level(log::LevelFilter),
     Ip(IpAddr),
+    SmimePolicy(Policy),
     /// A later-feature key set to its default, which changes nothing.
     Ignored,
 }
@@ -83,6 +85,7 @@ from_val! {
     u32 => Count for Kind::Index | Kind::Threshold;
     log::LevelFilter => Level for Kind::LogLevel;
     IpAddr => Ip for Kind::Ip;
+    Policy => SmimePolicy for Kind::SmimePolicy;
 }
 
 /// The value of `key`, or the message saying why `v` is not one; relative
@@ -214,6 +217,7 @@ fn parse_kind(kind: Kind, v: &str, base: &Path) -> Result<Val, String> {
         }
         Kind::ContentType => Val::Text(content_type(v)?),
         Kind::Ip => Val::Ip(v.parse().map_err(|_| "must be an IPv4 or IPv6 address")?),
+        Kind::SmimePolicy => Val::SmimePolicy(keyword(v, &Policy::ALL)?),
         // Handled by `parse` before any value syntax applies.
         Kind::Later | Kind::LaterWord { .. } => Val::Ignored,
     })
@@ -582,7 +586,7 @@ mod tests {
                 &format!("{MIN}{key} = x\n"),
                 5,
                 Some(key),
-                if matches!(*key, "smime_policy" | "mdn") {
+                if matches!(*key, "mdn") {
                     "must be"
                 } else {
                     "is not supported yet"
@@ -590,10 +594,10 @@ mod tests {
             );
         }
         check(
-            &format!("{MIN}smime_policy = require-valid\n"),
+            &format!("{MIN}smime_policy = require-everything\n"),
             5,
             Some("smime_policy"),
-            "not supported yet",
+            "must be one of accept, require-signed, require-valid",
         );
         check(
             &format!("[global]\nmdn = auto\n{MIN}"),
@@ -604,5 +608,6 @@ mod tests {
         let (_, _, m) = fail(&format!("{MIN}smtp_password = hunter2\n"));
         assert!(!m.contains("hunter2"));
         acct("smime_policy = accept\nmdn = never\n");
+        acct("smime_policy = require-valid\n");
     }
 }

@@ -15,6 +15,7 @@
 
 mod address;
 mod date;
+pub mod entity;
 mod header;
 mod names;
 mod params;

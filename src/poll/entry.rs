@@ -20,6 +20,7 @@ use crate::journal;
 use crate::meta::{self, Meta};
 use crate::mime;
 use crate::pop3::Retrieval;
+use crate::smime;
 use crate::spool::{self, Dest};
 use crate::timefmt;
 use crate::tls::Stream;
@@ -154,7 +155,7 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
             Some(raw) => kept.insert(raw),
             None => &fs::read(entry.dir().join("message.eml")).map_err(fail)?,
         };
-        let decoded = decode(raw, acct, &entry).map_err(fail)?;
+        let (decoded, smime) = decode(raw, acct, &entry).map_err(fail)?;
         let meta = Meta {
             version: meta::VERSION,
             id: entry.id(),
@@ -164,7 +165,7 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
             server,
             retrieved_at: timefmt::rfc3339(timefmt::unix_now()),
             decoded: &decoded,
-            smime: None,
+            smime: smime.as_ref(),
             quarantine: decoded.quarantine.as_deref(),
         };
         let json = meta.to_json().map_err(|e| fail(io::Error::other(e)))?;
@@ -192,7 +193,7 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
 
 /// The decode stage, with a last line of defence: a panic inside it must
 /// not stop the mailbox; the message is still delivered raw.
-fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mime::Decoded> {
+fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<Decoded> {
     let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         decode_steps(raw, acct, entry)
     }));
@@ -216,7 +217,16 @@ fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mi
                     }
                 }
             }
-            Ok(undecodable())
+            let mut raw_only = undecodable();
+            if acct.smime.policy != smime::Policy::Accept {
+                // The policy could not be checked: not let through to new/.
+                raw_only.quarantine = Some(format!(
+                    "smime_policy = {}: the message could not be checked \
+                     (internal error in the decoder)",
+                    acct.smime.policy.name()
+                ));
+            }
+            Ok((raw_only, None))
         }
     }
 }
@@ -238,9 +248,15 @@ fn undecodable() -> mime::Decoded {
     }
 }
 
-/// What decoding does to one message, in order: with `mime = no` only its
-/// headers are read; otherwise its MIME structure is decoded into the entry.
-fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mime::Decoded> {
+/// What the decode stage makes of a message: the decoder's result and the
+/// S/MIME facts (`None` for a message without S/MIME).
+type Decoded = (mime::Decoded, Option<smime::Facts>);
+
+/// What decoding does to one message, in order: S/MIME layers are
+/// unwrapped (README, "S/MIME"); then, with `mime = no`, only the headers
+/// are read; otherwise the (innermost) message's MIME structure is decoded
+/// into the entry.
+fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<Decoded> {
     // Test-only fault hook, absent from release builds: the integration
     // tests (which run the debug binary) make the decoder panic on every
     // message to prove that the guard in [`decode`] delivers it raw.
@@ -248,14 +264,16 @@ fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Res
     if std::env::var_os("POPSPOOL_TEST_PANIC_IN_DECODER").is_some() {
         panic!("test fault: POPSPOOL_TEST_PANIC_IN_DECODER is set");
     }
-    if !acct.mime {
-        return Ok(mime::headers_only(raw));
-    }
     let opts = mime::Options {
         body_part_index: acct.body_part_index,
         body_part_content_type: acct.body_part_content_type.clone(),
     };
-    mime::decode_into(raw, &opts, entry)
+    smime::decode_step(raw, &acct.smime, acct.mime, entry, |raw| {
+        if !acct.mime {
+            return Ok(mime::headers_only(raw));
+        }
+        mime::decode_into(raw, &opts, entry)
+    })
 }
 
 /// Where RETR writes: the file, through `buf`, which also keeps the whole

@@ -212,8 +212,8 @@ pub(super) fn fingerprint(cert: &X509) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// `CN=x, O=y` for a certificate name.
-fn name_text(name: &openssl::x509::X509NameRef) -> String {
+/// `CN=x, O=y` for a certificate name (also S/MIME signers' subjects).
+pub fn name_text(name: &openssl::x509::X509NameRef) -> String {
     name.entries()
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("?");

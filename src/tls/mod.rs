@@ -36,8 +36,9 @@ mod net;
 mod store;
 
 pub use connector::{Connectors, Tls};
-pub use diagnose::{inspect, CertInfo};
+pub use diagnose::{inspect, name_text, CertInfo};
 pub use net::{connect, Socket, Stream};
+pub use store::smime_store;
 
 use diagnose::{advice, short_reason};
 

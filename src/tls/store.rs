@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use openssl::error::ErrorStack;
 use openssl::ssl::{SslContextBuilder, SslFiletype};
-use openssl::x509::store::{X509Lookup, X509StoreBuilder};
+use openssl::x509::store::{X509Lookup, X509Store, X509StoreBuilder};
+use openssl::x509::X509;
 
 /// How a connector reads the system trust store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,25 @@ impl SystemStore {
             SystemStore::Whole => ctx.set_default_verify_paths(),
         }
     }
+}
+
+/// The trust store that S/MIME signatures are verified against (README,
+/// "S/MIME"): the system store, read the way TLS reads it (on demand where
+/// that gives the same trust), plus `anchors` (`smime_ca_file`).
+pub fn smime_store(anchors: &[X509]) -> Result<X509Store, ErrorStack> {
+    let mut store = X509StoreBuilder::new()?;
+    match SystemStore::find() {
+        SystemStore::OnDemand(dir) => {
+            store
+                .add_lookup(X509Lookup::hash_dir())?
+                .add_dir(&dir, SslFiletype::PEM)?;
+        }
+        SystemStore::Whole => store.set_default_paths()?,
+    }
+    for cert in anchors {
+        store.add_cert(cert.clone())?;
+    }
+    Ok(store.build())
 }
 
 /// OpenSSL's compiled-in locations: `OPENSSLDIR/cert.pem` and

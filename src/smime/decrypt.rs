@@ -1,0 +1,161 @@
+//! Opening one S/MIME envelope (RFC 8551 section 3.3): CMS `EnvelopedData`
+//! (AES-128/192/256-CBC, 3DES, RC2) and `AuthEnvelopedData` (AES-GCM,
+//! RFC 5083 and 5084), which PKCS#7 cannot read and CMS can.
+//!
+//! OpenSSL is always told which recipient certificate to decrypt for. Left
+//! to try every recipient, it answers a wrong key with random bytes rather
+//! than an error (its defence against Bleichenbacher's attack on RSA
+//! PKCS#1 v1.5), and those would be written out as the message. With the
+//! certificate, a message for another recipient fails with "no matching
+//! recipient", and a corrupt envelope fails too: nothing is written then.
+
+use std::fs;
+use std::io::{self, Seek, SeekFrom};
+
+use openssl::cms::CmsContentInfo;
+use openssl::error::ErrorStack;
+
+use super::keys::{self, reason, Identity};
+use super::{der, ffi, DECRYPTED_FILE};
+use crate::mime::entity;
+use crate::spool;
+
+/// Open the envelope `der` for `id`. With `entry`, the plaintext goes
+/// straight into its `decrypted.eml` (replacing an outer envelope's) and is
+/// read back from there, and OpenSSL reads the encrypted content from
+/// `der` rather than from a parsed copy (README, "S/MIME", Memory);
+/// without, it is decrypted in memory and written nowhere (`mime = no`). The outer `Err` is an I/O failure of the
+/// entry; the inner one says why the envelope cannot be opened, and then
+/// nothing of it is left in the entry.
+pub fn open(
+    der: Vec<u8>,
+    id: Option<&Identity>,
+    entry: Option<&spool::Entry<'_>>,
+) -> io::Result<Result<Vec<u8>, String>> {
+    let Some(id) = id else {
+        return Ok(Err(
+            "cannot decrypt: no smime_cert and smime_key (or smime_pkcs12) \
+                       are configured for this account"
+                .into(),
+        ));
+    };
+    // Into a file, OpenSSL parses only the envelope's structure and reads
+    // the encrypted content where it lies in `der`; else it parses all of
+    // it, and `der` can go once its parsed copy exists.
+    let split = entry.and_then(|_| der::split_envelope(&der));
+    let parsed = match &split {
+        Some(sp) => CmsContentInfo::from_der(&sp.head),
+        None => CmsContentInfo::from_der(&der),
+    };
+    let cms = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Err(format!(
+                "cannot decrypt: the envelope cannot be read: {}",
+                reason(&e)
+            )))
+        }
+    };
+    let der = if split.is_some() { der } else { Vec::new() };
+    let detached = split.map(|sp| &der[sp.content]);
+    let legacy_before = keys::legacy_loaded();
+    let Some(entry) = entry else {
+        let mut r = cms.decrypt(&id.key, &id.cert);
+        if matches!(&r, Err(e) if retry_with_legacy(e, legacy_before)) {
+            r = cms.decrypt(&id.key, &id.cert);
+        }
+        return Ok(r.map_err(|e| explain(&e)).and_then(checked));
+    };
+    let path = entry.dir().join(DECRYPTED_FILE);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = entry.create(DECRYPTED_FILE)?;
+    let mut r = ffi::decrypt_into(&cms, &id.key, &id.cert, detached, &file);
+    if matches!(&r, Err(e) if retry_with_legacy(e, legacy_before)) {
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        r = ffi::decrypt_into(&cms, &id.key, &id.cert, detached, &file);
+    }
+    drop(cms);
+    drop(der);
+    drop(file);
+    let plain = match r {
+        Ok(()) => checked(fs::read(&path)?),
+        Err(e) => Err(explain(&e)),
+    };
+    if plain.is_err() {
+        fs::remove_file(&path)?;
+    }
+    Ok(plain)
+}
+
+/// Whether decryption failing with `e` is worth one more try: it failed
+/// for want of a cipher (RC2 and DES live in OpenSSL 3's legacy provider,
+/// loaded only when an envelope needs one), the legacy provider was not
+/// loaded before this envelope (`legacy_before`), and it loads now.
+fn retry_with_legacy(e: &ErrorStack, legacy_before: bool) -> bool {
+    let unsupported = e.errors().iter().any(|x| {
+        x.reason()
+            .is_some_and(|r| r.contains("unsupported") || r.contains("initialisation"))
+    });
+    unsupported && !legacy_before && keys::legacy_provider()
+}
+
+/// Why decryption failed, in words.
+fn explain(e: &ErrorStack) -> String {
+    if e.errors().is_empty() {
+        // OpenSSL 3.0 fails without a reason when no recipient of the
+        // envelope is this certificate.
+        "cannot decrypt: no matching recipient: the message is not encrypted \
+         for this account's certificate"
+            .into()
+    } else {
+        format!("cannot decrypt: {}", reason(e))
+    }
+}
+
+/// The plaintext, if it is a MIME entity. A damaged encrypted key makes
+/// RSA decryption yield a random content key rather than an error
+/// (implicit rejection); CBC then "succeeds" about once in 256 tries, with
+/// random bytes. Those are never a MIME entity, and never published as the
+/// message.
+fn checked(plain: Vec<u8>) -> Result<Vec<u8>, String> {
+    if entity::opens_with_header(&plain) {
+        Ok(plain)
+    } else {
+        Err("cannot decrypt: what came out is not a MIME entity \
+             (the envelope is corrupt or the key is not this recipient's)"
+            .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_mime_entity_counts_as_decrypted() {
+        let entity = b"Content-Type: text/plain\r\n\r\nhello\r\n".to_vec();
+        assert_eq!(checked(entity.clone()), Ok(entity));
+        // What a wrong content key makes of CBC data: random bytes.
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        assert!(checked(random).is_err_and(|e| e.contains("not a MIME entity")));
+        assert!(checked(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn no_key_no_decryption() {
+        let e = open(b"\x30\x00".to_vec(), None, None).unwrap().unwrap_err();
+        assert!(e.contains("no smime_cert"), "{e}");
+    }
+}

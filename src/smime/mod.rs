@@ -1,0 +1,456 @@
+//! S/MIME (RFC 8551), the first step of decoding a message (README,
+//! "S/MIME"): its layers are unwrapped before MIME decoding, inside the
+//! decoder's panic guard, and what they said becomes `meta.json`'s `smime`
+//! object and, under `smime_policy`, the entry's way to `quarantine/`.
+//!
+//! A layer is an envelope (`application/pkcs7-mime` or `x-pkcs7-mime`
+//! holding CMS `EnvelopedData` or `AuthEnvelopedData`, also a `.p7m` sent
+//! as the whole body), an opaque signature (the same media types holding
+//! `SignedData`) or a detached one (`multipart/signed` with
+//! `application/pkcs7-signature` or `x-pkcs7-signature`). What a layer
+//! holds may be another layer (sign-then-encrypt, encrypt-then-sign); they
+//! are unwrapped to [`MAX_LAYERS`]. The innermost message is decoded as any
+//! message; what an envelope held is written as `decrypted.eml` (that of
+//! the innermost envelope, when there are several).
+//!
+//! - `keys`: the account's recipient key, certificate and trust anchors;
+//! - `decrypt`: one envelope; `verify`: one signature;
+//! - `ffi`: the one OpenSSL call the `openssl` crate lacks.
+
+mod decrypt;
+mod der;
+mod ffi;
+pub mod keys;
+mod verify;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use openssl::x509::store::X509Store;
+use serde::Serialize;
+
+use crate::mime::{self, entity};
+use crate::spool;
+
+pub use verify::Signer;
+
+/// Most S/MIME layers unwrapped from one message. Real mail has one or two
+/// (sign-then-encrypt); a third is already unusual (a signing list server
+/// re-signing a signed message). Each layer may hold a copy of the whole
+/// message, so the cap bounds the work a hostile message can ask for; what
+/// lies beyond stays wrapped and `smime.error` says so.
+pub const MAX_LAYERS: usize = 4;
+
+/// The file a decrypted message is written to, in the entry.
+pub const DECRYPTED_FILE: &str = "decrypted.eml";
+
+/// `smime_policy`: which messages go to `quarantine/` instead of `new/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Everything is delivered to `new/` (a message that cannot be
+    /// decrypted still goes to quarantine).
+    #[default]
+    Accept,
+    /// Unsigned mail goes to quarantine.
+    RequireSigned,
+    /// Unsigned mail and invalid or untrusted signatures go to quarantine.
+    RequireValid,
+}
+
+impl Policy {
+    /// Every value with its name in the `smime_policy` key.
+    pub const ALL: [(&'static str, Policy); 3] = [
+        ("accept", Policy::Accept),
+        ("require-signed", Policy::RequireSigned),
+        ("require-valid", Policy::RequireValid),
+    ];
+
+    /// The name as written in the key.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("accept", |(n, _)| n)
+    }
+}
+
+/// `smime.signature`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signature {
+    /// No signature was found.
+    #[default]
+    None,
+    /// Every signature matches and chains to a trusted root.
+    Valid,
+    /// A signature matches, but its certificate does not chain to a
+    /// trusted root, has expired, or may not sign mail.
+    Untrusted,
+    /// The content was altered, or the signature is broken.
+    Invalid,
+}
+
+impl Signature {
+    fn name(self) -> &'static str {
+        match self {
+            Signature::None => "none",
+            Signature::Valid => "valid",
+            Signature::Untrusted => "untrusted",
+            Signature::Invalid => "invalid",
+        }
+    }
+}
+
+/// `meta.json`'s `smime` object (README, "meta.json").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// An envelope was found.
+    pub encrypted: bool,
+    /// It was opened (and `decrypted.eml` written, with `mime = yes`).
+    pub decrypted: bool,
+    /// A signature was found.
+    pub signed: bool,
+    /// The worst of the signatures found.
+    pub signature: Signature,
+    /// Every signer, outermost layer first.
+    pub signers: Vec<Signer>,
+    /// One signer's e-mail address is one of `From`'s (compared
+    /// case-insensitively).
+    pub signer_matches_from: bool,
+    /// Why a layer could not be opened or a signature is not valid.
+    pub error: Option<String>,
+}
+
+/// An account's S/MIME settings: policy, key files and what was loaded
+/// from them. The trust store is built at the first signature after each
+/// (re)load of the configuration, so SIGHUP reads the system store again.
+#[derive(Clone, Default)]
+pub struct Settings {
+    /// `smime_policy`.
+    pub policy: Policy,
+    /// The `smime_*` files.
+    pub files: keys::Files,
+    /// What the files held; loaded by the configuration read from a file
+    /// (none for configuration text checked without its files).
+    pub loaded: Option<Arc<keys::Loaded>>,
+    trust: Arc<OnceLock<Result<X509Store, String>>>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("policy", &self.policy)
+            .field("files", &self.files)
+            .field("loaded", &self.loaded)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Settings not yet loaded.
+    pub fn new(policy: Policy, files: keys::Files) -> Settings {
+        Settings {
+            policy,
+            files,
+            ..Settings::default()
+        }
+    }
+
+    fn identity(&self) -> Option<&keys::Identity> {
+        self.loaded.as_ref().and_then(|l| l.identity.as_ref())
+    }
+
+    fn trust(&self) -> Result<&X509Store, &str> {
+        let anchors = self.loaded.as_ref().map_or(&[][..], |l| &l.anchors[..]);
+        self.trust
+            .get_or_init(|| {
+                crate::tls::smime_store(anchors)
+                    .map_err(|e| format!("the trust store cannot be read: {}", keys::reason(&e)))
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// What unwrapping a message found.
+#[derive(Debug, Default)]
+pub struct Unwrapped<'a> {
+    /// The `smime` object; `None` for a message without any S/MIME layer.
+    pub facts: Option<Facts>,
+    /// The innermost message, when a layer was removed (a part of the
+    /// message itself when only a detached signature was).
+    pub inner: Option<Cow<'a, [u8]>>,
+    /// Why `smime_policy` (or an envelope that cannot be opened) sends the
+    /// entry to `quarantine/`.
+    pub quarantine: Option<String>,
+}
+
+/// One S/MIME layer, with what it wraps.
+enum Layer {
+    /// CMS `EnvelopedData` or `AuthEnvelopedData`, DER.
+    Enveloped(Vec<u8>),
+    /// CMS `SignedData`, DER, and where in the entity the content lies
+    /// when it is detached (the first part of a `multipart/signed`).
+    Signed {
+        der: Vec<u8>,
+        detached: Option<Range<usize>>,
+    },
+}
+
+/// The decode stage's S/MIME step for the message `raw`: unwraps it,
+/// writes `decrypted.eml` (with `mime`), decodes the innermost message
+/// with `decode` (the ordinary MIME path, or headers only) and applies the
+/// policy. The headers in `meta.json` stay those of the message as
+/// received: an inner message rarely repeats them.
+pub fn decode_step<F>(
+    raw: &[u8],
+    settings: &Settings,
+    mime: bool,
+    entry: &spool::Entry<'_>,
+    decode: F,
+) -> io::Result<(mime::Decoded, Option<Facts>)>
+where
+    F: FnOnce(&[u8]) -> io::Result<mime::Decoded>,
+{
+    let u = unwrap(raw, settings, mime.then_some(entry))?;
+    let mut decoded = match (&u.inner, mime) {
+        (Some(inner), true) => {
+            let d = decode(inner)?;
+            mime::Decoded {
+                kind: d.kind,
+                body: d.body,
+                attachments: d.attachments,
+                report: d.report,
+                problems: d.problems,
+                quarantine: d.quarantine,
+                files: d.files,
+                dirs: d.dirs,
+                ..mime::headers_only(raw)
+            }
+        }
+        // `mime = no`: the facts are recorded, no content is written.
+        _ => decode(raw)?,
+    };
+    if let Some(why) = u.quarantine {
+        log::warn!("entry {}: {why}; it goes to quarantine/", entry.id());
+        decoded.quarantine = Some(why);
+    }
+    Ok((decoded, u.facts))
+}
+
+/// Unwrap the S/MIME layers of `raw`, check signatures, open envelopes
+/// (into `entry`'s `decrypted.eml`, when given) and decide what the policy
+/// says. Fails only when the entry cannot be written.
+pub fn unwrap<'a>(
+    raw: &'a [u8],
+    settings: &Settings,
+    entry: Option<&spool::Entry<'_>>,
+) -> io::Result<Unwrapped<'a>> {
+    let mut cur: Cow<'a, [u8]> = Cow::Borrowed(raw);
+    let mut facts = Facts::default();
+    let mut errors: Vec<String> = Vec::new();
+    let mut layers = 0;
+    let mut sealed = false;
+    while let Some(layer) = classify(&cur) {
+        if layers == MAX_LAYERS {
+            errors.push(format!(
+                "more than {MAX_LAYERS} nested S/MIME layers; the rest is left as it is"
+            ));
+            break;
+        }
+        layers += 1;
+        match layer {
+            Layer::Enveloped(der) => {
+                facts.encrypted = true;
+                match decrypt::open(der, settings.identity(), entry)? {
+                    Ok(plain) => {
+                        facts.decrypted = true;
+                        cur = Cow::Owned(plain);
+                    }
+                    Err(e) => {
+                        errors.push(e);
+                        sealed = true;
+                        break;
+                    }
+                }
+            }
+            Layer::Signed { der, detached } => {
+                facts.signed = true;
+                let trust = settings.trust().map(|s| &**s);
+                // Opaque: the content is handed to OpenSSL where it lies
+                // in `der`, and becomes the next layer in place (no copy of
+                // a big signed message); BER it cannot split is parsed whole.
+                let split = match &detached {
+                    Some(_) => None,
+                    None => der::split_signed(&der),
+                };
+                let c = match (&detached, &split) {
+                    (Some(range), _) => verify::check(&der, Some(&cur[range.clone()]), trust),
+                    (None, Some(sp)) => {
+                        verify::check(&sp.head, Some(&der[sp.content.clone()]), trust)
+                    }
+                    (None, None) => verify::check(&der, None, trust),
+                };
+                facts.signature = facts.signature.max(c.signature);
+                facts.signers.extend(c.signers);
+                errors.extend(c.error);
+                cur = match (detached, split, c.content) {
+                    (Some(range), _, _) => narrow(cur, range),
+                    (None, Some(sp), _) => narrow(Cow::Owned(der), sp.content),
+                    (None, None, Some(content)) => Cow::Owned(content),
+                    (None, None, None) => break,
+                };
+            }
+        }
+    }
+    if layers == 0 {
+        return Ok(Unwrapped {
+            quarantine: policy_reason(settings.policy, &facts, None),
+            ..Unwrapped::default()
+        });
+    }
+    let from = entity::from_addresses(raw);
+    facts.signer_matches_from = facts.signers.iter().any(|s| {
+        s.email
+            .as_deref()
+            .is_some_and(|e| from.iter().any(|f| f.eq_ignore_ascii_case(e)))
+    });
+    facts.error = (!errors.is_empty()).then(|| errors.join("; "));
+    let quarantine = if sealed {
+        Some(format!(
+            "S/MIME: {}",
+            facts.error.as_deref().unwrap_or("cannot decrypt")
+        ))
+    } else {
+        policy_reason(settings.policy, &facts, facts.error.as_deref())
+    };
+    let inner = (cur.len() != raw.len() || cur.as_ptr() != raw.as_ptr()).then_some(cur);
+    Ok(Unwrapped {
+        facts: Some(facts),
+        inner,
+        quarantine,
+    })
+}
+
+/// The `range` of `bytes`, in place: a slice of borrowed bytes, or owned
+/// bytes cut down without a copy.
+fn narrow(bytes: Cow<'_, [u8]>, range: Range<usize>) -> Cow<'_, [u8]> {
+    match bytes {
+        Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
+        Cow::Owned(mut v) => {
+            v.truncate(range.end);
+            v.drain(..range.start);
+            Cow::Owned(v)
+        }
+    }
+}
+
+/// Why `policy` refuses a message with these facts, if it does.
+fn policy_reason(policy: Policy, facts: &Facts, error: Option<&str>) -> Option<String> {
+    let name = policy.name();
+    match policy {
+        Policy::Accept => None,
+        _ if !facts.signed => Some(format!("smime_policy = {name}: the message is not signed")),
+        Policy::RequireValid if facts.signature != Signature::Valid => Some(format!(
+            "smime_policy = {name}: the signature is {}{}",
+            facts.signature.name(),
+            error.map(|e| format!(": {e}")).unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
+/// The S/MIME layer `raw` is, if it is one.
+fn classify(raw: &[u8]) -> Option<Layer> {
+    let e = entity::entity(raw);
+    let ct = e.content_type.as_str();
+    let p7m = e
+        .filename
+        .as_deref()
+        .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"));
+    // `certs-only` is SignedData without a signer: certificates handed
+    // over, not a signature (RFC 8551 section 3.6).
+    let certs_only = e.smime_type.as_deref() == Some("certs-only");
+    if (matches!(ct, "application/pkcs7-mime" | "application/x-pkcs7-mime")
+        || (ct == "application/octet-stream" && p7m))
+        && !certs_only
+    {
+        let der = e.decoded_body();
+        return match der::content_type(&der)? {
+            der::Type::Enveloped => Some(Layer::Enveloped(der)),
+            der::Type::Signed => Some(Layer::Signed {
+                der,
+                detached: None,
+            }),
+        };
+    }
+    let pkcs7_signature = |t: &str| {
+        matches!(
+            t,
+            "application/pkcs7-signature" | "application/x-pkcs7-signature"
+        )
+    };
+    if ct == "multipart/signed" {
+        let parts = entity::parts(e.body, e.boundary.as_deref()?);
+        let [content, sig, ..] = parts[..] else {
+            return None;
+        };
+        let sig = entity::entity(sig);
+        // The protocol parameter names the signature's type (RFC 1847);
+        // without it, the signature part's own type decides.
+        let ours = match e.protocol.as_deref() {
+            Some(p) => pkcs7_signature(p),
+            None => pkcs7_signature(&sig.content_type),
+        };
+        if !ours {
+            return None;
+        }
+        // `content` lies inside `raw`: its place, not a copy.
+        let start = content.as_ptr() as usize - raw.as_ptr() as usize;
+        return Some(Layer::Signed {
+            der: sig.decoded_body(),
+            detached: Some(start..start + content.len()),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_and_reasons() {
+        for (name, p) in Policy::ALL {
+            assert_eq!(p.name(), name);
+        }
+        let mut f = Facts::default();
+        assert_eq!(policy_reason(Policy::Accept, &f, None), None);
+        assert!(policy_reason(Policy::RequireSigned, &f, None)
+            .is_some_and(|r| r.contains("not signed")));
+        f.signed = true;
+        f.signature = Signature::Untrusted;
+        assert_eq!(policy_reason(Policy::RequireSigned, &f, None), None);
+        assert_eq!(
+            policy_reason(Policy::RequireValid, &f, Some("expired")).as_deref(),
+            Some("smime_policy = require-valid: the signature is untrusted: expired")
+        );
+        f.signature = Signature::Valid;
+        assert_eq!(policy_reason(Policy::RequireValid, &f, None), None);
+        assert!(
+            Signature::Invalid > Signature::Untrusted && Signature::Untrusted > Signature::Valid
+        );
+    }
+
+    #[test]
+    fn plain_mail_has_no_smime_object() {
+        let raw = b"From: a@b\r\nSubject: hi\r\n\r\nhello\r\n";
+        let u = unwrap(raw, &Settings::default(), None).unwrap();
+        assert!(u.facts.is_none() && u.inner.is_none() && u.quarantine.is_none());
+        let strict = Settings::new(Policy::RequireSigned, keys::Files::default());
+        assert!(unwrap(raw, &strict, None).unwrap().quarantine.is_some());
+    }
+}
