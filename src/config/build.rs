@@ -230,26 +230,32 @@ fn account(
         }
     }
     let allow_plaintext = m.get(Key::AllowPlaintext).unwrap_or(false);
-    let sends_secret = matches!(auth, Auth::Only(m) if m.sends_secret());
     let auth_line = m.line(Key::Auth).unwrap_or(section.line);
-    if tls == TlsMode::None && sends_secret && !allow_plaintext {
+    // Every login but EXTERNAL (which needs TLS, below) hands a listener on
+    // a link without TLS the secret or what cracks offline to it: the
+    // password, a token, an APOP or CRAM-MD5 digest, an NTLM response, a
+    // SCRAM proof with its salt.
+    let external = auth == Auth::Only(Mechanism::External);
+    if tls == TlsMode::None && !allow_plaintext && !external {
+        let exposed = match auth {
+            Auth::Only(Mechanism::XOAuth2 | Mechanism::OAuthBearer) => "the access token",
+            Auth::Only(m) if m.sends_secret() => "the password",
+            Auth::Only(_) => "what cracks offline to the password",
+            Auth::Auto => "the password or what cracks offline to it, whatever it chooses",
+        };
         let message = format!(
-            "{} = {} with {} = none sends the {} in clear text; \
-             set {} = yes to allow that",
+            "{} = {} with {} = none hands a listener {exposed}; \
+             set {} = yes to allow that, or use TLS",
             Key::Auth.name(),
             auth.name(),
             Key::Tls.name(),
-            if matches!(
-                auth,
-                Auth::Only(Mechanism::XOAuth2 | Mechanism::OAuthBearer)
-            ) {
-                "access token"
-            } else {
-                "password"
-            },
             Key::AllowPlaintext.name()
         );
-        return Err(err(auth_line, Key::Auth, message));
+        let (line, key) = match m.line(Key::Auth) {
+            Some(line) => (line, Key::Auth),
+            None => (m.line(Key::Tls).unwrap_or(section.line), Key::Tls),
+        };
+        return Err(err(line, key, message));
     }
     if auth == Auth::Only(Mechanism::External) {
         let external = format!("{} = {}", Key::Auth.name(), auth.name());
@@ -413,7 +419,7 @@ mod tests {
         );
         assert_eq!(a.min_free_space, 64 * 1024 * 1024);
         assert_eq!(acct("tls = starttls\n").port, 110);
-        assert_eq!(acct("tls = none\n").port, 110);
+        assert_eq!(acct("tls = none\nallow_plaintext = yes\n").port, 110);
     }
 
     #[test]
@@ -513,33 +519,37 @@ mod tests {
             acct("tls = none\nauth = user\nallow_plaintext = 1\n").auth,
             Auth::Only(Mechanism::User)
         );
+        // Without TLS every login hands a listener the secret or what
+        // cracks offline to it (README "Logging in").
         for (auth, what) in [
-            ("plain", "password"),
-            ("LOGIN", "password"),
-            ("xoauth2", "access token"),
-            ("oauthbearer", "access token"),
+            ("plain", "the password;"),
+            ("LOGIN", "the password;"),
+            ("xoauth2", "the access token;"),
+            ("oauthbearer", "the access token;"),
+            ("apop", "what cracks offline to the password;"),
+            ("cram-md5", "what cracks offline to the password;"),
+            ("scram-sha-1", "what cracks offline to the password;"),
+            ("scram-sha-256", "what cracks offline to the password;"),
+            ("ntlm", "what cracks offline to the password;"),
         ] {
             check(
                 &format!("{MIN}tls = none\nauth = {auth}\n"),
                 6,
                 Some("auth"),
-                &format!("sends the {what} in clear text"),
+                &format!("with tls = none hands a listener {what} set allow_plaintext = yes"),
             );
+            let allowed = acct(&format!(
+                "tls = none\nauth = {auth}\nallow_plaintext = yes\n"
+            ));
+            assert_eq!(allowed.auth.name(), auth.to_lowercase());
         }
-        // Proofs rather than secrets may cross a connection without TLS.
-        for auth in [
-            "apop",
-            "cram-md5",
-            "scram-sha-1",
-            "scram-sha-256",
-            "ntlm",
-            "auto",
-        ] {
-            assert_eq!(
-                acct(&format!("tls = none\nauth = {auth}\n")).auth.name(),
-                auth
-            );
-        }
+        // `auto` has nothing left to try: the error names `tls`, where it is set.
+        check(
+            &format!("{MIN}tls = none\n"),
+            5,
+            Some("tls"),
+            "auth = auto with tls = none hands a listener the password or what cracks offline",
+        );
         // EXTERNAL: no password needed, but TLS and a client certificate are.
         let ext = "[account a]\nhost = h\nuser = u\nauth = external\n";
         let a = cfg(&format!(

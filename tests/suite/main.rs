@@ -26,5 +26,6 @@ mod mime_memory;
 mod packaging;
 mod panics;
 mod pipelining;
+mod secrets;
 mod systemd;
 mod torture;
