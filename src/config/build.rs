@@ -16,6 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::access;
 use super::keys::Key;
 use super::scan::{self, Entry, Scanned, Section};
 use super::values::{self, FromVal, Val};
@@ -313,6 +314,7 @@ pub(super) fn check_private(text: &str, meta: &Metadata, path: &Path) -> Result<
         return Ok(());
     }
     if private_enough(meta) {
+        warn_group_readers(path, meta, "a password");
         return Ok(());
     }
     let message = format!(
@@ -332,14 +334,15 @@ fn check_secret_file(key: Key, file: &Path, path: &Path, line: usize) -> Result<
     let Ok(meta) = std::fs::metadata(file) else {
         return Ok(());
     };
-    if private_enough(&meta) {
-        return Ok(());
-    }
     let what = if key == Key::TlsClientKey {
         "a private key"
     } else {
         "a password"
     };
+    if private_enough(&meta) {
+        warn_group_readers(file, &meta, what);
+        return Ok(());
+    }
     let message = format!(
         "{} holds {what} but is readable by other users (mode {:04o}); run 'chmod 600 {}'",
         file.display(),
@@ -347,6 +350,27 @@ fn check_secret_file(key: Key, file: &Path, path: &Path, line: usize) -> Result<
         file.display()
     );
     Err(invalid(path, line, Some(key.name()), message))
+}
+
+/// Warn, loudly and at every load, about a secret file that the mode rule
+/// lets through because its group is popspool's, while that group has
+/// other members (spool consumers) who can reach it (see [`access`]).
+/// Refusing would stop a service that worked before an upgrade, and would
+/// not make the file any less readable; the warning names the fix.
+fn warn_group_readers(file: &Path, meta: &Metadata, what: &str) {
+    let Some(me) = access::effective_uid() else {
+        return;
+    };
+    if let Some((group, others)) = access::group_readers(file, meta, me) {
+        log::warn!(
+            "{} holds {what} and is readable by group {group}, which has other members ({}): \
+             they can read it. Give the file to the user popspool runs as with mode 0600 \
+             (chown; chmod 600 {}), or pass it as a systemd credential (README \"Secrets\")",
+            file.display(),
+            others.join(", "),
+            file.display()
+        );
+    }
 }
 
 /// [`secret_mode_ok`] for the process as it runs.
