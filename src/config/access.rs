@@ -140,11 +140,22 @@ fn shuts_out(mode: u32, uid: u32, dgid: u32, gid: u32, others: &[User]) -> bool 
     !(others_pass || group_pass || owner_pass)
 }
 
-/// The effective uid, from the second field of `Uid:` in /proc/self/status
-/// (std has no geteuid; see `build::effective_gid`).
+/// The effective uid, from /proc/self/status.
 pub(super) fn effective_uid() -> Option<u32> {
+    effective_id("Uid:")
+}
+
+/// The effective gid, from /proc/self/status.
+pub(super) fn effective_gid() -> Option<u32> {
+    effective_id("Gid:")
+}
+
+/// The second field (effective) of the `Uid:` or `Gid:` line of
+/// /proc/self/status. std has no geteuid or getegid, and reading /proc keeps
+/// this module free of unsafe code (libc's would need an `unsafe` block).
+fn effective_id(line: &str) -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let ids = status.lines().find_map(|l| l.strip_prefix(line))?;
     ids.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -375,7 +375,7 @@ fn warn_group_readers(file: &Path, meta: &Metadata, what: &str) {
 
 /// [`secret_mode_ok`] for the process as it runs.
 fn private_enough(meta: &Metadata) -> bool {
-    match effective_gid() {
+    match access::effective_gid() {
         Some(egid) => secret_mode_ok(meta.mode(), meta.gid(), egid),
         None => meta.mode() & 0o077 == 0,
     }
@@ -383,18 +383,10 @@ fn private_enough(meta: &Metadata) -> bool {
 
 /// Whether a file holding an inline secret is private enough: nothing for
 /// others, and group access only for the group popspool itself runs as (a
-/// `root:popspool 0640` file is fine for a daemon running as group popspool).
+/// `root:popspool 0640` file passes for a daemon running as group popspool;
+/// [`warn_group_readers`] then names that group's other members).
 fn secret_mode_ok(mode: u32, file_gid: u32, egid: u32) -> bool {
     mode & 0o007 == 0 && (mode & 0o070 == 0 || file_gid == egid)
-}
-
-/// The effective gid, from the second field of `Gid:` in /proc/self/status.
-/// std has no getegid, and reading /proc keeps this module free of unsafe
-/// code (libc's getegid would need an `unsafe` block).
-pub(super) fn effective_gid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let gids = status.lines().find_map(|l| l.strip_prefix("Gid:"))?;
-    gids.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -414,7 +414,7 @@ mod tests {
         );
         write("k.pem", b"key", 0o400);
         assert!(load(&keyed).is_ok());
-        let egid = build::effective_gid().unwrap_or(u32::MAX);
+        let egid = access::effective_gid().unwrap_or(u32::MAX);
         let group = write("group.ini", MIN.as_bytes(), 0o640);
         assert_eq!(
             load(&group).is_ok(),
