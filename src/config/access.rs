@@ -29,15 +29,17 @@ pub(super) struct User {
 }
 
 /// The group's name and the users other than `me` (the uid popspool runs
-/// as) and the file's owner who can read `file` (whose metadata is `meta`)
-/// through its group; `None` when nobody can (no group read bit, nobody
-/// else in the group, or a directory on the way shuts them out).
+/// as) and the file's owner who can read `file` (whose metadata is `meta`;
+/// for a directory: enter it) through its group; `None` when nobody can
+/// (no group bit, nobody else in the group, or a directory on the way
+/// shuts them out).
 pub(super) fn group_readers(
     file: &Path,
     meta: &Metadata,
     me: u32,
 ) -> Option<(String, Vec<String>)> {
-    if meta.mode() & 0o040 == 0 {
+    let bit = if meta.is_dir() { 0o010 } else { 0o040 };
+    if meta.mode() & bit == 0 {
         return None;
     }
     let passwd = std::fs::read_to_string(PASSWD).unwrap_or_default();

@@ -65,6 +65,9 @@ pub(super) fn config(
         .get(Key::StateDir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let log_level = top.get(Key::LogLevel);
+    if check_files {
+        warn_state_readers(&state_dir);
+    }
 
     let mut accounts = Vec::with_capacity(scanned.accounts.len());
     for section in &scanned.accounts {
@@ -369,6 +372,26 @@ fn warn_group_readers(file: &Path, meta: &Metadata, what: &str) {
             file.display(),
             others.join(", "),
             file.display()
+        );
+    }
+}
+
+/// Warn, like [`warn_group_readers`], about a state directory that spool
+/// consumers can enter: the status files say which servers and users
+/// popspool polls and how it fails. systemd sets the directory's mode from
+/// the unit's `StateDirectoryMode=` at every start.
+fn warn_state_readers(dir: &Path) {
+    let (Some(me), Ok(meta)) = (access::effective_uid(), std::fs::metadata(dir)) else {
+        return;
+    };
+    if let Some((group, others)) = access::group_readers(dir, &meta, me) {
+        log::warn!(
+            "state_dir {} can be entered by group {group}, which has other members ({}): \
+             they can read the status files. Run 'chmod 700 {}' (under systemd: \
+             StateDirectoryMode=0700)",
+            dir.display(),
+            others.join(", "),
+            dir.display()
         );
     }
 }
