@@ -206,7 +206,7 @@ consumer_tests() {
 	contains "$out" "/srv/popspool/shared.password holds a password and is readable by group popspool, which has other members (reader)" "--check warning"
 	lacks "$out" "inside.password holds" "--check warning"
 	lacks "$out" "group-secret" "--check output"
-	lacks "$out" "state_dir" "--check warning with the state directory 0700"
+	lacks "$out" "can be entered by group" "--check warning with the state directory 0700"
 	# A state directory the group can enter (what the units' StateDirectoryMode=0750 makes) is named too.
 	chmod 0750 "$R/var/lib/popspool"
 	out=$(as_service -c /tmp/warn.ini --check 2>&1) || die "--check with the state directory 0750: $out"
