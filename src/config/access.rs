@@ -133,8 +133,10 @@ fn ancestors(file: &Path) -> Vec<(u32, u32, u32)> {
 
 /// Whether a directory (`mode`, owner `uid`, group `dgid`) keeps every one
 /// of `others` (members of group `gid`, the file's) from passing: no search
-/// bit for others, none for the group unless it is another group (which a
-/// member might be in: counted as passing), and no member owns it.
+/// bit for others; none for its group, unless that group is root's (gid 0,
+/// which spool consumers are not in) and not the file's; and no member
+/// owns it. Membership in a third group is not looked up: its search bit
+/// counts as letting them pass, so the warning errs on the loud side.
 fn shuts_out(mode: u32, uid: u32, dgid: u32, gid: u32, others: &[User]) -> bool {
     let others_pass = mode & 0o001 != 0;
     let group_pass = mode & 0o010 != 0 && (dgid == gid || dgid != 0);
