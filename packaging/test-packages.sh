@@ -130,7 +130,7 @@ new_root() {
 
 # The configuration the install tests use: one account with its password
 # in a systemd credential, one with an inline password (allowed because the
-# file is root:popspool 0640) pointing at a closed local port.
+# file is popspool:root 0600) pointing at a closed local port.
 SAMPLE_CONFIG='[global]
 poll_interval = 1h
 min_free_space = 0
@@ -174,6 +174,47 @@ check_units() {
 	done
 }
 
+# What a spool consumer, a user in group popspool as the README says, can
+# read: the spool, and nothing secret. Needs the deb root after a poll of
+# the sample configuration's lab account.
+consumer_tests() {
+	local out rc
+	in_root getent passwd reader >/dev/null || in_root useradd -r -G popspool -s /bin/sh reader
+	as_reader() { in_root runuser -u reader -- "$@"; }
+	as_reader ls /var/spool/popspool/lab/new >/dev/null || die "a consumer cannot list the spool's new/"
+	for f in /etc/popspool/popspool.ini /var/lib/popspool/lab.status.json /var/lib/popspool/popspool.prom; do
+		if as_reader cat "$f" >/dev/null 2>&1; then die "a consumer can read $f"; fi
+	done
+	rc=0
+	out=$(as_reader popspool --check 2>&1) || rc=$?
+	[[ $rc == 66 ]] || die "--check as a consumer exited $rc: $out"
+	# A password file the old rule let through (0640, group popspool) is
+	# named in a warning, with the consumer; one in /etc/popspool, which
+	# consumers cannot enter, is not.
+	mkdir -p "$R/srv/popspool"
+	for f in /srv/popspool/shared.password /etc/popspool/inside.password; do
+		echo "group-secret" >"$R$f"
+		in_root chown root:popspool "$f"
+		chmod 0640 "$R$f"
+	done
+	chmod 0755 "$R/srv/popspool"
+	printf '[global]\nmin_free_space = 0\n[account a]\nhost = h\nuser = u\npassword_file = /srv/popspool/shared.password\n[account b]\nhost = h\nuser = u\npassword_file = /etc/popspool/inside.password\n' \
+		>"$R/tmp/warn.ini"
+	in_root chown popspool "/tmp/warn.ini"
+	chmod 0600 "$R/tmp/warn.ini"
+	out=$(as_service -c /tmp/warn.ini --check 2>&1) || die "--check with group-readable password files: $out"
+	contains "$out" "/srv/popspool/shared.password holds a password and is readable by group popspool, which has other members (reader)" "--check warning"
+	lacks "$out" "inside.password holds" "--check warning"
+	lacks "$out" "group-secret" "--check output"
+	lacks "$out" "can be entered by group" "--check warning with the state directory 0700"
+	# A state directory the group can enter (what older units' StateDirectoryMode=0750 made) is named too.
+	chmod 0750 "$R/var/lib/popspool"
+	out=$(as_service -c /tmp/warn.ini --check 2>&1) || die "--check with the state directory 0750: $out"
+	contains "$out" "state_dir /var/lib/popspool can be entered by group popspool, which has other members (reader)" "--check warning"
+	chmod 0700 "$R/var/lib/popspool"
+	rm -rf "$R/srv/popspool" "$R/etc/popspool/inside.password" "$R/tmp/warn.ini"
+}
+
 deb_install_tests() {
 	local deb=$1 upgrade=$2 out
 	new_root deb
@@ -192,10 +233,10 @@ deb_install_tests() {
 	in_root getent group popspool >/dev/null || die "no popspool group"
 
 	stat_is /usr/bin/popspool "755 root:root"
-	stat_is /etc/popspool "750 root:popspool"
-	stat_is /etc/popspool/popspool.ini "640 root:popspool"
+	stat_is /etc/popspool "700 popspool:root"
+	stat_is /etc/popspool/popspool.ini "600 popspool:root"
 	stat_is /var/spool/popspool "750 popspool:popspool"
-	stat_is /var/lib/popspool "750 popspool:popspool"
+	stat_is /var/lib/popspool "700 popspool:popspool"
 	for f in /usr/lib/systemd/system/popspool.service /usr/lib/systemd/system/popspool@.service \
 		/usr/lib/sysusers.d/popspool.conf /usr/lib/tmpfiles.d/popspool.conf \
 		/usr/share/man/man8/popspool.8.gz /usr/share/man/man5/popspool.ini.5.gz \
@@ -214,7 +255,7 @@ deb_install_tests() {
 	out=$(in_root popspool --version)
 	[[ $out == "popspool $version" ]] || die "popspool --version: $out"
 	printf '%s' "$SAMPLE_CONFIG" >"$R/etc/popspool/popspool.ini"
-	stat_is /etc/popspool/popspool.ini "640 root:popspool"
+	stat_is /etc/popspool/popspool.ini "600 popspool:root"
 	mkdir -p "$R$CREDS"
 	echo "sales-credential-secret" >"$R$CREDS/sales.password"
 	in_root chown -R popspool:popspool "$CREDS"
@@ -240,13 +281,30 @@ deb_install_tests() {
 	[[ $rc == 75 ]] || die "--once against a closed port exited $rc: $out"
 	stat_is /var/lib/popspool/lab.status.json "644 popspool:popspool"
 	present /var/lib/popspool/popspool.prom
+	consumer_tests
+
+	say "deb: an upgrade moves an older layout's secrets out of group popspool"
+	# What older packages made: root:popspool 0750 and 0640, state 0750.
+	for entry in "0750 /etc/popspool" "0640 /etc/popspool/popspool.ini"; do
+		in_root dpkg-statoverride --remove "${entry#* }" >/dev/null
+		in_root dpkg-statoverride --update --add root popspool $entry
+	done
+	chmod 0750 "$R/var/lib/popspool"
+	stat_is /etc/popspool/popspool.ini "640 root:popspool"
 
 	say "deb: upgrade keeps the changed configuration"
-	in_root dpkg -i /tmp/popspool-upgrade.deb </dev/null
+	out=$(in_root dpkg -i /tmp/popspool-upgrade.deb </dev/null 2>&1) || die "upgrade: $out"
+	contains "$out" "can no longer read the configuration" "upgrade message"
+	# Said once: a second upgrade over the new layout is silent about it.
+	out=$(in_root dpkg -i /tmp/popspool-upgrade.deb </dev/null 2>&1) || die "reinstall: $out"
+	lacks "$out" "can no longer read" "second upgrade"
 	[[ $(in_root dpkg-query -W -f='${Version}' popspool) == "$version-2" ]] || die "upgrade did not happen"
 	same_as_sample /etc/popspool/popspool.ini || die "upgrade replaced the changed popspool.ini"
 	absent /etc/popspool/popspool.ini.dpkg-new
-	stat_is /etc/popspool/popspool.ini "640 root:popspool"
+	stat_is /etc/popspool "700 popspool:root"
+	stat_is /etc/popspool/popspool.ini "600 popspool:root"
+	stat_is /var/lib/popspool "700 popspool:popspool"
+	consumer_tests
 	[[ $(in_root systemctl is-enabled popspool.service) == enabled ]] || die "not enabled after upgrade"
 
 	say "deb: remove keeps configuration and data"
@@ -284,19 +342,27 @@ rpm_install_tests() {
 	out=$(in_root getent passwd popspool) || die "rpm %pre made no popspool user"
 	contains "$out" ":/var/lib/popspool:/usr/sbin/nologin" "popspool user (rpm)"
 	stat_is /usr/bin/popspool "755 root:root"
-	stat_is /etc/popspool "750 root:popspool"
-	stat_is /etc/popspool/popspool.ini "640 root:popspool"
+	stat_is /etc/popspool "700 popspool:root"
+	stat_is /etc/popspool/popspool.ini "600 popspool:root"
 	stat_is /var/spool/popspool "750 popspool:popspool"
-	stat_is /var/lib/popspool "750 popspool:popspool"
+	stat_is /var/lib/popspool "700 popspool:popspool"
 	[[ $(in_root systemctl is-enabled popspool.service) == enabled ]] || die "rpm: popspool.service is not enabled"
 	# Digests, modes and owners of every file as the package says.
 	out=$(in_root rpm -V --nodeps popspool) || die "rpm -V: $out"
 	[[ $(in_root popspool --version) == "popspool $version" ]] || die "rpm: popspool --version"
 
-	say "rpm: upgrade keeps the changed configuration, erase saves it"
+	say "rpm: upgrade keeps the changed configuration and moves an older layout's secrets, erase saves it"
 	printf '%s' "$SAMPLE_CONFIG" >"$R/etc/popspool/popspool.ini"
-	in_root rpm -U --replacepkgs --nodeps /tmp/popspool.rpm 2>&1 | grep -v "use Alien\|assuming you know" || true
+	# What older packages made: root:popspool 0750 and 0640, state 0750.
+	in_root chown root:popspool /etc/popspool /etc/popspool/popspool.ini
+	chmod 0750 "$R/etc/popspool" "$R/var/lib/popspool"
+	chmod 0640 "$R/etc/popspool/popspool.ini"
+	out=$(in_root rpm -U --replacepkgs --nodeps /tmp/popspool.rpm 2>&1 | grep -v "use Alien\|assuming you know" || true)
+	contains "$out" "can no longer read the configuration" "rpm upgrade message"
 	same_as_sample /etc/popspool/popspool.ini || die "rpm -U replaced the changed popspool.ini"
+	stat_is /etc/popspool "700 popspool:root"
+	stat_is /etc/popspool/popspool.ini "600 popspool:root"
+	stat_is /var/lib/popspool "700 popspool:popspool"
 	in_root rpm -e --nodeps popspool 2>&1 | grep -v "use Alien\|assuming you know\|saved as" || true
 	absent /usr/bin/popspool
 	same_as_sample /etc/popspool/popspool.ini.rpmsave || die "rpm -e did not keep popspool.ini.rpmsave"
@@ -359,6 +425,9 @@ boot_tests() {
 	for p in LimitCORE=0 MemoryHigh=268435456 MemoryMax=536870912 TasksMax=32; do
 		grep -qxF "$p" <<<"$out" || die "popspool.service does not have $p: $out"
 	done
+	# StateDirectoryMode=: systemd sets it at every start, so it must say 0700.
+	out=$(container stat -c %a /var/lib/popspool)
+	[[ $out == 700 ]] || die "the running service's /var/lib/popspool is $out, expected 700"
 	out=$(container sh -c 'grep "^Max core file size" /proc/$(systemctl show popspool -p MainPID --value)/limits')
 	[[ $(awk '{print $5, $6}' <<<"$out") == "0 0" ]] || die "popspool's core limit: $out"
 	out=$(container systemctl show popspool -p StatusText --value)
@@ -452,7 +521,7 @@ dpkg-deb --control "$deb" "$ctl"
 [[ $(cat "$ctl/conffiles") == /etc/popspool/popspool.ini ]] || die "conffiles: $(cat "$ctl/conffiles")"
 contains "$(cat "$ctl/postinst")" "systemd-sysusers" "postinst"
 contains "$(cat "$ctl/postinst")" "deb-systemd-helper enable popspool.service" "postinst"
-contains "$(cat "$ctl/postinst")" "dpkg-statoverride --update --add root popspool" "postinst"
+contains "$(cat "$ctl/postinst")" "statoverride /etc/popspool/popspool.ini popspool root 0600" "postinst"
 lacks "$(cat "$ctl/postinst")" "deb-systemd-invoke start" "postinst (enable, never start)"
 contains "$(cat "$ctl/prerm")" "deb-systemd-invoke stop popspool.service" "prerm"
 contains "$(cat "$ctl/postrm")" 'if [ "$1" = purge ]' "postrm"
@@ -469,8 +538,8 @@ for f in /usr/bin/popspool /etc/popspool/popspool.ini \
 	grep -qxF "$f" <<<"$files" || die ".rpm lacks $f"
 done
 attrs=$(rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$rpmfile" 2>/dev/null)
-grep -qxF "cn -rw-r----- root:popspool /etc/popspool/popspool.ini" <<<"$attrs" ||
-	die "popspool.ini is not %config(noreplace) 0640 root:popspool: $attrs"
+grep -qxF "cn -rw------- popspool:root /etc/popspool/popspool.ini" <<<"$attrs" ||
+	die "popspool.ini is not %config(noreplace) 0600 popspool:root: $attrs"
 grep -qxF " -rwxr-xr-x root:root /usr/bin/popspool" <<<"$attrs" || die "/usr/bin/popspool attributes: $attrs"
 scripts=$(rpm -qp --scripts "$rpmfile" 2>/dev/null)
 for s in "preinstall scriptlet" "postinstall scriptlet" "preuninstall scriptlet" "postuninstall scriptlet" \

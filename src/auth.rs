@@ -1,14 +1,14 @@
 //! Choosing and running the login: USER/PASS, APOP (RFC 1939) and the SASL
 //! mechanisms of [`crate::sasl`] over `AUTH` (RFC 5034).
 //!
-//! Policy (mpop's, tightened): a secret (password or bearer token) never
-//! crosses a connection without TLS unless the account says
-//! `allow_plaintext = yes`, and that is decided before a single byte of the
-//! login (even the user name) is sent. Without TLS (and without
-//! `allow_plaintext`) `auto` considers only SCRAM, because APOP and
-//! CRAM-MD5 hand a passive listener a digest that cracks offline. Asked for
-//! explicitly, APOP, CRAM-MD5 and NTLM are used anyway: the user chose them.
-//! `auto` never picks NTLM, XOAUTH2, OAUTHBEARER or EXTERNAL: they need a
+//! Policy (mpop's, tightened): no login happens on a connection without
+//! TLS unless the account says `allow_plaintext = yes`, and that is decided
+//! before a single byte of the login (even the user name) is sent. Every
+//! mechanism hands a passive listener either the secret (password, bearer
+//! token) or what cracks offline to it (an APOP or CRAM-MD5 digest, an
+//! NTLM response, a SCRAM proof with its salt); the configuration refuses
+//! `tls = none` without `allow_plaintext` (README "Logging in"), and this
+//! module refuses it again. `auto` never picks NTLM, XOAUTH2, OAUTHBEARER or EXTERNAL: they need a
 //! domain account, a token or a certificate that only explicit
 //! configuration implies.
 //!
@@ -49,9 +49,9 @@ pub const AUTO_ORDER_TLS: [Mechanism; 7] = [
     Mechanism::Apop,
 ];
 
-/// What `auto` tries without TLS, best first: here a challenge-response
-/// keeps the password itself from a listener, so it comes before what
-/// sends the password. Only SCRAM qualifies unless `allow_plaintext = yes`.
+/// What `auto` tries without TLS (only with `allow_plaintext = yes`), best
+/// first: here a challenge-response keeps the password itself from a
+/// listener, so it comes before what sends the password.
 pub const AUTO_ORDER_CLEAR: [Mechanism; 7] = [
     Mechanism::ScramSha256,
     Mechanism::ScramSha1,
@@ -114,8 +114,8 @@ impl fmt::Display for Error {
         match self {
             Error::Insecure { mechanism } => write!(
                 f,
-                "refusing {mechanism} login without TLS: the password (or a digest that \
-                 cracks offline) would cross the network in the clear (use tls = implicit \
+                "refusing {mechanism} login without TLS: the password, or what cracks \
+                 offline to it, would cross the network in the clear (use tls = implicit \
                  or starttls, or set allow_plaintext = yes)"
             ),
             Error::NotOffered { wanted, offered } if offered.is_empty() => write!(
@@ -224,12 +224,6 @@ impl Error {
     }
 }
 
-/// Whether `auto` may use `m` without TLS: only what neither reveals the
-/// password nor a digest that cracks offline in practice.
-fn auto_without_tls(m: Mechanism) -> bool {
-    matches!(m, Mechanism::ScramSha256 | Mechanism::ScramSha1)
-}
-
 /// Whether the server offers `m` on this connection.
 fn offers(m: Mechanism, greeting: &Greeting, caps: &Capabilities) -> bool {
     match m {
@@ -284,7 +278,7 @@ pub fn auto_candidates(
     let cleartext_ok = tls || allow_plaintext;
     auto_order(tls)
         .into_iter()
-        .filter(|&m| offers(m, greeting, caps) && (cleartext_ok || auto_without_tls(m)))
+        .filter(|&m| offers(m, greeting, caps) && cleartext_ok)
         .collect()
 }
 
@@ -327,7 +321,7 @@ pub fn candidates(
     // EXTERNAL without TLS has no certificate to stand on; config refuses
     // `tls = none` with it, so this only guards against a future path.
     let needs_tls = wanted == Mechanism::External && !tls;
-    if needs_tls || (wanted.sends_secret() && !cleartext_ok) {
+    if needs_tls || !cleartext_ok {
         return Err(Error::Insecure {
             mechanism: wanted.name().to_string(),
         });
@@ -618,9 +612,9 @@ mod tests {
             choose(&account(Auth::Auto, plain), &g, &caps(lines), tls).map(Mechanism::name)
         };
         assert_eq!(pick(DOVECOT, true, false).unwrap(), "scram-sha-256");
-        assert_eq!(pick(DOVECOT, false, false).unwrap(), "scram-sha-256");
+        assert_eq!(pick(DOVECOT, false, true).unwrap(), "scram-sha-256");
         assert_eq!(
-            pick(&["SASL SCRAM-SHA-1 PLAIN"], false, false).unwrap(),
+            pick(&["SASL SCRAM-SHA-1 PLAIN"], false, true).unwrap(),
             "scram-sha-1"
         );
         // Inside TLS a digest adds nothing: what checks the password comes first.
@@ -668,20 +662,20 @@ mod tests {
     }
 
     #[test]
-    fn auto_without_tls_refuses_what_exposes_the_password() {
+    fn auto_without_tls_refuses_everything_without_allow_plaintext() {
         let e = choose(
             &account(Auth::Auto, false),
             &greeting(true),
-            &caps(&["USER", "SASL CRAM-MD5 PLAIN LOGIN"]),
+            &caps(&["USER", "SASL SCRAM-SHA-256 CRAM-MD5 PLAIN LOGIN"]),
             false,
         )
         .unwrap_err();
         assert!(e.is_permanent());
         assert_eq!(
             e.to_string(),
-            "refusing cram-md5/apop/plain/login/user login without TLS: the password (or a \
-             digest that cracks offline) would cross the network in the clear (use tls = \
-             implicit or starttls, or set allow_plaintext = yes)"
+            "refusing scram-sha-256/cram-md5/apop/plain/login/user login without TLS: the \
+             password, or what cracks offline to it, would cross the network in the clear \
+             (use tls = implicit or starttls, or set allow_plaintext = yes)"
         );
     }
 
@@ -700,19 +694,17 @@ mod tests {
             let e = pick(auth, false, false).unwrap_err();
             assert!(matches!(e, Error::Insecure { .. }), "{e}");
         }
-        // Proof-based mechanisms asked for explicitly work without TLS.
-        assert_eq!(
-            pick(Auth::Only(Mechanism::CramMd5), false, false)
-                .unwrap()
-                .name(),
-            "cram-md5"
-        );
-        assert_eq!(
-            pick(Auth::Only(Mechanism::ScramSha1), false, false)
-                .unwrap()
-                .name(),
-            "scram-sha-1"
-        );
+        // Proof-based mechanisms too hand a listener what cracks offline:
+        // without TLS only with allow_plaintext.
+        for m in [
+            Mechanism::CramMd5,
+            Mechanism::ScramSha1,
+            Mechanism::ScramSha256,
+        ] {
+            assert_eq!(pick(Auth::Only(m), false, true).unwrap(), m);
+            let e = pick(Auth::Only(m), false, false).unwrap_err();
+            assert!(matches!(e, Error::Insecure { .. }), "{e}");
+        }
         let e = pick(Auth::Only(Mechanism::Ntlm), true, false).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -972,10 +964,8 @@ mod tests {
                 "user"
             ]
         );
-        assert_eq!(
-            ranked(DOVECOT, true, false, false),
-            ["scram-sha-256", "scram-sha-1"]
-        );
+        // Without TLS and allow_plaintext, nothing (the configuration refuses it too).
+        assert!(ranked(DOVECOT, true, false, false).is_empty());
         // Cyrus with saslauthd: SCRAM first, and PLAIN the first that checks
         // the password after a SCRAM refusal.
         let cyrus = [

@@ -3,23 +3,32 @@
 //! A password file is re-read and a password command re-run every time, so a
 //! rotated secret takes effect at the next poll without a reload. Errors name
 //! the file or the program (argv\[0\] only: later arguments may carry a
-//! passphrase), never what the file held or the command printed on stdout.
-//! A command's stderr is kept, because it says why the command failed.
+//! passphrase), never what the file held or the command printed. A
+//! command's stderr says why it failed, but it may echo what it was given:
+//! it goes to the log only, as one short line with the secret cut out, and
+//! never into an error (which reaches `status.json`) ([`command`] runs it).
+//!
+//! Buffers that held a secret are wiped when dropped ([`Password`], the
+//! file and pipe buffers), so a secret does not linger in freed memory.
+
+mod command;
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::SecretSource;
-use crate::text::one_line;
+use crate::text::printable_bytes;
 
-/// A secret string whose `Debug` never shows it (and which has no `Display`, so it cannot be printed by mistake).
+pub use command::{ENV_KEPT, PATH as COMMAND_PATH};
+
+/// A secret string whose `Debug` never shows it (and which has no
+/// `Display`, so it cannot be printed by mistake); wiped when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
@@ -34,6 +43,12 @@ impl Password {
     }
 }
 
+impl Drop for Password {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
@@ -43,16 +58,14 @@ impl fmt::Debug for Password {
 /// No real password comes close; the cap bounds memory when a file or
 /// command yields something unexpected (`/dev/zero`, a log file).
 const MAX_SECRET_BYTES: usize = 64 * 1024;
-/// Enough of a command's stderr to say why it failed, short enough for one log line.
-const STDERR_KEPT: usize = 512;
-/// How often to check whether the command has exited: little latency added
-/// to a fast command, no busy loop for a slow one.
-const POLL_EVERY: Duration = Duration::from_millis(10);
-/// Read size for the command's pipes.
-const CHUNK: usize = 8192;
-/// After killing a command that timed out, how long its last stderr bytes
-/// get to reach our reader thread before we show what arrived.
-const STDERR_GRACE: Duration = Duration::from_millis(50);
+/// How much of a command's stderr is read and kept: enough to find the
+/// line that says why it failed.
+const STDERR_KEPT: usize = 4096;
+/// The logged summary of a command's stderr: one line, short enough that
+/// a chatty helper cannot flood the journal.
+const STDERR_SHOWN: usize = 200;
+/// What stands in the logged stderr for anything the command printed on stdout.
+const REDACTED: &str = "<redacted>";
 
 /// Why no password could be had.
 #[derive(Debug)]
@@ -71,24 +84,20 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
-    /// The command (or something it left running with our pipes) outlived the timeout.
+    /// The command (or something it left running with our pipes) outlived
+    /// the timeout; its whole process group was killed.
     Timeout {
         /// argv\[0\].
         program: String,
         /// The limit.
         timeout: Duration,
-        /// The start of what it said on stderr before it was killed (a
-        /// token helper waiting for an interactive login says so there).
-        stderr: String,
     },
-    /// The command exited unsuccessfully; `stderr` is the start of what it said there.
+    /// The command exited unsuccessfully (what it said on stderr is in the log).
     Failed {
         /// argv\[0\].
         program: String,
         /// Its exit status.
         status: ExitStatus,
-        /// The start of its stderr (never its stdout, which is the secret).
-        stderr: String,
     },
     /// The file or the command's output holds no usable password.
     Unusable {
@@ -108,30 +117,12 @@ impl fmt::Display for Error {
             Error::Command { program, source } => {
                 write!(f, "cannot run password command '{program}': {source}")
             }
-            Error::Timeout {
-                program,
-                timeout,
-                stderr,
-            } => {
-                write!(
-                    f,
-                    "password command '{program}' did not finish within {timeout:?}; killed"
-                )?;
-                if !stderr.is_empty() {
-                    write!(f, "; it said: {stderr}")?;
-                }
-                Ok(())
-            }
-            Error::Failed {
-                program,
-                status,
-                stderr,
-            } => {
-                write!(f, "password command '{program}' failed ({status})")?;
-                if !stderr.is_empty() {
-                    write!(f, ": {stderr}")?;
-                }
-                Ok(())
+            Error::Timeout { program, timeout } => write!(
+                f,
+                "password command '{program}' did not finish within {timeout:?}; killed"
+            ),
+            Error::Failed { program, status } => {
+                write!(f, "password command '{program}' failed ({status})")
             }
             Error::Unusable { origin, reason } => write!(f, "{origin}: {reason}"),
         }
@@ -154,7 +145,7 @@ pub fn resolve(src: &SecretSource, timeout: Duration) -> Result<Password, Error>
         SecretSource::None => Ok(Password::new(String::new())),
         SecretSource::Inline(password) => Ok(password.clone()),
         SecretSource::File(path) => {
-            let mut bytes = Vec::new();
+            let mut bytes = Zeroizing::new(Vec::new());
             File::open(path)
                 .and_then(|f| f.take(MAX_SECRET_BYTES as u64 + 1).read_to_end(&mut bytes))
                 .map_err(|source| Error::File {
@@ -213,7 +204,8 @@ pub fn split_command(s: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// Run `argv` without a shell and take the first line it prints.
+/// Run `argv` without a shell and take the first line it prints; log a
+/// short summary of its stderr when it fails.
 fn run(argv: &[String], timeout: Duration) -> Result<Password, Error> {
     let Some(program) = argv.first() else {
         return Err(Error::Unusable {
@@ -221,143 +213,69 @@ fn run(argv: &[String], timeout: Duration) -> Result<Password, Error> {
             reason: "is empty",
         });
     };
-    let io_error = |source| Error::Command {
-        program: program.clone(),
-        source,
-    };
-    let timed_out = |stderr: String| Error::Timeout {
-        program: program.clone(),
-        timeout,
-        stderr,
-    };
-    // No deadline only for a timeout too large to add, which no caller means.
-    let deadline = Instant::now().checked_add(timeout);
-
-    let mut child = Command::new(program)
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io_error)?;
-    // A thread per pipe: a command that fills one pipe while we wait on the
-    // other, or on its exit, would otherwise never finish.
-    let started = capture(child.stdout.take(), MAX_SECRET_BYTES + 1).and_then(|stdout| {
-        let stderr = capture(child.stderr.take(), STDERR_KEPT + 1)?;
-        Ok((stdout, stderr, wait_until(&mut child, deadline)?))
-    });
-    let (stdout, stderr, status) = match started {
-        Ok(started) => started,
-        Err(e) => {
-            kill(&mut child);
-            return Err(io_error(e));
+    let ran = command::run(argv, timeout, MAX_SECRET_BYTES + 1, STDERR_KEPT).map_err(|source| {
+        Error::Command {
+            program: program.clone(),
+            source,
         }
-    };
-    let Some(status) = status else {
-        // Killed: its stderr pipe closes, unless something it started holds it.
-        // Whatever it said so far: its stderr may stay open in a grandchild.
-        thread::sleep(STDERR_GRACE);
-        return Err(timed_out(one_line(&so_far(&stderr), STDERR_KEPT)));
-    };
-
-    if !status.success() {
-        let said = collect(&stderr, deadline)
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        return Err(Error::Failed {
+    })?;
+    let failed = match ran.status {
+        None => Error::Timeout {
+            program: program.clone(),
+            timeout,
+        },
+        Some(status) if !status.success() => Error::Failed {
             program: program.clone(),
             status,
-            stderr: one_line(&said, STDERR_KEPT),
-        });
-    }
-    // The command has exited; if stdout is still open, something it started holds it.
-    let out = collect(&stdout, deadline)
-        .ok_or_else(|| timed_out(String::new()))?
-        .map_err(io_error)?;
-    first_line(&out, || format!("output of password command '{program}'"))
-}
-
-/// Poll until the child exits (`Some`) or the deadline passes (`None`, child killed).
-fn wait_until(child: &mut Child, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
+        },
+        Some(_) => {
+            if let Some(said) = stderr_summary(&ran.stderr, &ran.stdout) {
+                log::debug!("password command '{program}' said on stderr: {said}");
+            }
+            return first_line(&ran.stdout, || {
+                format!("output of password command '{program}'")
+            });
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            kill(child);
-            return Ok(None);
-        }
-        thread::sleep(POLL_EVERY);
-    }
-}
-
-fn kill(child: &mut Child) {
-    // Either can fail only because the child is already gone, which is the goal.
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// A pipe being read on its own thread: `done` reports the end (or an
-/// error); `kept` fills as bytes arrive, so a timeout can still show what
-/// a command said so far.
-struct Captured {
-    done: Receiver<io::Result<()>>,
-    kept: Arc<Mutex<Vec<u8>>>,
-}
-
-/// Read `pipe` to its end on a thread of its own, keeping the first `keep`
-/// bytes and discarding the rest so the child never blocks on a full pipe.
-fn capture<R: Read + Send + 'static>(pipe: Option<R>, keep: usize) -> io::Result<Captured> {
-    let (tx, done) = mpsc::channel();
-    let kept = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&kept);
-    thread::Builder::new()
-        .name("secret-pipe".into())
-        .spawn(move || {
-            let result = pipe.map_or(Ok(()), |p| drain(p, keep, &sink));
-            // The receiver is gone only if resolve already gave up.
-            let _ = tx.send(result);
-        })?;
-    Ok(Captured { done, kept })
-}
-
-fn drain(mut pipe: impl Read, keep: usize, kept: &Mutex<Vec<u8>>) -> io::Result<()> {
-    let mut buf = [0u8; CHUNK];
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        // A poisoned lock means the reading side panicked: stop quietly.
-        let Ok(mut kept) = kept.lock() else {
-            return Ok(());
-        };
-        let room = keep.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
-    }
-}
-
-/// What a reader thread kept, once the pipe ended; `None` if it stayed open
-/// past the deadline.
-fn collect(c: &Captured, deadline: Option<Instant>) -> Option<io::Result<Vec<u8>>> {
-    let ended = match deadline {
-        Some(d) => c
-            .done
-            .recv_timeout(d.saturating_duration_since(Instant::now()))
-            .ok()?,
-        None => c.done.recv().ok()?,
     };
-    Some(ended.map(|()| so_far(c)))
+    if let Some(said) = stderr_summary(&ran.stderr, &ran.stdout) {
+        log::warn!("password command '{program}' said on stderr: {said}");
+    }
+    Err(failed)
 }
 
-/// What the pipe delivered so far, taken out of the shared buffer.
-fn so_far(c: &Captured) -> Vec<u8> {
-    c.kept
-        .lock()
-        .map(|mut k| std::mem::take(&mut *k))
-        .unwrap_or_default()
+/// The first non-blank line of `stderr`, made printable and cut to
+/// [`STDERR_SHOWN`] characters, with every non-blank line of `stdout` (the
+/// secret, or what the command meant as one) replaced by [`REDACTED`].
+fn stderr_summary(stderr: &[u8], stdout: &[u8]) -> Option<String> {
+    let line = stderr
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))?;
+    let mut line = Zeroizing::new(line.to_vec());
+    for secret in stdout.split(|&b| b == b'\n') {
+        let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
+        if !secret.is_empty() {
+            *line = replace_all(&line, secret, REDACTED.as_bytes());
+        }
+    }
+    let shown = printable_bytes(&line, STDERR_SHOWN);
+    Some(shown.trim().to_owned())
+}
+
+/// `haystack` with every occurrence of `needle` (not empty) replaced.
+fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut rest = haystack;
+    while !rest.is_empty() {
+        if rest.starts_with(needle) {
+            out.extend_from_slice(with);
+            rest = &rest[needle.len()..];
+        } else {
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    out
 }
 
 /// The first line of `bytes` without its line ending, as a password.
@@ -375,14 +293,16 @@ fn first_line(bytes: &[u8], origin: impl Fn() -> String) -> Result<Password, Err
     if line.is_empty() {
         return Err(unusable("first line is empty"));
     }
-    String::from_utf8(line.to_vec())
-        .map(Password::new)
+    // Checked in place: a failed `String::from_utf8` would drop an unwiped copy.
+    std::str::from_utf8(line)
+        .map(|s| Password::new(s.to_owned()))
         .map_err(|_| unusable("first line is not valid UTF-8"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn sh(script: &str) -> SecretSource {
         SecretSource::Command(vec!["/bin/sh".into(), "-c".into(), script.into()])
@@ -480,18 +400,13 @@ mod tests {
     }
 
     #[test]
-    fn command_failure_shows_stderr_not_stdout() {
+    fn command_failure_keeps_stderr_out_of_the_error() {
         let e = get(&sh("echo topsecret; echo 'no such entry' >&2; exit 3")).unwrap_err();
         assert!(matches!(&e, Error::Failed { status, .. } if status.code() == Some(3)));
-        let e = e.to_string();
         assert_eq!(
-            e,
-            "password command '/bin/sh' failed (exit status: 3): no such entry"
+            e.to_string(),
+            "password command '/bin/sh' failed (exit status: 3)"
         );
-        let e = get(&sh("head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.ends_with(&format!("{}…", "x".repeat(STDERR_KEPT))), "{e}");
         let absent = SecretSource::Command(vec!["/nonexistent/pass".into(), "hunter2".into()]);
         let e = get(&absent).unwrap_err().to_string();
         assert!(
@@ -506,7 +421,53 @@ mod tests {
     }
 
     #[test]
-    fn command_timeout_kills() {
+    fn stderr_summary_is_one_short_redacted_line() {
+        let said = stderr_summary(
+            b"\n  \r\nno entry for s3cret\x1b[2J here\nmore\n",
+            b"s3cret\n",
+        );
+        assert_eq!(said.as_deref(), Some("no entry for <redacted>?[2J here"));
+        let long = vec![b'x'; 10_000];
+        let said = stderr_summary(&long, b"").unwrap_or_default();
+        assert_eq!(said, format!("{}…", "x".repeat(STDERR_SHOWN)));
+        assert_eq!(stderr_summary(b" \n\t\n", b"pw"), None);
+        // Every line of stdout counts as secret, not only the first.
+        let said = stderr_summary(b"tok1 and tok2 rejected", b"tok1\r\ntok2\n");
+        assert_eq!(said.as_deref(), Some("<redacted> and <redacted> rejected"));
+    }
+
+    /// Processes whose command line holds `marker`, once SIGKILL had a
+    /// moment to land (kill(2) returns before the target is gone).
+    fn processes_with(marker: &str) -> Vec<String> {
+        let give_up = Instant::now() + Duration::from_secs(2);
+        loop {
+            let found = processes_now(marker);
+            if found.is_empty() || Instant::now() > give_up {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn processes_now(marker: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn command_timeout_kills_the_whole_group() {
         let start = Instant::now();
         let e = resolve(&sh("sleep 5"), Duration::from_millis(200)).unwrap_err();
         assert!(matches!(e, Error::Timeout { .. }), "{e}");
@@ -515,28 +476,51 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
-        assert!(e.to_string().contains("did not finish within 200ms"), "{e}");
-        // What it said before being killed is kept: a token helper waiting
-        // for an interactive login says so on stderr.
-        let e = resolve(
-            &sh("echo 'open https://example.com/device and enter ABCD' >&2; sleep 5"),
-            Duration::from_millis(300),
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string()
-                .ends_with("killed; it said: open https://example.com/device and enter ABCD"),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            "password command '/bin/sh' did not finish within 200ms; killed"
         );
-        // Exited, but a background child keeps stdout open past the deadline.
+        // A helper that starts children, one in the background holding the
+        // pipes and one in the foreground, and hangs: all of them go.
+        let marker = format!("999.{}7", std::process::id());
+        let script = format!("echo waiting >&2; sleep {marker} & sleep {marker}; echo pw");
         let start = Instant::now();
-        let e = resolve(&sh("sleep 5 & echo pw"), Duration::from_millis(200)).unwrap_err();
+        let e = resolve(&sh(&script), Duration::from_millis(300)).unwrap_err();
         assert!(matches!(e, Error::Timeout { .. }), "{e}");
         assert!(
             start.elapsed() < Duration::from_secs(2),
             "{:?}",
             start.elapsed()
         );
+        assert_eq!(processes_with(&marker), Vec::<String>::new());
+        // Exited, but a background child keeps stdout open past the deadline.
+        let marker = format!("998.{}7", std::process::id());
+        let e = resolve(
+            &sh(&format!("sleep {marker} & echo pw")),
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        assert_eq!(processes_with(&marker), Vec::<String>::new());
+        // Succeeded and closed its pipes, but left a child behind: swept too.
+        let marker = format!("997.{}7", std::process::id());
+        let script = format!("sleep {marker} >/dev/null 2>&1 </dev/null & echo pw");
+        assert_eq!(get(&sh(&script)).ok().as_deref(), Some("pw"));
+        assert_eq!(processes_with(&marker), Vec::<String>::new());
+    }
+
+    #[test]
+    fn command_gets_a_minimal_environment() {
+        let env = get(&sh("env | sort | tr '\\n' ' '")).unwrap_or_default();
+        for var in env.split_whitespace() {
+            let name = var.split('=').next().unwrap_or_default();
+            // sh itself sets PWD (and dash OLDPWD-free); nothing else may come from us.
+            assert!(
+                name == "PATH" || name == "PWD" || ENV_KEPT.contains(&name),
+                "unexpected {var} in {env}"
+            );
+        }
+        assert!(env.contains(&format!("PATH={COMMAND_PATH} ")), "{env}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::access;
 use super::keys::Key;
 use super::scan::{self, Entry, Scanned, Section};
 use super::values::{self, FromVal, Val};
@@ -65,6 +66,9 @@ pub(super) fn config(
         .get(Key::StateDir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let log_level = top.get(Key::LogLevel);
+    if check_files {
+        warn_state_readers(&state_dir);
+    }
 
     let mut accounts = Vec::with_capacity(scanned.accounts.len());
     for section in &scanned.accounts {
@@ -241,26 +245,32 @@ fn account(
         }
     }
     let allow_plaintext = m.get(Key::AllowPlaintext).unwrap_or(false);
-    let sends_secret = matches!(auth, Auth::Only(m) if m.sends_secret());
     let auth_line = m.line(Key::Auth).unwrap_or(section.line);
-    if tls == TlsMode::None && sends_secret && !allow_plaintext {
+    // Every login but EXTERNAL (which needs TLS, below) hands a listener on
+    // a link without TLS the secret or what cracks offline to it: the
+    // password, a token, an APOP or CRAM-MD5 digest, an NTLM response, a
+    // SCRAM proof with its salt.
+    let external = auth == Auth::Only(Mechanism::External);
+    if tls == TlsMode::None && !allow_plaintext && !external {
+        let exposed = match auth {
+            Auth::Only(Mechanism::XOAuth2 | Mechanism::OAuthBearer) => "the access token",
+            Auth::Only(m) if m.sends_secret() => "the password",
+            Auth::Only(_) => "what cracks offline to the password",
+            Auth::Auto => "the password or what cracks offline to it, whatever it chooses",
+        };
         let message = format!(
-            "{} = {} with {} = none sends the {} in clear text; \
-             set {} = yes to allow that",
+            "{} = {} with {} = none hands a listener {exposed}; \
+             set {} = yes to allow that, or use TLS",
             Key::Auth.name(),
             auth.name(),
             Key::Tls.name(),
-            if matches!(
-                auth,
-                Auth::Only(Mechanism::XOAuth2 | Mechanism::OAuthBearer)
-            ) {
-                "access token"
-            } else {
-                "password"
-            },
             Key::AllowPlaintext.name()
         );
-        return Err(err(auth_line, Key::Auth, message));
+        let (line, key) = match m.line(Key::Auth) {
+            Some(line) => (line, Key::Auth),
+            None => (m.line(Key::Tls).unwrap_or(section.line), Key::Tls),
+        };
+        return Err(err(line, key, message));
     }
     if auth == Auth::Only(Mechanism::External) {
         let external = format!("{} = {}", Key::Auth.name(), auth.name());
@@ -373,6 +383,7 @@ pub(super) fn check_private(text: &str, meta: &Metadata, path: &Path) -> Result<
         return Ok(());
     }
     if private_enough(meta) {
+        warn_group_readers(path, meta, "a password");
         return Ok(());
     }
     let message = format!(
@@ -392,14 +403,15 @@ fn check_secret_file(key: Key, file: &Path, path: &Path, line: usize) -> Result<
     let Ok(meta) = std::fs::metadata(file) else {
         return Ok(());
     };
-    if private_enough(&meta) {
-        return Ok(());
-    }
     let what = if matches!(key, Key::TlsClientKey | Key::SmimeKey | Key::SmimePkcs12) {
         "a private key"
     } else {
         "a password"
     };
+    if private_enough(&meta) {
+        warn_group_readers(file, &meta, what);
+        return Ok(());
+    }
     let message = format!(
         "{} holds {what} but is readable by other users (mode {:04o}); run 'chmod 600 {}'",
         file.display(),
@@ -409,9 +421,50 @@ fn check_secret_file(key: Key, file: &Path, path: &Path, line: usize) -> Result<
     Err(invalid(path, line, Some(key.name()), message))
 }
 
+/// Warn, loudly and at every load, about a secret file that the mode rule
+/// lets through because its group is popspool's, while that group has
+/// other members (spool consumers) who can reach it (see [`access`]).
+/// Refusing would stop a service that worked before an upgrade, and would
+/// not make the file any less readable; the warning names the fix.
+fn warn_group_readers(file: &Path, meta: &Metadata, what: &str) {
+    let Some(me) = access::effective_uid() else {
+        return;
+    };
+    if let Some((group, others)) = access::group_readers(file, meta, me) {
+        log::warn!(
+            "{} holds {what} and is readable by group {group}, which has other members ({}): \
+             they can read it. Give the file to the user popspool runs as with mode 0600 \
+             (chown; chmod 600 {}), or pass it as a systemd credential (README \"Secrets\")",
+            file.display(),
+            others.join(", "),
+            file.display()
+        );
+    }
+}
+
+/// Warn, like [`warn_group_readers`], about a state directory that spool
+/// consumers can enter: the status files say which servers and users
+/// popspool polls and how it fails. systemd sets the directory's mode from
+/// the unit's `StateDirectoryMode=` at every start.
+fn warn_state_readers(dir: &Path) {
+    let (Some(me), Ok(meta)) = (access::effective_uid(), std::fs::metadata(dir)) else {
+        return;
+    };
+    if let Some((group, others)) = access::group_readers(dir, &meta, me) {
+        log::warn!(
+            "state_dir {} can be entered by group {group}, which has other members ({}): \
+             they can read the status files. Run 'chmod 700 {}' (under systemd: \
+             StateDirectoryMode=0700)",
+            dir.display(),
+            others.join(", "),
+            dir.display()
+        );
+    }
+}
+
 /// [`secret_mode_ok`] for the process as it runs.
 fn private_enough(meta: &Metadata) -> bool {
-    match effective_gid() {
+    match access::effective_gid() {
         Some(egid) => secret_mode_ok(meta.mode(), meta.gid(), egid),
         None => meta.mode() & 0o077 == 0,
     }
@@ -419,18 +472,10 @@ fn private_enough(meta: &Metadata) -> bool {
 
 /// Whether a file holding an inline secret is private enough: nothing for
 /// others, and group access only for the group popspool itself runs as (a
-/// `root:popspool 0640` file is fine for a daemon running as group popspool).
+/// `root:popspool 0640` file passes for a daemon running as group popspool;
+/// [`warn_group_readers`] then names that group's other members).
 fn secret_mode_ok(mode: u32, file_gid: u32, egid: u32) -> bool {
     mode & 0o007 == 0 && (mode & 0o070 == 0 || file_gid == egid)
-}
-
-/// The effective gid, from the second field of `Gid:` in /proc/self/status.
-/// std has no getegid, and reading /proc keeps this module free of unsafe
-/// code (libc's getegid would need an `unsafe` block).
-pub(super) fn effective_gid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let gids = status.lines().find_map(|l| l.strip_prefix("Gid:"))?;
-    gids.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -479,7 +524,7 @@ mod tests {
         );
         assert_eq!(a.min_free_space, 64 * 1024 * 1024);
         assert_eq!(acct("tls = starttls\n").port, 110);
-        assert_eq!(acct("tls = none\n").port, 110);
+        assert_eq!(acct("tls = none\nallow_plaintext = yes\n").port, 110);
     }
 
     #[test]
@@ -579,33 +624,37 @@ mod tests {
             acct("tls = none\nauth = user\nallow_plaintext = 1\n").auth,
             Auth::Only(Mechanism::User)
         );
+        // Without TLS every login hands a listener the secret or what
+        // cracks offline to it (README "Logging in").
         for (auth, what) in [
-            ("plain", "password"),
-            ("LOGIN", "password"),
-            ("xoauth2", "access token"),
-            ("oauthbearer", "access token"),
+            ("plain", "the password;"),
+            ("LOGIN", "the password;"),
+            ("xoauth2", "the access token;"),
+            ("oauthbearer", "the access token;"),
+            ("apop", "what cracks offline to the password;"),
+            ("cram-md5", "what cracks offline to the password;"),
+            ("scram-sha-1", "what cracks offline to the password;"),
+            ("scram-sha-256", "what cracks offline to the password;"),
+            ("ntlm", "what cracks offline to the password;"),
         ] {
             check(
                 &format!("{MIN}tls = none\nauth = {auth}\n"),
                 6,
                 Some("auth"),
-                &format!("sends the {what} in clear text"),
+                &format!("with tls = none hands a listener {what} set allow_plaintext = yes"),
             );
+            let allowed = acct(&format!(
+                "tls = none\nauth = {auth}\nallow_plaintext = yes\n"
+            ));
+            assert_eq!(allowed.auth.name(), auth.to_lowercase());
         }
-        // Proofs rather than secrets may cross a connection without TLS.
-        for auth in [
-            "apop",
-            "cram-md5",
-            "scram-sha-1",
-            "scram-sha-256",
-            "ntlm",
-            "auto",
-        ] {
-            assert_eq!(
-                acct(&format!("tls = none\nauth = {auth}\n")).auth.name(),
-                auth
-            );
-        }
+        // `auto` has nothing left to try: the error names `tls`, where it is set.
+        check(
+            &format!("{MIN}tls = none\n"),
+            5,
+            Some("tls"),
+            "auth = auto with tls = none hands a listener the password or what cracks offline",
+        );
         // EXTERNAL: no password needed, but TLS and a client certificate are.
         let ext = "[account a]\nhost = h\nuser = u\nauth = external\n";
         let a = cfg(&format!(

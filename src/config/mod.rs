@@ -13,6 +13,7 @@
 //! Configuration names mechanisms and secret sources; it runs nothing and
 //! connects nowhere (`secret` runs a password command, `tls` connects).
 
+mod access;
 mod build;
 mod keys;
 mod scan;
@@ -262,7 +263,8 @@ pub fn load(path: &Path) -> Result<Config, Error> {
     let file = File::open(path).map_err(unreadable)?;
     // fstat the handle we read, so the mode checked is that of the bytes parsed.
     let meta = file.metadata().map_err(unreadable)?;
-    let mut bytes = Vec::new();
+    // The text may hold inline passwords: wiped when dropped.
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(unreadable)?;
@@ -414,7 +416,7 @@ mod tests {
         );
         write("k.pem", b"key", 0o400);
         assert!(load(&keyed).is_ok());
-        let egid = build::effective_gid().unwrap_or(u32::MAX);
+        let egid = access::effective_gid().unwrap_or(u32::MAX);
         let group = write("group.ini", MIN.as_bytes(), 0o640);
         assert_eq!(
             load(&group).is_ok(),

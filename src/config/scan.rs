@@ -87,6 +87,14 @@ pub(super) struct Scanned<'t> {
     pub(super) significant: String,
 }
 
+impl Drop for Scanned<'_> {
+    /// `significant` is a copy of the text, inline passwords included:
+    /// wiped like the text itself (README "Secrets").
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.significant);
+    }
+}
+
 /// Cut `text` (read from `path`, which names it in messages) into sections.
 pub(super) fn scan<'t>(text: &'t str, path: &Path) -> Result<Scanned<'t>, Error> {
     let mut global = Section {

@@ -249,6 +249,13 @@ pub struct Ntlm {
     answered: bool,
 }
 
+impl Drop for Ntlm {
+    /// The secret is wiped with the exchange (README "Secrets").
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
+}
+
 impl Ntlm {
     /// Splits the domain off `user`.
     pub fn new(user: &str, password: &str) -> Result<Self, Error> {

@@ -78,6 +78,13 @@ pub struct Bearer {
     explanation: Option<String>,
 }
 
+impl Drop for Bearer {
+    /// The secret is wiped with the exchange (README "Secrets").
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.message);
+    }
+}
+
 impl Bearer {
     /// XOAUTH2: `user=USER ^A auth=Bearer TOKEN ^A ^A`. Checks the token's shape.
     pub fn xoauth2(user: &str, token: &str) -> Result<Self, Error> {

@@ -49,6 +49,13 @@ pub struct Scram {
     state: State,
 }
 
+impl Drop for Scram {
+    /// The secret is wiped with the exchange (README "Secrets").
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
+}
+
 impl Scram {
     /// SASLpreps user name and password (RFC 5802 §5.1, §2.2) and picks a nonce.
     pub fn new(alg: Hash, user: &str, password: &str) -> Result<Self, Error> {

@@ -22,6 +22,13 @@ pub struct Plain {
     message: Vec<u8>,
 }
 
+impl Drop for Plain {
+    /// The secret is wiped with the exchange (README "Secrets").
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.message);
+    }
+}
+
 impl Plain {
     /// Refuses a user name or password containing NUL, the field separator.
     pub fn new(user: &str, password: &str) -> Result<Self, Error> {
@@ -52,6 +59,13 @@ pub struct Login {
     user: String,
     password: String,
     step: u8,
+}
+
+impl Drop for Login {
+    /// The secret is wiped with the exchange (README "Secrets").
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
 }
 
 impl Login {
@@ -87,6 +101,13 @@ pub struct CramMd5 {
     user: String,
     password: String,
     answered: bool,
+}
+
+impl Drop for CramMd5 {
+    /// The secret is wiped with the exchange (README "Secrets").
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+    }
 }
 
 impl CramMd5 {

@@ -248,10 +248,14 @@ fn failing_token_command_is_logged_with_its_stderr() {
     let out = s.run(&["--once"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(75), "{err}");
+    // Its stderr in the log, apart from the error (which reaches status.json).
     assert!(
-        err.contains("failed (exit status: 2): refresh token revoked"),
+        err.contains("' said on stderr: refresh token revoked"),
         "{err}"
     );
+    assert!(err.contains("' failed (exit status: 2) "), "{err}");
+    let status = std::fs::read_to_string(s.state.join("a.status.json")).unwrap();
+    assert!(!status.contains("revoked"), "{status}");
     assert_eq!(fake.connections(), 0, "no connection without a token");
 }
 

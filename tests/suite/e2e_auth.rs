@@ -123,7 +123,12 @@ fn auto_without_tls_takes_scram_and_the_password_never_crosses() {
     dc.deliver("nossl", &mail::simple(1, "over plain TCP", "x\n"));
     let relay = Relay::start(plain_port(&dc));
     let s = Setup::new("nossl");
-    s.write_config(&relayed(&relay, "nossl", "secret-nossl", ""));
+    s.write_config(&relayed(
+        &relay,
+        "nossl",
+        "secret-nossl",
+        "allow_plaintext = yes",
+    ));
     let out = s.run(&["--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(entries(&s.account_spool("nossl"), "new").len(), 1);
@@ -149,38 +154,47 @@ fn refusals_without_tls_send_no_password() {
     full.deliver("keep", &mail::simple(1, "stays", "x\n"));
 
     let cases = [
+        // Without TLS every login needs allow_plaintext: caught by the
+        // configuration check, before any connection.
         (
-            "cleartext without TLS",
+            "auto without TLS",
             &cleartext_only,
             "",
-            "refusing plain/login/user login without TLS",
-            "secret-keep",
-        ),
-        (
-            "mechanism not offered",
-            &cleartext_only,
-            "auth = cram-md5",
-            "does not offer cram-md5 login; it offers: user, plain, login",
+            "auth = auto with tls = none hands a listener the password or what cracks offline",
             "secret-keep",
         ),
         (
             "explicit cleartext with tls = none",
             &cleartext_only,
             "auth = user\nallow_plaintext = no",
-            "",
+            "auth = user with tls = none hands a listener the password;",
+            "secret-keep",
+        ),
+        (
+            "explicit digest with tls = none",
+            &full,
+            "auth = cram-md5",
+            "auth = cram-md5 with tls = none hands a listener what cracks offline to the password;",
+            "secret-keep",
+        ),
+        (
+            "mechanism not offered",
+            &cleartext_only,
+            "auth = cram-md5\nallow_plaintext = yes",
+            "does not offer cram-md5 login; it offers: user, plain, login",
             "secret-keep",
         ),
         (
             "wrong password",
             &full,
-            "",
+            "allow_plaintext = yes",
             "login failed with scram-sha-256: server refused AUTH [AUTH]",
             "wrong-password",
         ),
         (
             "wrong password, cram-md5",
             &full,
-            "auth = cram-md5",
+            "auth = cram-md5\nallow_plaintext = yes",
             "login failed with cram-md5",
             "wrong-password",
         ),
@@ -191,13 +205,10 @@ fn refusals_without_tls_send_no_password() {
         s.write_config(&relayed(&relay, "keep", password, extra));
         let out = s.run(&["--once"]);
         let err = stderr(&out);
-        if what == "explicit cleartext with tls = none" {
+        if needle.contains("with tls = none hands a listener") {
             // Caught by the configuration check: not even a connection.
             assert_eq!(out.status.code(), Some(78), "{what}: {err}");
-            assert!(
-                err.contains("sends the password in clear text"),
-                "{what}: {err}"
-            );
+            assert!(err.contains(needle), "{what}: {err}");
             assert_eq!(relay.connections(), 0, "{what}");
             continue;
         }
@@ -242,7 +253,7 @@ fn scram_server_that_cannot_prove_itself_is_refused() {
         &relay,
         "victim",
         "secret-victim",
-        "auth = scram-sha-256",
+        "auth = scram-sha-256\nallow_plaintext = yes",
     ));
     let out = s.run(&["--once"]);
     let err = stderr(&out);

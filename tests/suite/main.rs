@@ -27,6 +27,7 @@ mod mime_memory;
 mod packaging;
 mod panics;
 mod pipelining;
+mod secrets;
 mod smime;
 mod spool_safety;
 mod systemd;
