@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::Account;
@@ -29,8 +30,10 @@ use super::Error;
 
 /// A message up to this size is kept in memory while it streams to
 /// `message.eml`, so decoding does not read it back. Nearly all mail is far
-/// smaller; bigger messages are read back from the page cache, which costs
-/// little next to their download. Only one message is in memory at a time.
+/// smaller; bigger messages are decoded from `message.eml` in bounded
+/// chunks (from the page cache, which costs little next to their download),
+/// so memory does not grow with them. Only one message is in memory at a
+/// time.
 const TEE_MAX_BYTES: usize = 1 << 20;
 
 /// Write buffer once a message is too big to keep: few system calls, little memory.
@@ -150,11 +153,12 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
     };
     let mut kept = None;
     let result = (|| {
-        let raw = match raw {
-            Some(raw) => kept.insert(raw),
-            None => &fs::read(entry.dir().join("message.eml")).map_err(fail)?,
+        let on_disk = entry.dir().join("message.eml");
+        let message = match raw {
+            Some(raw) => Message::Kept(kept.insert(raw)),
+            None => Message::OnDisk(&on_disk),
         };
-        let decoded = decode(raw, acct, &entry).map_err(fail)?;
+        let decoded = decode(message, acct, &entry).map_err(fail)?;
         let meta = Meta {
             version: meta::VERSION,
             id: entry.id(),
@@ -190,11 +194,23 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
     (done, kept)
 }
 
+/// The message to decode: kept in memory, or only in its file.
+#[derive(Clone, Copy)]
+enum Message<'a> {
+    Kept(&'a [u8]),
+    /// `message.eml`, read in bounded chunks.
+    OnDisk(&'a Path),
+}
+
 /// The decode stage, with a last line of defence: a panic inside it must
 /// not stop the mailbox; the message is still delivered raw.
-fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mime::Decoded> {
+fn decode(
+    message: Message<'_>,
+    acct: &Account,
+    entry: &spool::Entry<'_>,
+) -> io::Result<mime::Decoded> {
     let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_steps(raw, acct, entry)
+        decode_steps(message, acct, entry)
     }));
     match guarded {
         Ok(r) => r,
@@ -240,7 +256,11 @@ fn undecodable() -> mime::Decoded {
 
 /// What decoding does to one message, in order: with `mime = no` only its
 /// headers are read; otherwise its MIME structure is decoded into the entry.
-fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<mime::Decoded> {
+fn decode_steps(
+    message: Message<'_>,
+    acct: &Account,
+    entry: &spool::Entry<'_>,
+) -> io::Result<mime::Decoded> {
     // Test-only fault hook, absent from release builds: the integration
     // tests (which run the debug binary) make the decoder panic on every
     // message to prove that the guard in [`decode`] delivers it raw.
@@ -249,13 +269,19 @@ fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Res
         panic!("test fault: POPSPOOL_TEST_PANIC_IN_DECODER is set");
     }
     if !acct.mime {
-        return Ok(mime::headers_only(raw));
+        return match message {
+            Message::Kept(raw) => Ok(mime::headers_only(raw)),
+            Message::OnDisk(path) => mime::headers_only_file(fs::File::open(path)?),
+        };
     }
     let opts = mime::Options {
         body_part_index: acct.body_part_index,
         body_part_content_type: acct.body_part_content_type.clone(),
     };
-    mime::decode_into(raw, &opts, entry)
+    match message {
+        Message::Kept(raw) => mime::decode_into(raw, &opts, entry),
+        Message::OnDisk(path) => mime::decode_file_into(fs::File::open(path)?, &opts, entry),
+    }
 }
 
 /// Where RETR writes: the file, through `buf`, which also keeps the whole
