@@ -1,0 +1,127 @@
+//! popspool's memory does not grow with what the server holds (README,
+//! "Performance", "Memory"): the real binary, measured by GNU time's
+//! maximum resident set size, against a private Dovecot with a big message,
+//! and against a scripted server claiming a huge mailbox. Bounded versions
+//! of tests/bench/memory.sh, which measures the full-size cases.
+
+use std::fs;
+use std::io::Write;
+use std::process::Command;
+
+use crate::common::dovecot::{listed_size, Dovecot};
+use crate::common::popspool::{bin, entries, stderr, Setup};
+
+/// The bound the README promises for `--once`, in KiB.
+const MAX_RSS_KIB: u64 = 64 << 10;
+
+/// Runs `popspool -c CONFIG --once` under `/usr/bin/time -v`; its exit
+/// code, stderr and peak RSS in KiB.
+fn once_measured(s: &Setup) -> (Option<i32>, String, u64) {
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(bin())
+        .arg("-c")
+        .arg(&s.config)
+        .arg("--once")
+        .output()
+        .expect("run /usr/bin/time (tests/deps.sh installs it)");
+    let err = stderr(&out);
+    let rss = err
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RSS in GNU time's report:\n{err}"));
+    (out.status.code(), err, rss)
+}
+
+/// A message of `data_len` random bytes as a base64 attachment next to a
+/// short text body, and the attachment's SHA-256.
+fn big_message(data_len: usize) -> (Vec<u8>, String) {
+    let head = "From: big@example.com\r\nSubject: big\r\nMessage-ID: <big@example.com>\r\n\
+                Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\nsee attached\r\n\
+                --B\r\nContent-Type: application/octet-stream\r\n\
+                Content-Disposition: attachment; filename=\"big.bin\"\r\n\
+                Content-Transfer-Encoding: base64\r\n\r\n";
+    let mut raw = Vec::with_capacity(head.len() + data_len.div_ceil(57) * 78 + 16);
+    raw.extend_from_slice(head.as_bytes());
+    let mut hasher = openssl::sha::Sha256::new();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut line = [0u8; 57];
+    let mut left = data_len;
+    while left > 0 {
+        let n = left.min(57);
+        for b in &mut line[..n] {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        hasher.update(&line[..n]);
+        raw.extend_from_slice(openssl::base64::encode_block(&line[..n]).as_bytes());
+        raw.extend_from_slice(b"\r\n");
+        left -= n;
+    }
+    raw.extend_from_slice(b"--B--\r\n");
+    (raw, popspool::hex::lower(&hasher.finish()))
+}
+
+fn dovecot_account(name: &str, dc: &Dovecot, extra: &str) -> String {
+    format!(
+        "[account {name}]\nhost = localhost\nport = {}\ntls = implicit\nca_file = {}\nuser = {name}\n\
+         password = secret-{name}\n{extra}\n",
+        dc.pop3s_port,
+        dc.ca_file().display()
+    )
+}
+
+/// A 59 MiB message with a 43 MiB base64 attachment is decoded (and, with
+/// `mime = no`, its headers read) from `message.eml` in bounded chunks:
+/// peak RSS of the whole `--once` stays under 64 MiB, and the attachment
+/// is exact.
+#[test]
+#[ignore = "needs root and Dovecot"]
+fn a_big_message_takes_bounded_memory() {
+    let data_len = 43 << 20;
+    let (raw, sha) = big_message(data_len);
+    let dc = Dovecot::start();
+    for user in ["decoded", "headers"] {
+        dc.add_user(user, &format!("secret-{user}"));
+        dc.deliver(user, &raw);
+    }
+    let size = listed_size(&raw) as u64;
+    for (user, mime) in [("decoded", "yes"), ("headers", "no")] {
+        let s = Setup::new(&format!("memory-{user}"));
+        s.write_config(&dovecot_account(user, &dc, &format!("mime = {mime}")));
+        let (code, err, rss) = once_measured(&s);
+        assert_eq!(code, Some(0), "{err}");
+        let got = entries(&s.account_spool(user), "new");
+        assert_eq!(got.len(), 1, "{err}");
+        let e = &got[0];
+        assert_eq!(e.message.len() as u64, size);
+        assert_eq!(e.meta["headers"]["subject"], "big");
+        assert_eq!(e.meta["kind"], "file");
+        let dir = s.account_spool(user).join("new").join(&e.id);
+        if mime == "yes" {
+            let att = &e.meta["attachments"][0];
+            assert_eq!(att["sha256"], sha.as_str());
+            assert_eq!(att["size"], data_len as u64);
+            let file = fs::read(dir.join("attachments/big.bin")).unwrap();
+            assert_eq!(popspool::hex::lower(&openssl::sha::sha256(&file)), sha);
+            assert_eq!(
+                fs::read_to_string(dir.join("body.txt")).unwrap(),
+                "see attached"
+            );
+        } else {
+            assert!(!dir.join("attachments").exists());
+        }
+        eprintln!(
+            "mime = {mime}: {} MiB message, peak RSS {rss} KiB",
+            size >> 20
+        );
+        assert!(rss <= MAX_RSS_KIB, "mime = {mime}: peak RSS {rss} KiB");
+    }
+    let _ = std::io::stderr().flush();
+}
