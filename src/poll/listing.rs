@@ -275,4 +275,101 @@ mod tests {
         assert!(!due_for_delete(week, 1000, 1000 + 7 * 86400 - 1));
         assert!(due_for_delete(week, 1000, 1000 + 7 * 86400));
     }
+
+    /// The listing built as popspool built it before it was compact (one
+    /// hash table by number, one counting UIDLs): the oracle.
+    fn oracle(
+        uids: &[(u32, Vec<u8>)],
+        sizes: &[(u32, u64)],
+    ) -> Vec<(u32, u64, Option<String>, Option<String>)> {
+        use std::collections::HashMap;
+        let mut by_n: HashMap<u32, String> = HashMap::new();
+        let mut seen: HashMap<String, u32> = HashMap::new();
+        for (n, u) in uids {
+            if let pop3::Uid::Valid(u) = pop3::Uid::from_bytes(u) {
+                *seen.entry(u.clone()).or_default() += 1;
+                by_n.insert(*n, u);
+            }
+        }
+        sizes
+            .iter()
+            .map(|&(n, size)| {
+                let uidl = by_n.remove(&n);
+                let key = uidl
+                    .as_deref()
+                    .filter(|u| seen.get(*u) == Some(&1))
+                    .map(|u| journal::Key::uidl(u).to_string());
+                (n, size, key, uidl)
+            })
+            .collect()
+    }
+
+    fn compact(uids: &[(u32, Vec<u8>)], sizes: &[(u32, u64)]) -> Listing {
+        let mut l = Listing::default();
+        for (n, u) in uids {
+            l.uid(*n, u);
+        }
+        for &(n, size) in sizes {
+            ListingSink::size(&mut l, n, size);
+        }
+        l.finish()
+    }
+
+    #[test]
+    fn compact_listing_matches_the_plain_one() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        let names: [&[u8]; 6] = [b"a", b"b", b"c", b"", b"bad\x7f", &[b'x'; 71]];
+        for round in 0..2000 {
+            let count = next(12) as u32;
+            let (mut uids, mut sizes) = (Vec::new(), Vec::new());
+            for n in 1..=count {
+                if next(8) != 0 {
+                    uids.push((n, names[next(6) as usize].to_vec()));
+                }
+                if next(8) != 0 {
+                    sizes.push((n, next(5000)));
+                }
+            }
+            // LIST in order, as servers send it; UIDL shuffled, with a
+            // number repeated or one LIST lacks.
+            if round % 5 == 0 && uids.len() > 1 {
+                uids.swap(0, 1);
+            }
+            if round % 7 == 0 {
+                uids.push((count + 1, b"a".to_vec()));
+            }
+            if round % 11 == 0 {
+                if let Some(&(n, _)) = uids.first() {
+                    uids.push((n, b"late".to_vec()));
+                }
+            }
+            let want = oracle(&uids, &sizes);
+            let l = compact(&uids, &sizes);
+            let got: Vec<_> = (0..l.len())
+                .map(|i| {
+                    let m = l.get(i);
+                    (m.n, m.size, m.key.map(|k| k.to_string()), m.uidl)
+                })
+                .collect();
+            assert_eq!(got, want, "round {round}: {uids:?} {sizes:?}");
+            let present = l.present();
+            for (_, _, key, uidl) in &want {
+                if let Some(u) = uidl {
+                    assert_eq!(present.contains(u), key.is_some(), "round {round}: {u}");
+                }
+            }
+            assert!(!present.contains("nowhere"));
+        }
+    }
+
+    #[test]
+    fn sixteen_bytes_a_message() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+    }
 }

@@ -361,3 +361,21 @@ fn check_space(spool: &Spool, min: u64) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_once_across_polls() {
+        let mut r = Reported::default();
+        assert!(r.first("u:a") && r.first("#2"));
+        r.settle();
+        assert!(!r.first("u:a") && !r.first("#2"));
+        assert!(r.first("u:b"));
+        r.settle();
+        assert!(!r.first("u:b") && !r.first("u:a"));
+        assert_eq!(r.seen.len(), 3);
+        assert!(r.seen.is_sorted() && r.new.is_empty());
+    }
+}
