@@ -307,3 +307,60 @@ fn all_blank(b: &[u8]) -> bool {
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Write;
+
+    /// Every line's position, view and ending, as a source gives them.
+    fn lines(src: &dyn Source, from: usize) -> Vec<(usize, Vec<u8>, usize, bool, bool)> {
+        let mut it = src.lines_from(from);
+        let mut out = Vec::new();
+        while let Some(l) = it.next_line() {
+            out.push((l.pos, l.view.to_vec(), l.next, l.cr, l.nl));
+        }
+        assert!(it.take_error().is_none());
+        out
+    }
+
+    #[test]
+    fn file_and_slice_give_the_same_lines() {
+        let mut raw = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 200) as usize + if i % 1000 == 999 { MAX_LINE_VIEW } else { 0 };
+            let fill = if i % 2 == 0 { b' ' } else { b'a' };
+            raw.extend(std::iter::repeat_n(fill, len));
+            raw.extend_from_slice(match seed % 3 {
+                0 => &b"\r\n"[..],
+                1 => b"\n",
+                _ => b"\r\r\n",
+            });
+        }
+        raw.extend_from_slice(b"last, unterminated\r");
+        let path = std::env::temp_dir().join(format!("popspool-source-{}", std::process::id()));
+        fs::File::create(&path).unwrap().write_all(&raw).unwrap();
+        let file = FileSource::new(fs::File::open(&path).unwrap()).unwrap();
+        fs::remove_file(&path).unwrap();
+        let slice: &[u8] = &raw;
+        let want = lines(&slice, 0);
+        assert_eq!(want.len(), 3001);
+        assert!(want.iter().any(|l| l.1.len() > MAX_LINE_VIEW));
+        assert_eq!(lines(&file, 0), want);
+        let from = want[1500].0;
+        assert_eq!(lines(&file, from), lines(&slice, from));
+        let mut a = Vec::new();
+        file.read_span(Span::new(10, raw.len() - 5), &mut |c| {
+            assert!(c.len() <= CHUNK);
+            a.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        assert!(a == raw[10..raw.len() - 5]);
+    }
+}
