@@ -471,7 +471,7 @@ impl<F: Files + ?Sized> Writer<'_, F> {
         };
         if !is_text {
             let mut probe = TextSink::new(encoding, io::sink());
-            transfer::decode(&part.cte, self.src, part.body, |c| {
+            transfer::decode(&part.cte, (self.src, part.body), |c| {
                 // A conversion error into io::sink() cannot happen.
                 let _ = probe.write(c);
                 Ok(())
@@ -493,7 +493,7 @@ impl<F: Files + ?Sized> Writer<'_, F> {
         // in one piece, a large one a buffer-full at a time, so no write
         // buffer is needed on top.
         let mut sink = TextSink::for_input(encoding, file, part.body.len());
-        let stats = transfer::decode(&part.cte, self.src, part.body, |c| sink.write(c))?;
+        let stats = transfer::decode(&part.cte, (self.src, part.body), |c| sink.write(c))?;
         let sink = sink.finish()?;
         let label = part.label();
         if let Some(n) = note {
@@ -560,7 +560,7 @@ impl<F: Files + ?Sized> Writer<'_, F> {
         };
         out.files.push(rel.clone());
         let mut sink = HashingSink::new(file);
-        let stats = transfer::decode(&part.cte, self.src, part.body, |c| sink.write(c))?;
+        let stats = transfer::decode(&part.cte, (self.src, part.body), |c| sink.write(c))?;
         let (size, sha256) = sink.finish()?;
         let label = part.label();
         out.problems.extend(
@@ -614,7 +614,7 @@ fn choose_encoding(
 
 fn sniff_utf8(src: &dyn Source, part: &Part) -> io::Result<&'static Encoding> {
     let mut probe = TextSink::new(UTF_8, io::sink());
-    transfer::decode(&part.cte, src, part.body, |c| {
+    transfer::decode(&part.cte, (src, part.body), |c| {
         // A conversion error into io::sink() cannot happen.
         let _ = probe.write(c);
         Ok(())

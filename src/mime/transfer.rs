@@ -84,24 +84,52 @@ const MAX_QP_PADDING: usize = 256;
 /// sink call stays within [`CHUNK`] plus a little.
 const QP_STEP: usize = 512;
 
-/// Decodes the bytes of `span` in `src` and feeds the result to `sink` in
-/// chunks of at most [`CHUNK`] bytes (plus a little for quoted-printable).
-/// Only I/O errors (the sink's, or reading `src`) are returned. The input
-/// is streamed, so the result does not depend on how it is cut up.
-pub fn decode<S, F>(cte: &Cte, src: &S, span: Span, mut sink: F) -> io::Result<Stats>
+/// What [`decode`] reads: a slice, or a span of a [`Source`].
+pub trait Input {
+    /// Its length in bytes.
+    fn len(&self) -> usize;
+    /// Hands its bytes to `f`, at most [`CHUNK`] at a time.
+    fn read(self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>;
+}
+
+impl Input for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn read(self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.chunks(CHUNK).try_for_each(f)
+    }
+}
+
+impl<S: Source + ?Sized> Input for (&S, Span) {
+    fn len(&self) -> usize {
+        self.1.len()
+    }
+
+    fn read(self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.0.read_span(self.1, f)
+    }
+}
+
+/// Decodes `input` and feeds the result to `sink` in chunks of at most
+/// [`CHUNK`] bytes (plus a little for quoted-printable). Only I/O errors
+/// (the sink's, or reading a [`Source`]) are returned. The input is
+/// streamed, so the result does not depend on how it is cut up.
+pub fn decode<I, F>(cte: &Cte, input: I, mut sink: F) -> io::Result<Stats>
 where
-    S: Source + ?Sized,
+    I: Input,
     F: FnMut(&[u8]) -> io::Result<()>,
 {
     let mut stats = Stats::default();
     match cte {
-        Cte::Identity | Cte::Unknown(_) => src.read_span(span, &mut sink)?,
+        Cte::Identity | Cte::Unknown(_) => input.read(&mut sink)?,
         Cte::Base64 => {
             let mut dec = Base64::default();
-            let mut out = Vec::with_capacity(span.len().min(CHUNK));
+            let mut out = Vec::with_capacity(input.len().min(CHUNK));
             // 4 encoded bytes make at most 3 decoded ones, so CHUNK input
             // bytes never overflow the CHUNK output buffer.
-            src.read_span(span, &mut |chunk| {
+            input.read(&mut |chunk| {
                 dec.feed(chunk, &mut out);
                 if !out.is_empty() {
                     sink(&out)?;
@@ -118,8 +146,8 @@ where
         }
         Cte::QuotedPrintable => {
             let mut dec = Qp::default();
-            let mut out = Vec::with_capacity(span.len().min(CHUNK) + 1024);
-            src.read_span(span, &mut |chunk| {
+            let mut out = Vec::with_capacity(input.len().min(CHUNK) + 1024);
+            input.read(&mut |chunk| {
                 for step in chunk.chunks(QP_STEP) {
                     dec.feed(step, &mut out);
                     if out.len() >= CHUNK {
@@ -149,7 +177,7 @@ pub fn decode_prefix<S: Source + ?Sized>(cte: &Cte, src: &S, span: Span, limit: 
             .min(span.start.saturating_add(limit.saturating_mul(3))),
     );
     let mut out = Vec::new();
-    let _ = decode(cte, src, span, |c| {
+    let _ = decode(cte, (src, span), |c| {
         let room = limit.saturating_sub(out.len());
         out.extend_from_slice(&c[..c.len().min(room)]);
         Ok(())
@@ -348,7 +376,7 @@ mod tests {
 
     fn run(cte: &Cte, input: &[u8]) -> (Vec<u8>, Stats) {
         let mut out = Vec::new();
-        let stats = decode(cte, &input, Span::new(0, input.len()), |c| {
+        let stats = decode(cte, input, |c| {
             assert!(c.len() <= CHUNK + 1024);
             out.extend_from_slice(c);
             Ok(())
