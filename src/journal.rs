@@ -198,6 +198,11 @@ impl Key {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The UIDL, for a key made from one.
+    pub fn as_uidl(&self) -> Option<&str> {
+        self.0.strip_prefix(UIDL_PREFIX)
+    }
 }
 
 impl fmt::Display for Key {

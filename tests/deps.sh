@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 core=(libssl-dev pkg-config ca-certificates dovecot-core dovecot-pop3d openssl python3)
 # The rest of the suite: /bin/kill for the signal tests; mpop, which the
 # benchmark's quick run (tests/suite/bench_quick.rs) compares popspool with;
-# GNU Mailutils' pop3d, the second real server (tests/mailutils/mailutils.sh).
-suite=(procps mpop mailutils-pop3d)
+# GNU Mailutils' pop3d, the second real server (tests/mailutils/mailutils.sh);
+# GNU time, whose peak RSS the memory tests read (tests/suite/memory.rs).
+suite=(procps mpop mailutils-pop3d time)
 
 full=1
 case ${1:-} in

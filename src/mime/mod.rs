@@ -5,10 +5,14 @@
 //! `body.html` and `attachments/<name>` into the entry directory; what it
 //! returns is flattened into `meta.json`. [`headers_only`] is the `mime = no`
 //! path. Decoding problems are data (`problems`), never errors or panics; the
-//! only error is an I/O failure writing into the entry directory.
+//! only error is an I/O failure writing into the entry directory (or
+//! reading the message from disk).
 //!
-//! Large parts are decoded in bounded chunks straight into their files (see
-//! `transfer`), so memory stays near the size of the raw message itself.
+//! A message is decoded from memory ([`decode_into`]) or from its file
+//! ([`decode_file_into`], [`headers_only_file`]): the structure is found in
+//! one pass over its lines, then each part's byte range is decoded in
+//! bounded chunks straight into its file (see `source` and `transfer`), so
+//! memory does not grow with the message. Both give byte-identical entries.
 //! Standards: RFC 5322 (message format), RFC 2045-2047 and 2231 (MIME,
 //! encoded words, parameter values), RFC 6532 (UTF-8 headers), RFC 6522,
 //! 3464 and 8098 (reports).
@@ -21,10 +25,12 @@ mod names;
 mod params;
 mod report;
 mod select;
+mod source;
 mod text;
 mod transfer;
 mod tree;
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Component, Path};
 
@@ -34,6 +40,7 @@ use serde::Serialize;
 
 use self::header::HeaderBlock;
 use self::names::UniqueNames;
+use self::source::{FileSource, Source};
 use self::text::TextSink;
 use self::tree::{Part, Tree};
 
@@ -173,8 +180,29 @@ pub struct Decoded {
 /// structure as [`decode`] would, except that a non-text part chosen as body
 /// is not inspected.
 pub fn headers_only(raw: &[u8]) -> Decoded {
-    let a = analyze(raw, &Options::default());
-    Decoded {
+    // Reading a slice cannot fail, and nothing here writes.
+    headers_only_from(&raw).unwrap_or_else(|e| Decoded {
+        headers: Headers::default(),
+        kind: Kind::Undecodable,
+        body: None,
+        attachments: Vec::new(),
+        report: None,
+        problems: vec![format!("reading the message: {e}")],
+        quarantine: None,
+        files: Vec::new(),
+        dirs: Vec::new(),
+    })
+}
+
+/// [`headers_only`] for a message in a file (`message.eml`), read in
+/// bounded chunks. Fails only when reading it fails.
+pub fn headers_only_file(file: File) -> io::Result<Decoded> {
+    headers_only_from(&FileSource::new(file)?)
+}
+
+fn headers_only_from(src: &dyn Source) -> io::Result<Decoded> {
+    let a = analyze(src, &Options::default())?;
+    Ok(Decoded {
         headers: a.headers,
         kind: a.kind,
         body: None,
@@ -184,7 +212,7 @@ pub fn headers_only(raw: &[u8]) -> Decoded {
         quarantine: None,
         files: Vec::new(),
         dirs: Vec::new(),
-    }
+    })
 }
 
 /// Where [`decode_into`] creates an entry's files; names are relative to
@@ -207,6 +235,11 @@ pub fn decode(raw: &[u8], opts: &Options, dir: &Path) -> io::Result<Decoded> {
     decode_into(raw, opts, dir)
 }
 
+/// [`decode`] for a message in a file: see [`decode_file_into`].
+pub fn decode_file(file: File, opts: &Options, dir: &Path) -> io::Result<Decoded> {
+    decode_file_into(file, opts, dir)
+}
+
 /// Decodes `raw` and writes the body and attachments through `files`. Every
 /// file is new. Returns an error only for I/O failures in `files`.
 pub fn decode_into<F: Files + ?Sized>(
@@ -214,7 +247,26 @@ pub fn decode_into<F: Files + ?Sized>(
     opts: &Options,
     files: &F,
 ) -> io::Result<Decoded> {
-    let a = analyze(raw, opts);
+    decode_from(&raw, opts, files)
+}
+
+/// [`decode_into`] for a message in a file (`message.eml`), read in bounded
+/// chunks: memory does not grow with the message. The entry is
+/// byte-identical to what [`decode_into`] makes of the same bytes.
+pub fn decode_file_into<F: Files + ?Sized>(
+    file: File,
+    opts: &Options,
+    files: &F,
+) -> io::Result<Decoded> {
+    decode_from(&FileSource::new(file)?, opts, files)
+}
+
+fn decode_from<F: Files + ?Sized>(
+    src: &dyn Source,
+    opts: &Options,
+    files: &F,
+) -> io::Result<Decoded> {
+    let a = analyze(src, opts)?;
     let mut out = Decoded {
         headers: a.headers,
         kind: a.kind,
@@ -231,6 +283,7 @@ pub fn decode_into<F: Files + ?Sized>(
     }
     let tree = &a.tree;
     let mut w = Writer {
+        src,
         files,
         names: UniqueNames::default(),
         attachments_dir: false,
@@ -274,8 +327,8 @@ pub fn decode_into<F: Files + ?Sized>(
     Ok(out)
 }
 
-struct Analysis<'a> {
-    tree: Tree<'a>,
+struct Analysis {
+    tree: Tree,
     headers: Headers,
     kind: Kind,
     body: Option<usize>,
@@ -285,22 +338,30 @@ struct Analysis<'a> {
     problems: Vec<String>,
 }
 
-fn analyze<'a>(raw: &'a [u8], opts: &Options) -> Analysis<'a> {
-    let mut tree = tree::build(raw);
+fn analyze(src: &dyn Source, opts: &Options) -> io::Result<Analysis> {
+    let mut tree = tree::build(src)?;
     let mut problems = std::mem::take(&mut tree.problems);
-    let headers = extract_headers(&tree.root().headers);
+    let root_headers = tree.root_headers();
+    let headers = extract_headers(&root_headers);
+    let no_fields = root_headers.fields.is_empty();
+    drop(root_headers);
     let explicit = opts.body_part_index != 0
         || opts
             .body_part_content_type
             .as_deref()
             .is_some_and(|t| !t.trim().is_empty());
 
-    if tree.root().headers.fields.is_empty() {
+    if no_fields {
         // Text without a header (the first line is not `name: value`) is a
         // message that lost its header: everything is body, as robust
         // readers show it. Nothing at all, or binary data, is no message.
         let body = tree.root().body;
-        if !body.is_empty() && text::count_controls(body) == 0 {
+        let mut controls = 0;
+        src.read_span(body, &mut |c| {
+            controls += text::count_controls(c);
+            Ok(())
+        })?;
+        if !body.is_empty() && controls == 0 {
             problems
                 .push("no header fields found: the whole message is read as its body".to_string());
         } else {
@@ -308,7 +369,7 @@ fn analyze<'a>(raw: &'a [u8], opts: &Options) -> Analysis<'a> {
                 "no header fields found: not an RFC 5322 message; only message.eml holds it"
                     .to_string(),
             );
-            return Analysis {
+            return Ok(Analysis {
                 tree,
                 headers,
                 kind: Kind::Undecodable,
@@ -318,7 +379,7 @@ fn analyze<'a>(raw: &'a [u8], opts: &Options) -> Analysis<'a> {
                 quarantine: explicit
                     .then(|| "body part selection: the message could not be decoded".to_string()),
                 problems,
-            };
+            });
         }
     }
 
@@ -331,7 +392,7 @@ fn analyze<'a>(raw: &'a [u8], opts: &Options) -> Analysis<'a> {
     }
     let attachments = select::attachments(&tree, body);
     let report =
-        (tree.root().ctype == "multipart/report").then(|| report::parse(&tree, &mut problems));
+        (tree.root().ctype == "multipart/report").then(|| report::parse(&tree, src, &mut problems));
     let kind = if report.is_some() {
         Kind::Report
     } else if attachments.is_empty() {
@@ -339,7 +400,7 @@ fn analyze<'a>(raw: &'a [u8], opts: &Options) -> Analysis<'a> {
     } else {
         Kind::File
     };
-    Analysis {
+    Ok(Analysis {
         tree,
         headers,
         kind,
@@ -348,7 +409,7 @@ fn analyze<'a>(raw: &'a [u8], opts: &Options) -> Analysis<'a> {
         report,
         quarantine,
         problems,
-    }
+    })
 }
 
 fn extract_headers(h: &HeaderBlock<'_>) -> Headers {
@@ -387,6 +448,7 @@ fn is_ascii_label(label: &str) -> bool {
 }
 
 struct Writer<'d, F: Files + ?Sized> {
+    src: &'d dyn Source,
     files: &'d F,
     names: UniqueNames,
     /// Whether `attachments/` exists yet.
@@ -396,11 +458,11 @@ struct Writer<'d, F: Files + ?Sized> {
 impl<F: Files + ?Sized> Writer<'_, F> {
     /// Writes the body; returns false (writing nothing) when a non-text part
     /// was selected and does not decode as text.
-    fn write_body(&mut self, part: &Part<'_>, out: &mut Decoded) -> io::Result<bool> {
+    fn write_body(&mut self, part: &Part, out: &mut Decoded) -> io::Result<bool> {
         let declared = part.charset();
         let is_text = part.ctype.starts_with("text/");
         let (encoding, note) = if is_text {
-            choose_encoding(part, declared.as_deref())
+            choose_encoding(self.src, part, declared.as_deref())?
         } else {
             // A non-text part is text only if it decodes cleanly in its
             // declared charset or UTF-8: the Latin-1 fallback would accept
@@ -410,7 +472,11 @@ impl<F: Files + ?Sized> Writer<'_, F> {
         };
         if !is_text {
             let mut probe = TextSink::new(encoding, io::sink());
-            let _ = transfer::decode(&part.cte, part.body, |c| probe.write(c));
+            transfer::decode(&part.cte, (self.src, part.body), |c| {
+                // A conversion error into io::sink() cannot happen.
+                let _ = probe.write(c);
+                Ok(())
+            })?;
             let probe = probe.finish()?;
             if probe.replaced || probe.controls > 0 {
                 return Ok(false);
@@ -428,7 +494,7 @@ impl<F: Files + ?Sized> Writer<'_, F> {
         // in one piece, a large one a buffer-full at a time, so no write
         // buffer is needed on top.
         let mut sink = TextSink::for_input(encoding, file, part.body.len());
-        let stats = transfer::decode(&part.cte, part.body, |c| sink.write(c))?;
+        let stats = transfer::decode(&part.cte, (self.src, part.body), |c| sink.write(c))?;
         let sink = sink.finish()?;
         let label = part.label();
         if let Some(n) = note {
@@ -454,12 +520,12 @@ impl<F: Files + ?Sized> Writer<'_, F> {
         Ok(true)
     }
 
-    fn write_attachment(&mut self, part: &Part<'_>, out: &mut Decoded) -> io::Result<Attachment> {
+    fn write_attachment(&mut self, part: &Part, out: &mut Decoded) -> io::Result<Attachment> {
         let filename = part.filename();
         let leaf = part.leaf.unwrap_or(0);
         let generated = || {
             if part.ctype == "message/rfc822" || part.ctype == "message/global" {
-                inner_subject(part)
+                inner_subject(self.src, part)
                     .map(|s| s.replace(['/', '\\'], "_") + ".eml")
                     .and_then(|s| names::sanitize(&s))
                     .unwrap_or_else(|| "message.eml".to_string())
@@ -495,7 +561,7 @@ impl<F: Files + ?Sized> Writer<'_, F> {
         };
         out.files.push(rel.clone());
         let mut sink = HashingSink::new(file);
-        let stats = transfer::decode(&part.cte, part.body, |c| sink.write(c))?;
+        let stats = transfer::decode(&part.cte, (self.src, part.body), |c| sink.write(c))?;
         let (size, sha256) = sink.finish()?;
         let label = part.label();
         out.problems.extend(
@@ -528,33 +594,41 @@ impl<F: Files + ?Sized> Writer<'_, F> {
 /// The encoding to convert a body with, and a problem note when the declared
 /// charset had to be guessed around. ASCII labels and a missing charset read
 /// as UTF-8 when the bytes are valid UTF-8, else as Windows-1252 (Latin-1).
-fn choose_encoding(part: &Part<'_>, declared: Option<&str>) -> (&'static Encoding, Option<String>) {
+fn choose_encoding(
+    src: &dyn Source,
+    part: &Part,
+    declared: Option<&str>,
+) -> io::Result<(&'static Encoding, Option<String>)> {
     let known = declared.and_then(header::encoding_for);
-    match (declared, known) {
+    Ok(match (declared, known) {
         (Some(label), Some(enc)) if !is_ascii_label(label) => (enc, None),
         (Some(label), None) => {
-            let enc = sniff_utf8(part);
+            let enc = sniff_utf8(src, part)?;
             (
                 enc,
                 Some(format!("unknown charset {label:?}, read as {}", enc.name())),
             )
         }
-        _ => (sniff_utf8(part), None),
-    }
+        _ => (sniff_utf8(src, part)?, None),
+    })
 }
 
-fn sniff_utf8(part: &Part<'_>) -> &'static Encoding {
+fn sniff_utf8(src: &dyn Source, part: &Part) -> io::Result<&'static Encoding> {
     let mut probe = TextSink::new(UTF_8, io::sink());
-    let _ = transfer::decode(&part.cte, part.body, |c| probe.write(c));
-    match probe.finish() {
+    transfer::decode(&part.cte, (src, part.body), |c| {
+        // A conversion error into io::sink() cannot happen.
+        let _ = probe.write(c);
+        Ok(())
+    })?;
+    Ok(match probe.finish() {
         Ok(p) if !p.replaced => UTF_8,
         _ => WINDOWS_1252,
-    }
+    })
 }
 
 /// Subject of an attached message, for its file name.
-fn inner_subject(part: &Part<'_>) -> Option<String> {
-    let bytes = transfer::decode_prefix(&part.cte, part.body, MAX_HEADER_BYTES);
+fn inner_subject(src: &dyn Source, part: &Part) -> Option<String> {
+    let bytes = transfer::decode_prefix(&part.cte, src, part.body, MAX_HEADER_BYTES);
     let (head, _) = header::split(&bytes);
     header::parse_block(head)
         .text("subject")

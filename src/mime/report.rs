@@ -5,13 +5,14 @@
 use serde_json::{json, Map, Value};
 
 use super::header::{self, HeaderBlock};
+use super::source::Source;
 use super::transfer;
 use super::tree::Tree;
 use super::MAX_REPORT_BYTES;
 
 /// Builds the `report` object for a `multipart/report` root. Problems are
 /// appended to `problems`.
-pub fn parse(tree: &Tree<'_>, problems: &mut Vec<String>) -> Value {
+pub fn parse(tree: &Tree, src: &dyn Source, problems: &mut Vec<String>) -> Value {
     let root = tree.root();
     let declared = root
         .ctype_params
@@ -42,7 +43,7 @@ pub fn parse(tree: &Tree<'_>, problems: &mut Vec<String>) -> Value {
         })
         .and_then(|c| {
             let part = &tree.parts[c];
-            let bytes = transfer::decode_prefix(&part.cte, part.body, MAX_REPORT_BYTES);
+            let bytes = transfer::decode_prefix(&part.cte, src, part.body, MAX_REPORT_BYTES);
             let (head, _) = header::split(&bytes);
             header::parse_block(head)
                 .get("message-id")
@@ -61,7 +62,7 @@ pub fn parse(tree: &Tree<'_>, problems: &mut Vec<String>) -> Value {
         return Value::Object(m);
     };
     let part = &tree.parts[status];
-    let bytes = transfer::decode_prefix(&part.cte, part.body, MAX_REPORT_BYTES);
+    let bytes = transfer::decode_prefix(&part.cte, src, part.body, MAX_REPORT_BYTES);
     let blocks = blocks(&bytes);
     let ty = part
         .ctype

@@ -8,7 +8,7 @@ use super::Options;
 /// all (an empty multipart), which is not a quarantine case. `Err(reason)`:
 /// the configured index or type matches nothing, so the message goes to
 /// quarantine.
-pub fn select(tree: &Tree<'_>, opts: &Options) -> Result<Option<usize>, String> {
+pub fn select(tree: &Tree, opts: &Options) -> Result<Option<usize>, String> {
     let leaves = &tree.leaves;
     let wanted = opts
         .body_part_content_type
@@ -20,12 +20,10 @@ pub fn select(tree: &Tree<'_>, opts: &Options) -> Result<Option<usize>, String> 
 
     match (index, wanted) {
         (0, None) => {
-            let described = leaves.iter().copied().find(|&i| {
-                tree.parts[i]
-                    .headers
-                    .text("content-description")
-                    .is_some_and(|d| d.trim().eq_ignore_ascii_case("body"))
-            });
+            let described = leaves
+                .iter()
+                .copied()
+                .find(|&i| tree.parts[i].described_as_body);
             Ok(described
                 .or_else(|| leaves.iter().copied().find(|&i| ctype(i) == "text/xml"))
                 .or_else(|| leaves.iter().copied().find(|&i| ctype(i) == "text/plain"))
@@ -68,7 +66,7 @@ pub fn select(tree: &Tree<'_>, opts: &Options) -> Result<Option<usize>, String> 
 /// a dropped branch is still kept when it carries a file name or
 /// `Content-Disposition: attachment` (Apple Mail nests real attachments in
 /// the HTML branch).
-pub fn attachments(tree: &Tree<'_>, body: Option<usize>) -> Vec<usize> {
+pub fn attachments(tree: &Tree, body: Option<usize>) -> Vec<usize> {
     // The branch kept in each multipart/alternative, computed once: the
     // child on the body's path, else the first child.
     let mut on_body_path = vec![false; tree.parts.len()];

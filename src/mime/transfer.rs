@@ -7,6 +7,7 @@
 
 use std::io;
 
+use super::source::{Source, Span};
 use crate::hex::digit;
 
 /// Size of the output buffer handed to sinks. 64 KiB keeps the number of
@@ -73,31 +74,69 @@ impl Stats {
     }
 }
 
+/// Longest run of whitespace held back while it may still turn out to be
+/// quoted-printable transport padding (RFC 2045 section 6.7, rule 3: it is
+/// dropped at the end of a line). Lines are at most 76 characters; a longer
+/// run is data, written out as it is, so memory stays bounded.
+const MAX_QP_PADDING: usize = 256;
+
+/// Input handed to the quoted-printable decoder at a time, so that one
+/// sink call stays within [`CHUNK`] plus a little.
+const QP_STEP: usize = 512;
+
+/// What [`decode`] reads: a slice, or a span of a [`Source`].
+pub trait Input {
+    /// Its length in bytes.
+    fn len(&self) -> usize;
+    /// Hands its bytes to `f`, at most [`CHUNK`] at a time.
+    fn read(self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>;
+}
+
+impl Input for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn read(self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.chunks(CHUNK).try_for_each(f)
+    }
+}
+
+impl<S: Source + ?Sized> Input for (&S, Span) {
+    fn len(&self) -> usize {
+        self.1.len()
+    }
+
+    fn read(self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.0.read_span(self.1, f)
+    }
+}
+
 /// Decodes `input` and feeds the result to `sink` in chunks of at most
-/// [`CHUNK`] bytes. Only the sink's I/O errors are returned.
-pub fn decode<F>(cte: &Cte, input: &[u8], mut sink: F) -> io::Result<Stats>
+/// [`CHUNK`] bytes (plus a little for quoted-printable). Only I/O errors
+/// (the sink's, or reading a [`Source`]) are returned. The input is
+/// streamed, so the result does not depend on how it is cut up.
+pub fn decode<I, F>(cte: &Cte, input: I, mut sink: F) -> io::Result<Stats>
 where
+    I: Input,
     F: FnMut(&[u8]) -> io::Result<()>,
 {
     let mut stats = Stats::default();
     match cte {
-        Cte::Identity | Cte::Unknown(_) => {
-            for chunk in input.chunks(CHUNK) {
-                sink(chunk)?;
-            }
-        }
+        Cte::Identity | Cte::Unknown(_) => input.read(&mut sink)?,
         Cte::Base64 => {
             let mut dec = Base64::default();
             let mut out = Vec::with_capacity(input.len().min(CHUNK));
             // 4 encoded bytes make at most 3 decoded ones, so CHUNK input
             // bytes never overflow the CHUNK output buffer.
-            for chunk in input.chunks(CHUNK) {
+            input.read(&mut |chunk| {
                 dec.feed(chunk, &mut out);
                 if !out.is_empty() {
                     sink(&out)?;
                     out.clear();
                 }
-            }
+                Ok(())
+            })?;
             dec.finish(&mut out);
             if !out.is_empty() {
                 sink(&out)?;
@@ -106,20 +145,23 @@ where
             stats.dangling = dec.dangling;
         }
         Cte::QuotedPrintable => {
+            let mut dec = Qp::default();
             let mut out = Vec::with_capacity(input.len().min(CHUNK) + 1024);
-            let mut pos = 0;
-            while pos < input.len() {
-                let (line, eol, next) = next_line(input, pos);
-                decode_qp_line(line, eol, &mut out, &mut stats.bad_escapes);
-                if out.len() >= CHUNK {
-                    sink(&out)?;
-                    out.clear();
+            input.read(&mut |chunk| {
+                for step in chunk.chunks(QP_STEP) {
+                    dec.feed(step, &mut out);
+                    if out.len() >= CHUNK {
+                        sink(&out)?;
+                        out.clear();
+                    }
                 }
-                pos = next;
-            }
+                Ok(())
+            })?;
+            dec.end_line(b"", &mut out);
             if !out.is_empty() {
                 sink(&out)?;
             }
+            stats.bad_escapes = dec.bad;
         }
     }
     Ok(stats)
@@ -127,11 +169,15 @@ where
 
 /// Decodes everything into a Vec, stopping once `limit` bytes are out (for
 /// small structured parts: report bodies, attached headers).
-pub fn decode_prefix(cte: &Cte, input: &[u8], limit: usize) -> Vec<u8> {
+pub fn decode_prefix<S: Source + ?Sized>(cte: &Cte, src: &S, span: Span, limit: usize) -> Vec<u8> {
     // Enough encoded input for `limit` decoded bytes in any encoding here.
-    let input = &input[..input.len().min(limit.saturating_mul(3))];
+    let span = Span::new(
+        span.start,
+        span.end
+            .min(span.start.saturating_add(limit.saturating_mul(3))),
+    );
     let mut out = Vec::new();
-    let _ = decode(cte, input, |c| {
+    let _ = decode(cte, (src, span), |c| {
         let room = limit.saturating_sub(out.len());
         out.extend_from_slice(&c[..c.len().min(room)]);
         Ok(())
@@ -139,51 +185,107 @@ pub fn decode_prefix(cte: &Cte, input: &[u8], limit: usize) -> Vec<u8> {
     out
 }
 
-/// Returns (line without its ending, the ending, index after it).
-fn next_line(input: &[u8], pos: usize) -> (&[u8], &[u8], usize) {
-    match input[pos..].iter().position(|&b| b == b'\n') {
-        Some(off) => {
-            let nl = pos + off;
-            if nl > pos && input[nl - 1] == b'\r' {
-                (&input[pos..nl - 1], &input[nl - 1..nl + 1], nl + 1)
-            } else {
-                (&input[pos..nl], &input[nl..nl + 1], nl + 1)
-            }
-        }
-        None => (&input[pos..], &input[input.len()..], input.len()),
-    }
+/// A pending `=` escape.
+#[derive(Default, Clone, Copy)]
+enum Esc {
+    #[default]
+    None,
+    /// `=` seen.
+    Eq,
+    /// `=` and one hex digit (as written) seen.
+    Digit(u8),
 }
 
-/// One quoted-printable line: trailing whitespace is transport padding, a final
-/// `=` is a soft break, a hard break keeps the line ending it had.
-fn decode_qp_line(line: &[u8], eol: &[u8], out: &mut Vec<u8>, bad: &mut u64) {
-    let mut end = line.len();
-    while end > 0 && matches!(line[end - 1], b' ' | b'\t' | b'\r') {
-        end -= 1;
-    }
-    let mut line = &line[..end];
-    let soft = line.last() == Some(&b'=');
-    if soft {
-        line = &line[..line.len() - 1];
-    }
-    let mut i = 0;
-    while i < line.len() {
-        let c = line[i];
-        if c == b'=' {
-            if let (Some(h), Some(l)) = (
-                line.get(i + 1).and_then(|&x| digit(x)),
-                line.get(i + 2).and_then(|&x| digit(x)),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
+/// Streaming quoted-printable, line by line in effect: trailing whitespace
+/// is transport padding, a final `=` is a soft break, a hard break keeps
+/// the line ending it had, and `=` not followed by two hex digits is kept
+/// literally. Whitespace and an escape are held back until what follows
+/// shows what they are.
+#[derive(Default)]
+struct Qp {
+    esc: Esc,
+    /// Whitespace that is padding if the line ends after it.
+    ws: Vec<u8>,
+    /// The last byte of the line so far was `\r`.
+    cr: bool,
+    bad: u64,
+}
+
+impl Qp {
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &c in input {
+            match c {
+                b'\n' => {
+                    let eol: &[u8] = if self.cr { b"\r\n" } else { b"\n" };
+                    self.end_line(eol, out);
+                    continue;
+                }
+                b' ' | b'\t' | b'\r' => {
+                    if self.ws.len() >= MAX_QP_PADDING {
+                        self.flush_pending(out);
+                    }
+                    self.ws.push(c);
+                }
+                _ => {
+                    if !self.ws.is_empty() {
+                        self.flush_pending(out);
+                    }
+                    self.byte(c, out);
+                }
             }
-            *bad += 1;
+            self.cr = c == b'\r';
         }
-        out.push(c);
-        i += 1;
     }
-    if !soft {
+
+    /// What follows the held-back bytes is data: they are too.
+    fn flush_pending(&mut self, out: &mut Vec<u8>) {
+        self.bad_escape(out);
+        out.extend_from_slice(&self.ws);
+        self.ws.clear();
+    }
+
+    /// A pending escape that did not get its two hex digits is kept as written.
+    fn bad_escape(&mut self, out: &mut Vec<u8>) {
+        match std::mem::take(&mut self.esc) {
+            Esc::None => {}
+            Esc::Eq => {
+                self.bad += 1;
+                out.push(b'=');
+            }
+            Esc::Digit(h) => {
+                self.bad += 1;
+                out.extend_from_slice(&[b'=', h]);
+            }
+        }
+    }
+
+    fn byte(&mut self, c: u8, out: &mut Vec<u8>) {
+        match self.esc {
+            Esc::None if c == b'=' => self.esc = Esc::Eq,
+            Esc::None => out.push(c),
+            Esc::Eq if digit(c).is_some() => self.esc = Esc::Digit(c),
+            Esc::Digit(h) if digit(c).is_some() => {
+                let v = digit(h).unwrap_or(0) << 4 | digit(c).unwrap_or(0);
+                out.push(v);
+                self.esc = Esc::None;
+            }
+            Esc::Eq | Esc::Digit(_) => {
+                self.bad_escape(out);
+                self.byte(c, out);
+            }
+        }
+    }
+
+    /// The line ends with `eol` (empty at the end of the data): padding is
+    /// dropped, a final `=` joins the next line.
+    fn end_line(&mut self, eol: &[u8], out: &mut Vec<u8>) {
+        self.ws.clear();
+        self.cr = false;
+        if let Esc::Eq = self.esc {
+            self.esc = Esc::None;
+            return;
+        }
+        self.bad_escape(out);
         out.extend_from_slice(eol);
     }
 }

@@ -1,5 +1,6 @@
 //! The MIME structure (RFC 2045, RFC 2046 section 5), as an arena of parts
-//! borrowing the raw message.
+//! naming byte ranges of the message, which a [`Source`] holds (in memory,
+//! or on disk for a big message: the walk reads lines, never the whole).
 //!
 //! mailparse's `parse_mail` is not used for the structure: 0.16 has no depth
 //! limit, matches a boundary as a mere prefix of a line (so an outer boundary
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 
 use super::header::{self, HeaderBlock, HeaderScan, Line};
 use super::params::{self, Params};
+use super::source::{self, Lines, Source, Span};
 use super::transfer::Cte;
 use super::{MAX_DEPTH, MAX_HEADER_BYTES, MAX_PARTS};
 
@@ -26,25 +28,26 @@ const MAX_GUESSED_BOUNDARY: usize = 200;
 
 /// One MIME entity.
 #[derive(Debug)]
-pub struct Part<'a> {
+pub struct Part {
     /// IMAP-style section number ("1", "2.1"); empty for a multipart message.
     pub section: String,
-    pub headers: HeaderBlock<'a>,
+    /// `Content-Description: body` (the body-part cascade's first rule).
+    pub described_as_body: bool,
     /// Lowercase `type/subtype`, defaults applied.
     pub ctype: String,
     pub ctype_params: Params,
     pub cte: Cte,
     /// Content-Disposition; `value` is empty when absent.
     pub disposition: Params,
-    /// The encoded body, borrowed from the raw message.
-    pub body: &'a [u8],
+    /// Where the encoded body is in the message.
+    pub body: Span,
     pub children: Vec<usize>,
     pub parent: Option<usize>,
     /// 1-based number among leaf parts (body_part_index counts these).
     pub leaf: Option<u32>,
 }
 
-impl Part<'_> {
+impl Part {
     /// How problems name this part.
     pub fn label(&self) -> String {
         if self.section.is_empty() {
@@ -85,33 +88,49 @@ impl Part<'_> {
 
 /// The parsed structure.
 #[derive(Debug, Default)]
-pub struct Tree<'a> {
-    pub parts: Vec<Part<'a>>,
+pub struct Tree {
+    pub parts: Vec<Part>,
     /// Leaf parts in depth-first order.
     pub leaves: Vec<usize>,
     pub problems: Vec<String>,
+    /// The message's header block (at most [`MAX_HEADER_BYTES`] and one:
+    /// enough for [`header::parse_block`] to see that it was cut).
+    root_head: Vec<u8>,
 }
 
-impl<'a> Tree<'a> {
-    pub fn root(&self) -> &Part<'a> {
+impl Tree {
+    pub fn root(&self) -> &Part {
         &self.parts[0]
+    }
+
+    /// The message's header fields.
+    pub fn root_headers(&self) -> HeaderBlock<'_> {
+        header::parse_block(&self.root_head)
     }
 }
 
 /// Parses the whole message. Never fails: what cannot be understood becomes
-/// a problem and a best guess.
-pub fn build(raw: &[u8]) -> Tree<'_> {
+/// a problem and a best guess; only reading `src` can fail.
+pub fn build(src: &dyn Source) -> std::io::Result<Tree> {
     let mut b = Builder {
-        raw,
+        src,
+        size: src.size(),
         parts: Vec::new(),
         starts: Vec::new(),
         levels: Vec::new(),
         active: HashMap::new(),
         notes: Vec::new(),
         stopped: false,
+        head: Vec::new(),
+        root_head: Vec::new(),
+        prev_cr: false,
     };
-    b.run();
-    b.finish()
+    let mut lines = src.lines_from(0);
+    b.run(&mut *lines)?;
+    if let Some(e) = lines.take_error() {
+        return Err(e);
+    }
+    Ok(b.finish())
 }
 
 /// A multipart being read: its delimiter lines open and close its parts.
@@ -145,10 +164,11 @@ enum Mode {
     Content,
 }
 
-struct Builder<'a> {
-    raw: &'a [u8],
-    parts: Vec<Part<'a>>,
-    /// Where each part's body starts in `raw`; its end is known only when
+struct Builder<'s> {
+    src: &'s dyn Source,
+    size: usize,
+    parts: Vec<Part>,
+    /// Where each part's body starts; its end is known only when
     /// the enclosing multipart's next delimiter (or the end) is read.
     starts: Vec<usize>,
     levels: Vec<Level>,
@@ -160,63 +180,28 @@ struct Builder<'a> {
     notes: Vec<(Option<usize>, String)>,
     /// MAX_PARTS was reached: the rest is not read.
     stopped: bool,
+    /// The header block being read (see [`Tree::root_head`] for its cap).
+    head: Vec<u8>,
+    root_head: Vec<u8>,
+    /// The line before the current one ended with `\r\n`.
+    prev_cr: bool,
 }
 
-impl<'a> Builder<'a> {
-    fn run(&mut self) {
-        let raw = self.raw;
+impl Builder<'_> {
+    fn run(&mut self, lines: &mut dyn Lines) -> std::io::Result<()> {
         let mut mode = Mode::Header {
             start: 0,
             parent: None,
             scan: HeaderScan::default(),
         };
-        let mut pos = 0;
-        while pos < raw.len() && !self.stopped {
-            let (line, next) = header::line_at(raw, pos);
-            if let Some((level, close)) = self.delimiter(line) {
-                if let Mode::Header {
-                    start,
-                    parent,
-                    scan,
-                } = mode
-                {
-                    // A header cut short by a delimiter: the part has no
-                    // body. The line is looked at again, as the header may
-                    // have declared a multipart with this very boundary.
-                    self.end_header(start, parent, &scan, pos, pos, false);
-                    mode = Mode::Content;
-                    continue;
-                }
-                mode = self.on_delimiter(level, close, pos, next);
-                pos = next;
-                continue;
-            }
-            if let Mode::Header {
-                start,
-                parent,
-                scan,
-            } = &mut mode
-            {
-                match scan.line(line) {
-                    Line::Header => {}
-                    Line::Blank => {
-                        let (start, parent) = (*start, *parent);
-                        let scan = std::mem::take(scan);
-                        self.end_header(start, parent, &scan, pos, next, false);
-                        mode = Mode::Content;
-                    }
-                    Line::Body => {
-                        let (start, parent) = (*start, *parent);
-                        let scan = std::mem::take(scan);
-                        self.end_header(start, parent, &scan, pos, pos, true);
-                        mode = Mode::Content;
-                        // The line is the body's first; it may be a
-                        // delimiter of the multipart this header declared.
-                        continue;
-                    }
-                }
-            }
-            pos = next;
+        self.head.clear();
+        while !self.stopped {
+            let Some(line) = lines.next_line() else {
+                break;
+            };
+            // A line is looked at again when its meaning changed under it.
+            while self.on_line(&mut mode, &line) {}
+            self.prev_cr = line.cr;
         }
         if let Mode::Header {
             start,
@@ -225,13 +210,68 @@ impl<'a> Builder<'a> {
         } = mode
         {
             if !self.stopped {
-                let end = raw.len();
-                self.end_header(start, parent, &scan, end, end, false);
+                let end = self.size;
+                self.end_header(start, parent, &scan, end, false);
             }
         }
         while let Some(level) = self.levels.pop() {
-            self.end_level(level, Some(raw.len()));
+            self.end_level(level, Some(self.size));
         }
+        Ok(())
+    }
+
+    /// One line; true when it must be looked at again in the new mode.
+    fn on_line(&mut self, mode: &mut Mode, line: &source::Line<'_>) -> bool {
+        let (pos, next) = (line.pos, line.next);
+        if let Some((level, close)) = self.delimiter(line.view) {
+            if let Mode::Header {
+                start,
+                parent,
+                scan,
+            } = mode
+            {
+                // A header cut short by a delimiter: the part has no
+                // body. The line is looked at again, as the header may
+                // have declared a multipart with this very boundary.
+                let (start, parent, scan) = (*start, *parent, std::mem::take(scan));
+                self.end_header(start, parent, &scan, pos, false);
+                *mode = Mode::Content;
+                return true;
+            }
+            *mode = self.on_delimiter(level, close, pos, next);
+            return false;
+        }
+        if let Mode::Header {
+            start,
+            parent,
+            scan,
+        } = mode
+        {
+            match scan.line(line.view) {
+                Line::Header => {
+                    let room = (MAX_HEADER_BYTES + 1).saturating_sub(self.head.len());
+                    let nl: &[u8] = if line.nl { b"\n" } else { b"" };
+                    let bytes = line.view.iter().chain(nl);
+                    self.head.extend(bytes.take(room));
+                }
+                Line::Blank => {
+                    let (start, parent) = (*start, *parent);
+                    let scan = std::mem::take(scan);
+                    self.end_header(start, parent, &scan, next, false);
+                    *mode = Mode::Content;
+                }
+                Line::Body => {
+                    let (start, parent) = (*start, *parent);
+                    let scan = std::mem::take(scan);
+                    self.end_header(start, parent, &scan, pos, true);
+                    *mode = Mode::Content;
+                    // The line is the body's first; it may be a
+                    // delimiter of the multipart this header declared.
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The level a delimiter line belongs to, and whether it closes it
@@ -264,13 +304,11 @@ impl<'a> Builder<'a> {
     /// closes it.
     fn on_delimiter(&mut self, level: usize, close: bool, pos: usize, next: usize) -> Mode {
         // The line break before a delimiter belongs to the delimiter.
-        let mut end = pos;
-        if end > 0 && self.raw[end - 1] == b'\n' {
-            end -= 1;
-            if end > 0 && self.raw[end - 1] == b'\r' {
-                end -= 1;
-            }
-        }
+        let end = if pos == 0 {
+            0
+        } else {
+            pos - 1 - usize::from(self.prev_cr)
+        };
         // Inner multiparts still open are cut short by an outer delimiter.
         while self.levels.len() > level + 1 {
             let inner = self.levels.pop().expect("checked length");
@@ -296,6 +334,7 @@ impl<'a> Builder<'a> {
             self.stopped = true;
             return Mode::Content;
         }
+        self.head.clear();
         Mode::Header {
             start: next,
             parent: Some(level),
@@ -303,26 +342,24 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// A header block `raw[start..head_end]` is complete and its body starts
-    /// at `body_start`: creates the part, and a level if it is a multipart
-    /// to read.
+    /// A header block (in `head`, from `start` on) is complete and its body
+    /// starts at `body_start`: creates the part, and a level if it is a
+    /// multipart to read.
     fn end_header(
         &mut self,
         start: usize,
         parent_level: Option<usize>,
         scan: &HeaderScan,
-        head_end: usize,
         mut body_start: usize,
         no_blank_line: bool,
     ) {
-        let raw = self.raw;
-        let mut head = &raw[start..head_end];
+        let mut head = std::mem::take(&mut self.head);
         if scan.fields == 0 && scan.from_line {
             // An mbox `From ` line alone is no header: it is body text.
-            head = &raw[start..start];
+            head.clear();
             body_start = start;
         }
-        let headers = header::parse_block(head);
+        let headers = header::parse_block(&head);
         let idx = self.parts.len();
         let (parent, depth, section, digest) = match parent_level {
             Some(l) => {
@@ -347,10 +384,18 @@ impl<'a> Builder<'a> {
                 "no empty line after the header; the body starts at the first line that is not a header field",
             );
         }
-        let mut part = self.new_part(idx, headers, section, parent, digest);
+        let mut part = self.new_part(idx, &headers, section, parent, digest);
         // Until a delimiter ends it, a part runs to the end of the message.
-        part.body = &raw[body_start..];
+        part.body = Span::new(body_start, self.size);
         self.parts.push(part);
+        drop(headers);
+        if parent.is_none() {
+            self.root_head = head;
+        } else {
+            // The buffer is reused for the next header block.
+            head.clear();
+            self.head = head;
+        }
         self.starts.push(body_start);
         if self.parts[idx].is_multipart() {
             if depth >= MAX_DEPTH {
@@ -370,11 +415,11 @@ impl<'a> Builder<'a> {
     fn new_part(
         &mut self,
         idx: usize,
-        headers: HeaderBlock<'a>,
+        headers: &HeaderBlock<'_>,
         section: String,
         parent: Option<usize>,
         in_digest: bool,
-    ) -> Part<'a> {
+    ) -> Part {
         let default_type = if in_digest {
             "message/rfc822"
         } else {
@@ -422,14 +467,17 @@ impl<'a> Builder<'a> {
                 format!("header block larger than {MAX_HEADER_BYTES} bytes, the rest was ignored"),
             );
         }
+        let described_as_body = headers
+            .text("content-description")
+            .is_some_and(|d| d.trim().eq_ignore_ascii_case("body"));
         Part {
             section,
-            headers,
+            described_as_body,
             ctype,
             ctype_params,
             cte,
             disposition,
-            body: &self.raw[..0],
+            body: Span::default(),
             children: Vec::new(),
             parent,
             leaf: None,
@@ -485,8 +533,12 @@ impl<'a> Builder<'a> {
     /// forgot its boundary parameter, if that line is not a delimiter of an
     /// enclosing multipart (which ends the body: nothing to guess from).
     fn guess_boundary(&self, from: usize) -> Option<Vec<u8>> {
-        let body = &self.raw[from..];
-        for line in body.split(|&b| b == b'\n').take(GUESS_LINES) {
+        let mut lines = self.src.lines_from(from);
+        for _ in 0..GUESS_LINES {
+            let Some(line) = lines.next_line() else {
+                break;
+            };
+            let line = line.view;
             if self.delimiter(line).is_some() {
                 return None;
             }
@@ -544,7 +596,7 @@ impl<'a> Builder<'a> {
 
     fn end_part(&mut self, idx: usize, end: usize) {
         let start = self.starts[idx];
-        self.parts[idx].body = &self.raw[start..end.max(start)];
+        self.parts[idx].body = Span::new(start, end.max(start));
     }
 
     fn note(&mut self, idx: usize, text: impl Into<String>) {
@@ -563,11 +615,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn finish(mut self) -> Tree<'a> {
+    fn finish(mut self) -> Tree {
         let mut tree = Tree {
             parts: self.parts,
             leaves: Vec::new(),
             problems: Vec::new(),
+            root_head: self.root_head,
         };
         let leaves: Vec<usize> = (0..tree.parts.len())
             .filter(|&i| tree.parts[i].children.is_empty() && !tree.parts[i].is_multipart())
@@ -608,6 +661,33 @@ fn valid_media_type(t: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The structure, and the message it names ranges of.
+    struct Built<'a> {
+        tree: Tree,
+        raw: &'a [u8],
+    }
+
+    impl std::ops::Deref for Built<'_> {
+        type Target = Tree;
+        fn deref(&self) -> &Tree {
+            &self.tree
+        }
+    }
+
+    impl<'a> Built<'a> {
+        fn body(&self, i: usize) -> &'a [u8] {
+            let s = self.tree.parts[i].body;
+            &self.raw[s.start..s.end]
+        }
+    }
+
+    fn build(raw: &[u8]) -> Built<'_> {
+        Built {
+            tree: super::build(&raw).unwrap(),
+            raw,
+        }
+    }
+
     #[test]
     fn nested_boundaries_are_not_prefixes() {
         let raw = b"Content-Type: multipart/mixed; boundary=abc\r\n\r\n\
@@ -620,7 +700,7 @@ mod tests {
         let l: Vec<_> = t
             .leaves
             .iter()
-            .map(|&i| (t.parts[i].section.as_str(), t.parts[i].body))
+            .map(|&i| (t.parts[i].section.as_str(), t.body(i)))
             .collect();
         assert_eq!(l[0], ("1.1", &b"plain"[..]));
         assert_eq!(l[1], ("1.2", &b"<p>h</p>"[..]));
@@ -631,12 +711,12 @@ mod tests {
     fn missing_close_and_missing_boundary() {
         let t = build(b"Content-Type: multipart/mixed; boundary=x\n\n--x\n\nonly part\n");
         assert_eq!(t.leaves.len(), 1);
-        assert_eq!(t.parts[t.leaves[0]].body, b"only part\n");
+        assert_eq!(t.body(t.leaves[0]), b"only part\n");
         assert!(t.problems[0].contains("closing boundary missing"));
 
         let t = build(b"Content-Type: multipart/mixed\n\npreamble\n--zz\n\none\n--zz--\n");
         assert_eq!(t.leaves.len(), 1);
-        assert_eq!(t.parts[t.leaves[0]].body, b"one");
+        assert_eq!(t.body(t.leaves[0]), b"one");
         assert!(t.problems[0].contains("boundary taken from the first delimiter"));
 
         let t = build(b"Content-Type: multipart/mixed\n\njust text\n");
@@ -644,12 +724,12 @@ mod tests {
         assert_eq!(t.root().ctype, "text/plain");
     }
 
-    fn leaves<'a>(t: &'a Tree<'_>) -> Vec<(&'a str, &'a str, &'a [u8])> {
+    fn leaves<'a>(t: &'a Built<'_>) -> Vec<(&'a str, &'a str, &'a [u8])> {
         t.leaves
             .iter()
             .map(|&i| {
                 let p = &t.parts[i];
-                (p.section.as_str(), p.ctype.as_str(), p.body)
+                (p.section.as_str(), p.ctype.as_str(), t.body(i))
             })
             .collect()
     }
@@ -725,7 +805,7 @@ Content-Type: multipart/alternative; boundary=i\n\n--i\n\ncut\n\
         );
         // Epilogues and preambles are nobody's part; a multipart's body is
         // its whole extent.
-        assert_eq!(t.parts[1].body, b"--i\n\ncut");
+        assert_eq!(t.body(1), b"--i\n\ncut");
     }
 
     #[test]

@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use crate::config::{Account, Delete};
 use crate::journal::{self, Journal};
-use crate::pop3::{self, Retr, Retrieval, Session};
+use crate::pop3::{self, Plan, Retr, Retrieval, Session};
 use crate::spool::{self, Dest, Spool};
 use crate::timefmt;
 use crate::tls::Stream;
 
 use super::deletes::Deletes;
 use super::entry::{self, Done, Job, Staged};
-use super::listing::{due_for_delete, Listed};
+use super::listing::{due_for_delete, tag, Listed, Listing};
 use super::{check_space, Error, Memo, Outcome};
 
 /// Commit after this many entries: enough to share the fsyncs of `new/` and
@@ -40,6 +40,11 @@ const RETR_SLACK_BYTES: u64 = 1 << 20;
 /// costs ~2% of the work, and 1 MiB past the check is nothing next to
 /// `min_free_space` (64 MiB by default).
 const SPACE_CHECK_BYTES: u64 = 1 << 20;
+/// Records the journal makes room for before a drain: a first drain of a
+/// big mailbox does not rehash the journal's tables at every doubling, and
+/// a listing of a million messages does not reserve tables for a million
+/// records before the first one arrives.
+const JOURNAL_RESERVE: usize = 1 << 14;
 /// After a shutdown request, how long to keep reading replies already asked
 /// for (pipelined RETRs) so that QUIT can still delete this session's
 /// delivered messages; past it the session is abandoned, and the next poll
@@ -98,31 +103,37 @@ impl<'a> Drain<'a> {
     pub fn fetch_all(
         &mut self,
         session: &mut Session<Stream>,
-        listed: &[Listed],
+        listed: &Listing,
         pipelining: bool,
         stop: &AtomicBool,
         memo: &mut Memo,
     ) -> Result<(), Error> {
         let wanted = self.select(listed, memo);
+        memo.reported_too_large.settle();
         if wanted.is_empty() {
             return Ok(());
         }
-        self.journal.reserve(wanted.len());
-        self.retrieve_all(session, wanted, pipelining, stop, memo)
+        self.journal.reserve(wanted.len().min(JOURNAL_RESERVE));
+        let r = self.retrieve_all(session, listed, &wanted, pipelining, stop, memo);
+        memo.reported_refused.settle();
+        r
     }
 
     /// The listed messages to download: not delivered before (those due
     /// for deletion are queued for DELE instead) and within
-    /// `max_message_size` (larger ones are reported once and left).
-    fn select<'l>(&mut self, listed: &'l [Listed], memo: &mut Memo) -> Vec<&'l Listed> {
+    /// `max_message_size` (larger ones are reported once and left). Their
+    /// positions in `listed`: 4 bytes each.
+    fn select(&mut self, listed: &Listing, memo: &mut Memo) -> Vec<u32> {
         let now = timefmt::unix_now();
         let mut wanted = Vec::new();
-        for m in listed {
-            if let Some(key) = &m.key {
+        for i in 0..listed.len() {
+            let (n, size) = (listed.n(i), listed.size(i));
+            let key = listed.key(i);
+            if let Some(key) = key.as_ref() {
                 match self.journal.delivered(key) {
-                    Some(d) if d.size == m.size => {
+                    Some(d) if d.size == size => {
                         if due_for_delete(self.acct.delete, d.at, now) {
-                            self.deletes.push(m.n, key.clone());
+                            self.deletes.push(n, key.clone());
                         }
                         continue;
                     }
@@ -133,28 +144,28 @@ impl<'a> Drain<'a> {
                         "{}: UIDL of message {} was delivered before as {} bytes, now {}: \
                          treating it as a new message",
                         self.acct.name,
-                        m.n,
+                        n,
                         d.size,
-                        m.size
+                        size
                     ),
                     None => {}
                 }
             }
             if let Some(max) = self.acct.max_message_size {
-                if m.size > max {
+                if size > max {
                     self.out.too_large += 1;
-                    if memo.reported_too_large.insert(m.tag()) {
+                    if memo.reported_too_large.first(&tag(key.as_ref(), n)) {
                         log::warn!(
                             "{}: message {} is {} bytes, over max_message_size {max}; left on the server",
                             self.acct.name,
-                            m.n,
-                            m.size
+                            n,
+                            size
                         );
                     }
                     continue;
                 }
             }
-            wanted.push(m);
+            wanted.push(i as u32);
         }
         wanted
     }
@@ -165,7 +176,8 @@ impl<'a> Drain<'a> {
     fn retrieve_all(
         &mut self,
         session: &mut Session<Stream>,
-        wanted: Vec<&Listed>,
+        listed: &Listing,
+        wanted: &[u32],
         pipelining: bool,
         stop: &AtomicBool,
         memo: &mut Memo,
@@ -173,17 +185,11 @@ impl<'a> Drain<'a> {
         // RETRs are pipelined when the server allows it (pop3::Retrieval):
         // the server sends the next messages while this one is decoded and
         // written. Each message still streams into its own entry, in order.
-        let plan = wanted
-            .iter()
-            .map(|m| Retr {
-                n: m.n,
-                size: m.size,
-                max_bytes: m.size.saturating_mul(2).saturating_add(RETR_SLACK_BYTES),
-            })
-            .collect();
+        let plan = Wanted { listed, wanted };
         let mut retrieval = session.retrieve(plan, pipelining).map_err(Error::Pop3)?;
         let mut unchecked = None;
-        for m in wanted {
+        for &i in wanted {
+            let m = &listed.get(i as usize);
             if stop.load(Ordering::Relaxed) {
                 self.out.interrupted = true;
                 break;
@@ -208,7 +214,7 @@ impl<'a> Drain<'a> {
                 // must not wait for it. It stays on the server.
                 Err(Error::Pop3(e @ pop3::Error::Server { .. })) => {
                     self.out.refused += 1;
-                    if memo.reported_refused.insert(m.tag()) {
+                    if memo.reported_refused.first(&tag(m.key.as_ref(), m.n)) {
                         log::warn!(
                             "{}: message {} not retrieved: {e}; left on the server",
                             self.acct.name,
@@ -406,5 +412,29 @@ impl<'a> Drain<'a> {
     /// The delete queue, once the drain is over.
     pub fn into_deletes(self) -> Deletes {
         self.deletes
+    }
+}
+
+/// The retrieval plan of a drain, computed message by message from the
+/// listing rather than built as a `Retr` for each (a million of those is
+/// 40 MB).
+struct Wanted<'l> {
+    listed: &'l Listing,
+    wanted: &'l [u32],
+}
+
+impl Plan for Wanted<'_> {
+    fn len(&self) -> usize {
+        self.wanted.len()
+    }
+
+    fn get(&self, i: usize) -> Retr {
+        let at = self.wanted[i] as usize;
+        let size = self.listed.size(at);
+        Retr {
+            n: self.listed.n(at),
+            size,
+            max_bytes: size.saturating_mul(2).saturating_add(RETR_SLACK_BYTES),
+        }
     }
 }

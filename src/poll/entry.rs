@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::Account;
@@ -30,8 +31,10 @@ use super::Error;
 
 /// A message up to this size is kept in memory while it streams to
 /// `message.eml`, so decoding does not read it back. Nearly all mail is far
-/// smaller; bigger messages are read back from the page cache, which costs
-/// little next to their download. Only one message is in memory at a time.
+/// smaller; bigger messages are decoded from `message.eml` in bounded
+/// chunks (from the page cache, which costs little next to their download),
+/// so memory does not grow with them. Only one message is in memory at a
+/// time.
 const TEE_MAX_BYTES: usize = 1 << 20;
 
 /// Write buffer once a message is too big to keep: few system calls, little memory.
@@ -151,11 +154,12 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
     };
     let mut kept = None;
     let result = (|| {
-        let raw = match raw {
-            Some(raw) => kept.insert(raw),
-            None => &fs::read(entry.dir().join("message.eml")).map_err(fail)?,
+        let on_disk = entry.dir().join("message.eml");
+        let message = match raw {
+            Some(raw) => Message::Kept(kept.insert(raw)),
+            None => Message::OnDisk(&on_disk),
         };
-        let (decoded, smime) = decode(raw, acct, &entry).map_err(fail)?;
+        let (decoded, smime) = decode(message, acct, &entry).map_err(fail)?;
         let meta = Meta {
             version: meta::VERSION,
             id: entry.id(),
@@ -191,11 +195,19 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
     (done, kept)
 }
 
+/// The message to decode: kept in memory, or only in its file.
+#[derive(Clone, Copy)]
+enum Message<'a> {
+    Kept(&'a [u8]),
+    /// `message.eml`, read in bounded chunks.
+    OnDisk(&'a Path),
+}
+
 /// The decode stage, with a last line of defence: a panic inside it must
 /// not stop the mailbox; the message is still delivered raw.
-fn decode(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<Decoded> {
+fn decode(message: Message<'_>, acct: &Account, entry: &spool::Entry<'_>) -> io::Result<Decoded> {
     let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_steps(raw, acct, entry)
+        decode_steps(message, acct, entry)
     }));
     match guarded {
         Ok(r) => r,
@@ -255,8 +267,13 @@ type Decoded = (mime::Decoded, Option<smime::Facts>);
 /// What decoding does to one message, in order: S/MIME layers are
 /// unwrapped (README, "S/MIME"); then, with `mime = no`, only the headers
 /// are read; otherwise the (innermost) message's MIME structure is decoded
-/// into the entry.
-fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Result<Decoded> {
+/// into the entry. A message only on disk is decoded from its file in
+/// bounded chunks unless it is S/MIME (CMS needs it whole).
+fn decode_steps(
+    message: Message<'_>,
+    acct: &Account,
+    entry: &spool::Entry<'_>,
+) -> io::Result<Decoded> {
     // Test-only fault hook, absent from release builds: the integration
     // tests (which run the debug binary) make the decoder panic on every
     // message to prove that the guard in [`decode`] delivers it raw.
@@ -268,12 +285,42 @@ fn decode_steps(raw: &[u8], acct: &Account, entry: &spool::Entry<'_>) -> io::Res
         body_part_index: acct.body_part_index,
         body_part_content_type: acct.body_part_content_type.clone(),
     };
-    smime::decode_step(raw, &acct.smime, acct.mime, entry, |raw| {
+    let decode_kept = |raw: &[u8]| {
         if !acct.mime {
             return Ok(mime::headers_only(raw));
         }
         mime::decode_into(raw, &opts, entry)
+    };
+    let path = match message {
+        Message::Kept(raw) => {
+            return smime::decode_step(raw, &acct.smime, acct.mime, entry, decode_kept)
+        }
+        Message::OnDisk(path) => path,
+    };
+    let file = fs::File::open(path)?;
+    let head = head_of(&file)?;
+    if smime::may_be_smime(&head) {
+        let raw = fs::read(path)?;
+        return smime::decode_step(&raw, &acct.smime, acct.mime, entry, decode_kept);
+    }
+    // Not S/MIME at its top: the step applies the policy, which the header
+    // decides, and the message is decoded from its file.
+    smime::decode_step(&head, &acct.smime, acct.mime, entry, |_| {
+        if !acct.mime {
+            return mime::headers_only_file(file);
+        }
+        mime::decode_file_into(file, &opts, entry)
     })
+}
+
+/// The first bytes of a message on disk: its header block, unless that is
+/// longer than [`mime::MAX_HEADER_BYTES`].
+fn head_of(file: &fs::File) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    file.take(mime::MAX_HEADER_BYTES as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
 }
 
 /// Where RETR writes: the file, through `buf`, which also keeps the whole

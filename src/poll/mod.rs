@@ -17,7 +17,6 @@ mod drain;
 mod entry;
 mod listing;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -187,8 +186,53 @@ fn human(n: u64) -> String {
 /// so a message left on the server is reported once, not every minute.
 #[derive(Debug, Default)]
 pub struct Memo {
-    reported_too_large: HashSet<String>,
-    reported_refused: HashSet<String>,
+    reported_too_large: Reported,
+    reported_refused: Reported,
+}
+
+/// Messages already reported, by a 64-bit hash of their tag (see
+/// `listing::tag`): 8 bytes each in one sorted Vec, so a mailbox of a
+/// million messages over `max_message_size` costs 8 MB, not a String and a
+/// hash table entry each. Two tags with one hash would cost a warning,
+/// once in 2^64.
+#[derive(Debug, Default)]
+struct Reported {
+    /// Sorted.
+    seen: Vec<u64>,
+    /// Reported in this poll, merged into `seen` by [`Reported::settle`]
+    /// (a tag occurs once in a poll: it names one listed message).
+    new: Vec<u64>,
+}
+
+impl Reported {
+    /// True the first time `tag` is offered.
+    fn first(&mut self, tag: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        tag.hash(&mut h);
+        let h = h.finish();
+        if self.seen.binary_search(&h).is_ok() {
+            return false;
+        }
+        self.new.push(h);
+        true
+    }
+
+    /// Makes this poll's reports part of the sorted memory.
+    fn settle(&mut self) {
+        if self.new.is_empty() {
+            return;
+        }
+        if self.seen.is_empty() {
+            // The first poll's reports become the memory as they are.
+            std::mem::swap(&mut self.seen, &mut self.new);
+        } else {
+            self.seen.append(&mut self.new);
+            self.new = Vec::new();
+        }
+        self.seen.sort_unstable();
+        self.seen.dedup();
+    }
 }
 
 /// Everything `poll` needs besides the account.
@@ -260,11 +304,10 @@ fn poll_into(
     // at the end of a successful poll, not now: until then its content hash
     // still recognises a message the server has merely renumbered.
     let gone: Vec<journal::Key> = if has_uidl {
-        let present: HashSet<&journal::Key> =
-            listed.iter().filter_map(|l| l.key.as_ref()).collect();
+        let present = listed.present();
         journal
             .keys()
-            .filter(|k| k.kind() == journal::KeyKind::Uidl && !present.contains(k))
+            .filter(|k| k.as_uidl().is_some_and(|u| !present.contains(u)))
             .cloned()
             .collect()
     } else {
@@ -334,4 +377,22 @@ fn check_space(spool: &Spool, min: u64) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_once_across_polls() {
+        let mut r = Reported::default();
+        assert!(r.first("u:a") && r.first("#2"));
+        r.settle();
+        assert!(!r.first("u:a") && !r.first("#2"));
+        assert!(r.first("u:b"));
+        r.settle();
+        assert!(!r.first("u:b") && !r.first("u:a"));
+        assert_eq!(r.seen.len(), 3);
+        assert!(r.seen.is_sorted() && r.new.is_empty());
+    }
 }

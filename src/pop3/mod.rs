@@ -50,6 +50,6 @@ pub use command::Command;
 pub use conn::{Phase, MAX_LINE, MAX_LISTING_ENTRIES};
 pub use error::{Error, Result};
 pub use pace::{Pacing, Pulse, RateWindow, Stall, StallKind};
-pub use pipeline::{Retr, Retrieval, DELE_WINDOW, PIPELINE_WINDOW, PIPELINE_WINDOW_BYTES};
+pub use pipeline::{Plan, Retr, Retrieval, DELE_WINDOW, PIPELINE_WINDOW, PIPELINE_WINDOW_BYTES};
 pub use proto::{Capabilities, Expire, Reply, RespCode, Uid, Unstuffer};
-pub use session::{Session, SizeListing, UidListing};
+pub use session::{ListingSink, Session, SizeListing, UidListing};

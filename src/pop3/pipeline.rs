@@ -49,6 +49,31 @@ pub struct Retr {
     pub max_bytes: u64,
 }
 
+/// The messages of a retrieval run, by position. A `Vec<Retr>` is one; a
+/// caller with a large mailbox can instead compute each from its own
+/// compact listing, so that a plan of a million messages is not a million
+/// `Retr`s in memory.
+pub trait Plan {
+    /// How many messages.
+    fn len(&self) -> usize;
+    /// Message `i` (below [`len`](Self::len)).
+    fn get(&self, i: usize) -> Retr;
+    /// No message at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Plan for Vec<Retr> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn get(&self, i: usize) -> Retr {
+        self[i]
+    }
+}
+
 /// The sliding window of a pipelined run: which commands are sent and
 /// which are answered. Commands go out in order; `answered <= sent`.
 #[derive(Debug)]
@@ -145,7 +170,7 @@ pub(super) fn dele_windowed<S: Read + Write>(
 /// [`finish`](Self::finish) reads and discards them instead.
 pub struct Retrieval<'a, S: Read + Write> {
     conn: &'a mut Conn<S>,
-    plan: Vec<Retr>,
+    plan: Box<dyn Plan + 'a>,
     window: Window,
     saved_phase: Option<Phase>,
     /// DELEs sent and not yet answered, each with the number of RETRs sent
@@ -168,13 +193,13 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
     /// announced bytes; nothing is sent yet.
     pub(super) fn start(
         conn: &'a mut Conn<S>,
-        plan: Vec<Retr>,
+        plan: Box<dyn Plan + 'a>,
         size: usize,
         bytes: u64,
     ) -> Result<Self> {
         conn.exec(|_| {
             // Every number is checked before any is sent.
-            plan.iter().try_for_each(|r| Command::Retr(r.n).check())
+            (0..plan.len()).try_for_each(|i| Command::Retr(plan.get(i).n).check())
         })?;
         let saved_phase = conn.phase;
         Ok(Self {
@@ -188,8 +213,9 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
     }
 
     /// The message whose reply [`read_next`](Self::read_next) reads, if any is left.
-    pub fn peek(&self) -> Option<&Retr> {
-        self.plan.get(self.window.answered)
+    pub fn peek(&self) -> Option<Retr> {
+        let i = self.window.answered;
+        (i < self.plan.len()).then(|| self.plan.get(i))
     }
 
     /// Announced bytes of the RETRs sent but not yet read.
@@ -271,7 +297,7 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
     /// the next call reads the next message. Any other error makes the
     /// session unusable.
     pub fn read_next(&mut self, sink: &mut dyn Write) -> Result<u64> {
-        let Some(&r) = self.peek() else {
+        let Some(r) = self.peek() else {
             return Err(Error::Protocol("RETR: no message left to read".into()));
         };
         self.read_deles(self.window.answered)?;
@@ -279,8 +305,8 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
             conn, plan, window, ..
         } = self;
         let result = conn.exec(|c| {
-            let send = window.admit(plan.len(), |i| plan[i].size);
-            c.write_commands(plan[send].iter().map(|r| Command::Retr(r.n)))?;
+            let send = window.admit(plan.len(), |i| plan.get(i).size);
+            c.write_commands(send.map(|i| Command::Retr(plan.get(i).n)))?;
             c.read_status("RETR")?;
             c.read_body(sink, r.max_bytes)
         });
@@ -311,7 +337,7 @@ impl<'a, S: Read + Write> Retrieval<'a, S> {
         };
         while self.window.in_flight() > 0 {
             self.read_deles(self.window.answered)?;
-            let r = self.plan[self.window.answered];
+            let r = self.plan.get(self.window.answered);
             if over(self.conn) {
                 return Err(Error::Timeout);
             }

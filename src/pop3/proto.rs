@@ -222,8 +222,7 @@ pub enum Uid {
 impl Uid {
     /// Classifies raw unique-id bytes.
     pub fn from_bytes(raw: &[u8]) -> Self {
-        let valid =
-            (1..=MAX_UID_LEN).contains(&raw.len()) && raw.iter().all(|b| (0x21..=0x7e).contains(b));
+        let valid = is_valid_uid(raw);
         match std::str::from_utf8(raw) {
             Ok(s) if valid => Self::Valid(s.to_owned()),
             _ => Self::Invalid(raw[..raw.len().min(MAX_INVALID_UID_KEPT)].to_vec()),
@@ -239,6 +238,11 @@ impl Uid {
     }
 }
 
+/// RFC 1939 section 7: 1 to 70 octets in 0x21..=0x7E.
+pub fn is_valid_uid(raw: &[u8]) -> bool {
+    (1..=MAX_UID_LEN).contains(&raw.len()) && raw.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
 impl fmt::Display for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -252,13 +256,19 @@ impl fmt::Display for Uid {
 /// `UIDL n`. Only a bad message number is [`Malformed`]; a bad or missing
 /// unique-id gives [`Uid::Invalid`]. Trailing blanks are dropped.
 pub fn parse_uidl_entry(line: &[u8]) -> Result<(u32, Uid), Malformed> {
+    parse_uidl_entry_raw(line).map(|(n, uid)| (n, Uid::from_bytes(uid)))
+}
+
+/// [`parse_uidl_entry`] without classifying the unique-id: its bytes as
+/// sent, for [`Uid::from_bytes`] or [`is_valid_uid`].
+pub fn parse_uidl_entry_raw(line: &[u8]) -> Result<(u32, &[u8]), Malformed> {
     let line = trim_eol(line).trim_ascii();
     let split = line
         .iter()
         .position(|b| *b == b' ' || *b == b'\t')
         .unwrap_or(line.len());
     let n = message_number(Some(&line[..split]))?;
-    Ok((n, Uid::from_bytes(line[split..].trim_ascii_start())))
+    Ok((n, line[split..].trim_ascii_start()))
 }
 
 /// RFC 2449 §6.7 `EXPIRE`.

@@ -12,7 +12,7 @@ use super::client::capa;
 use super::command::Command;
 use super::conn::Conn;
 use super::error::{Error, Result};
-use super::pipeline::{self, Retr, Retrieval, DELE_WINDOW, PIPELINE_WINDOW, PIPELINE_WINDOW_BYTES};
+use super::pipeline::{self, Plan, Retrieval, DELE_WINDOW, PIPELINE_WINDOW, PIPELINE_WINDOW_BYTES};
 use super::proto::{self, Capabilities, Uid};
 
 /// TRANSACTION state.
@@ -68,25 +68,50 @@ impl<S: Read + Write> Session<S> {
     /// same size for the same UIDL. With `pipelined` both go out in one
     /// write: one round trip, not two.
     pub fn list_and_uidl(&mut self, pipelined: bool) -> Result<(SizeListing, Option<UidListing>)> {
+        let mut all = Collect::default();
+        let has_uidl = self.list_and_uidl_into(pipelined, &mut all)?;
+        Ok((all.sizes, has_uidl.then_some(all.uids)))
+    }
+
+    /// [`list_and_uidl`](Self::list_and_uidl), handing each entry to `sink`
+    /// as it is read instead of collecting them; true when the server
+    /// answered UIDL.
+    pub fn list_and_uidl_into(
+        &mut self,
+        pipelined: bool,
+        sink: &mut dyn ListingSink,
+    ) -> Result<bool> {
         if !pipelined {
-            let uidl = match self.uidl() {
-                Ok(u) => Some(u),
-                Err(Error::Server { .. }) => None,
+            let has_uidl = match self.conn.exec(|c| {
+                c.command(&Command::Uidl(None))?;
+                read_uids(c, sink)
+            }) {
+                Ok(()) => true,
+                Err(Error::Server { .. }) => false,
                 Err(e) => return Err(e),
             };
-            return Ok((self.list()?, uidl));
+            self.list_into(sink)?;
+            return Ok(has_uidl);
         }
         self.conn.exec(|c| {
             c.write_commands([Command::Uidl(None), Command::List(None)])?;
             // A -ERR to UIDL still leaves LIST's reply to read.
-            let uidl = match c.read_status("UIDL") {
-                Ok(_) => Some(c.read_listing("UIDL", c.limits.entries, proto::parse_uidl_entry)?),
-                Err(Error::Server { .. }) => None,
+            let has_uidl = match c.read_status("UIDL") {
+                Ok(_) => read_uids(c, sink).map(|()| true)?,
+                Err(Error::Server { .. }) => false,
                 Err(e) => return Err(e),
             };
             c.read_status("LIST")?;
-            let list = c.read_listing("LIST", c.limits.entries, proto::parse_list_entry)?;
-            Ok((list, uidl))
+            read_sizes(c, sink)?;
+            Ok(has_uidl)
+        })
+    }
+
+    /// LIST, handing each entry to `sink` as it is read.
+    pub fn list_into(&mut self, sink: &mut dyn ListingSink) -> Result<()> {
+        self.conn.exec(|c| {
+            c.command(&Command::List(None))?;
+            read_sizes(c, sink)
         })
     }
 
@@ -172,7 +197,11 @@ impl<S: Read + Write> Session<S> {
     /// one write whenever half the window has been answered; otherwise one
     /// at a time (lock-step). Bodies still stream straight into the caller's
     /// sink, one after the other, so memory does not grow with the window.
-    pub fn retrieve(&mut self, plan: Vec<Retr>, pipelined: bool) -> Result<Retrieval<'_, S>> {
+    pub fn retrieve<'r>(
+        &'r mut self,
+        plan: impl Plan + 'r,
+        pipelined: bool,
+    ) -> Result<Retrieval<'r, S>> {
         let (size, bytes) = match pipelined {
             true => (PIPELINE_WINDOW, PIPELINE_WINDOW_BYTES),
             false => (1, u64::MAX),
@@ -182,13 +211,13 @@ impl<S: Read + Write> Session<S> {
 
     /// [`retrieve`](Self::retrieve) with a window of `size` commands and `bytes`
     /// announced bytes.
-    pub(super) fn retrieve_windowed(
-        &mut self,
-        plan: Vec<Retr>,
+    pub(super) fn retrieve_windowed<'r>(
+        &'r mut self,
+        plan: impl Plan + 'r,
         size: usize,
         bytes: u64,
-    ) -> Result<Retrieval<'_, S>> {
-        Retrieval::start(&mut self.conn, plan, size, bytes)
+    ) -> Result<Retrieval<'r, S>> {
+        Retrieval::start(&mut self.conn, Box::new(plan), size, bytes)
     }
 
     /// RSET: unmarks every message marked deleted.
@@ -215,6 +244,57 @@ pub type SizeListing = Vec<(u32, u64)>;
 
 /// A UIDL listing: `(message number, unique-id)`.
 pub type UidListing = Vec<(u32, Uid)>;
+
+/// Takes the entries of LIST and UIDL listings one at a time, as they are
+/// read: a mailbox of a million messages is then stored as compactly as
+/// the caller likes, never as a million small allocations first.
+pub trait ListingSink {
+    /// A UIDL entry: the message number and its unique-id as sent (see
+    /// [`Uid::from_bytes`] for what is valid).
+    fn uid(&mut self, n: u32, uid: &[u8]);
+    /// A LIST entry: the message number and its size.
+    fn size(&mut self, n: u32, size: u64);
+}
+
+/// Both listings as Vecs.
+#[derive(Default)]
+struct Collect {
+    sizes: SizeListing,
+    uids: UidListing,
+}
+
+impl ListingSink for Collect {
+    fn uid(&mut self, n: u32, uid: &[u8]) {
+        self.uids.push((n, Uid::from_bytes(uid)));
+    }
+
+    fn size(&mut self, n: u32, size: u64) {
+        self.sizes.push((n, size));
+    }
+}
+
+/// The rest of a UIDL listing, into `sink` (read_listing collects
+/// nothing: its entries are `()`).
+fn read_uids<S: Read + Write>(c: &mut Conn<S>, sink: &mut dyn ListingSink) -> Result<()> {
+    let max = c.limits.entries;
+    c.read_listing("UIDL", max, |line| {
+        let (n, uid) = proto::parse_uidl_entry_raw(line)?;
+        sink.uid(n, uid);
+        Ok(())
+    })
+    .map(drop)
+}
+
+/// The rest of a LIST listing, into `sink`.
+fn read_sizes<S: Read + Write>(c: &mut Conn<S>, sink: &mut dyn ListingSink) -> Result<()> {
+    let max = c.limits.entries;
+    c.read_listing("LIST", max, |line| {
+        let (n, size) = proto::parse_list_entry(line)?;
+        sink.size(n, size);
+        Ok(())
+    })
+    .map(drop)
+}
 
 /// A reply about one message must name the message asked about.
 fn check_number(verb: &str, asked: u32, got: u32) -> Result<()> {

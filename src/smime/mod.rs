@@ -363,6 +363,18 @@ fn policy_reason(policy: Policy, facts: &Facts, error: Option<&str>) -> Option<S
     }
 }
 
+/// Whether a message whose first bytes (its header block) are `head` may
+/// be S/MIME at its top level: the types [`classify`] looks into.
+pub fn may_be_smime(head: &[u8]) -> bool {
+    matches!(
+        entity::entity(head).content_type.as_str(),
+        "application/pkcs7-mime"
+            | "application/x-pkcs7-mime"
+            | "application/octet-stream"
+            | "multipart/signed"
+    )
+}
+
 /// The S/MIME layer `raw` is, if it is one.
 fn classify(raw: &[u8]) -> Option<Layer> {
     let e = entity::entity(raw);

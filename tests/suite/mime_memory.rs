@@ -11,6 +11,8 @@ use std::process::Command;
 
 use popspool::mime::{decode, Options};
 
+use crate::common::mail::big_message;
+
 /// Peak resident set size of this process, from /proc.
 fn peak_rss_kib() -> u64 {
     fs::read_to_string("/proc/self/status")
@@ -58,30 +60,7 @@ fn big_attachment_decodes_in_bounded_memory() {
 
 fn decode_big_attachment() {
     let data_len = 38usize << 20;
-    let head = "From: big@example.com\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\nbody\r\n\
-                --B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n";
-    // Exact capacity: a growing Vec would briefly hold two copies.
-    let mut raw = Vec::with_capacity(head.len() + data_len.div_ceil(57) * 78 + 16);
-    raw.extend_from_slice(head.as_bytes());
-    let mut hasher = openssl::sha::Sha256::new();
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut left = data_len;
-    let mut line = [0u8; 57];
-    while left > 0 {
-        let n = left.min(57);
-        for b in &mut line[..n] {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *b = seed as u8;
-        }
-        hasher.update(&line[..n]);
-        raw.extend_from_slice(openssl::base64::encode_block(&line[..n]).as_bytes());
-        raw.extend_from_slice(b"\r\n");
-        left -= n;
-    }
-    raw.extend_from_slice(b"--B--\r\n");
-    let expected: String = hasher.finish().iter().map(|b| format!("{b:02x}")).collect();
+    let (raw, expected) = big_message(data_len);
     let dir = std::env::temp_dir().join(format!("popspool-mime-mem-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();

@@ -96,3 +96,35 @@ fn attachment(i: usize, size: usize, rng: &mut Rng) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A message of `data_len` random bytes as a base64 attachment next to a
+/// short text body, and the attachment's SHA-256.
+pub fn big_message(data_len: usize) -> (Vec<u8>, String) {
+    let head = "From: big@example.com\r\nSubject: big\r\nMessage-ID: <big@example.com>\r\n\
+                Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\r\nsee attached\r\n\
+                --B\r\nContent-Type: application/octet-stream\r\n\
+                Content-Disposition: attachment; filename=\"big.bin\"\r\n\
+                Content-Transfer-Encoding: base64\r\n\r\n";
+    // Exact capacity: a growing Vec would briefly hold two copies.
+    let mut raw = Vec::with_capacity(head.len() + data_len.div_ceil(57) * 78 + 16);
+    raw.extend_from_slice(head.as_bytes());
+    let mut hasher = openssl::sha::Sha256::new();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut line = [0u8; 57];
+    let mut left = data_len;
+    while left > 0 {
+        let n = left.min(57);
+        for b in &mut line[..n] {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        hasher.update(&line[..n]);
+        raw.extend_from_slice(openssl::base64::encode_block(&line[..n]).as_bytes());
+        raw.extend_from_slice(b"\r\n");
+        left -= n;
+    }
+    raw.extend_from_slice(b"--B--\r\n");
+    (raw, popspool::hex::lower(&hasher.finish()))
+}

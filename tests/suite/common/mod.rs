@@ -1,6 +1,7 @@
 //! Shared test support: a private Dovecot or GNU Mailutils pop3d, a scripted
 //! fake server, test messages, and running the popspool binary.
 
+pub mod bigbox;
 pub mod dovecot;
 pub mod fake;
 pub mod mail;
