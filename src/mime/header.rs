@@ -310,6 +310,18 @@ pub fn decode_value(value: &[u8]) -> String {
     s
 }
 
+/// One field for `headers.all`: decoded, with the undecoded text kept
+/// where it differs (README, "meta.json").
+pub fn field(f: &Field<'_>) -> super::HeaderField {
+    let value = decode_value(f.value);
+    let raw = unfold_trimmed(f.value);
+    super::HeaderField {
+        name: f.name.to_string(),
+        raw: (raw != value).then_some(raw),
+        value,
+    }
+}
+
 /// Looks up a charset label the way mail needs it: WHATWG labels plus the
 /// Windows code page names mailers use, never the "replacement" encoding.
 pub fn encoding_for(label: &str) -> Option<&'static Encoding> {
