@@ -52,6 +52,7 @@ pub(crate) enum Key {
     SmtpPasswordFile,
     SmtpPasswordCommand,
     MdnFrom,
+    SmtpCaFile,
 }
 
 /// Which sections may hold a key (popspool.ini(5), DESCRIPTION: "Any account
@@ -110,6 +111,10 @@ pub(crate) enum Kind {
     ContentType,
     /// An IPv4 or IPv6 address.
     Ip,
+    /// `never` or `auto`.
+    Mdn,
+    /// A mail address, `local@domain` or `Name <local@domain>`.
+    Mailbox,
     /// A feature still to come: refused by name rather than ignored
     /// (popspool.ini(5), NOT SUPPORTED YET).
     Later,
@@ -143,7 +148,7 @@ impl Key {
     /// Every key, in declaration order, with its name as written in the file.
     // One row a line, so the table reads as one.
     #[rustfmt::skip]
-    const TABLE: [Row; 42] = [
+    const TABLE: [Row; 43] = [
         (Key::Spool,                   "spool",                      Both,    Kind::Path,            Open),
         (Key::StateDir,                "state_dir",                  Global,  Kind::Path,            Open),
         (Key::LogLevel,                "log_level",                  Global,  Kind::LogLevel,        Open),
@@ -177,15 +182,16 @@ impl Key {
         (Key::SmimePkcs12PasswordFile, "smime_pkcs12_password_file", Account, Kind::Later,           Open),
         (Key::SmimeCaFile,             "smime_ca_file",              Account, Kind::Later,           Open),
         (Key::SmimePolicy,             "smime_policy",               Account, SMIME_POLICY,          Open),
-        (Key::Mdn,                     "mdn",                        Account, MDN,                   Open),
-        (Key::SmtpHost,                "smtp_host",                  Account, Kind::Later,           Open),
-        (Key::SmtpPort,                "smtp_port",                  Account, Kind::Later,           Open),
-        (Key::SmtpTls,                 "smtp_tls",                   Account, Kind::Later,           Open),
-        (Key::SmtpUser,                "smtp_user",                  Account, Kind::Later,           Open),
-        (Key::SmtpPassword,            "smtp_password",              Account, Kind::Later,           Inline),
-        (Key::SmtpPasswordFile,        "smtp_password_file",         Account, Kind::Later,           Open),
-        (Key::SmtpPasswordCommand,     "smtp_password_command",      Account, Kind::Later,           Hidden),
-        (Key::MdnFrom,                 "mdn_from",                   Account, Kind::Later,           Open),
+        (Key::Mdn,                     "mdn",                        Account, Kind::Mdn,             Open),
+        (Key::SmtpHost,                "smtp_host",                  Account, Kind::Host,            Open),
+        (Key::SmtpPort,                "smtp_port",                  Account, Kind::Port,            Open),
+        (Key::SmtpTls,                 "smtp_tls",                   Account, Kind::Tls,             Open),
+        (Key::SmtpUser,                "smtp_user",                  Account, Kind::User,            Open),
+        (Key::SmtpPassword,            "smtp_password",              Account, Kind::Password,        Inline),
+        (Key::SmtpPasswordFile,        "smtp_password_file",         Account, Kind::PasswordFile,    Open),
+        (Key::SmtpPasswordCommand,     "smtp_password_command",      Account, Kind::PasswordCommand, Hidden),
+        (Key::MdnFrom,                 "mdn_from",                   Account, Kind::Mailbox,         Open),
+        (Key::SmtpCaFile,              "smtp_ca_file",               Account, Kind::Path,            Open),
     ];
 
     const fn row(self) -> &'static Row {
@@ -218,12 +224,21 @@ impl Key {
         Self::TABLE.iter().find(|r| r.1 == name).map(|r| r.0)
     }
 
-    /// Whether it is one of the ways to give the password, of which a
+    /// Whether it is one of the ways to give the POP3 password, of which a
     /// section sets at most one.
     pub(crate) fn is_secret_source(self) -> bool {
         matches!(
-            self.kind(),
-            Kind::Password | Kind::PasswordFile | Kind::PasswordCommand
+            self,
+            Key::Password | Key::PasswordFile | Key::PasswordCommand
+        )
+    }
+
+    /// Whether it is one of the ways to give the SMTP password (for MDNs),
+    /// of which a section sets at most one, as for POP3.
+    pub(crate) fn is_smtp_secret_source(self) -> bool {
+        matches!(
+            self,
+            Key::SmtpPassword | Key::SmtpPasswordFile | Key::SmtpPasswordCommand
         )
     }
 }
@@ -232,11 +247,6 @@ impl Key {
 const SMIME_POLICY: Kind = Kind::LaterWord {
     default: "accept",
     others: &["require-signed", "require-valid"],
-};
-/// `mdn`: only the default, which answers nothing, is accepted.
-const MDN: Kind = Kind::LaterWord {
-    default: "never",
-    others: &["auto"],
 };
 
 /// The key lists popspool.ini(5) documents, one per section of the page.
@@ -316,9 +326,9 @@ mod tests {
     #[test]
     fn documented_lists() {
         assert_eq!(GLOBAL_KEYS, ["spool", "state_dir", "log_level"]);
-        assert_eq!(ACCOUNT_KEYS.len(), 25);
+        assert_eq!(ACCOUNT_KEYS.len(), 35);
         assert!(ACCOUNT_KEYS.contains(&"spool") && !ACCOUNT_KEYS.contains(&"log_level"));
-        assert_eq!(LATER_KEYS.len(), 15);
+        assert_eq!(LATER_KEYS.len(), 6);
         assert!(LATER_KEYS.iter().all(|k| !ACCOUNT_KEYS.contains(k)));
         let secret_sources: Vec<&str> = Key::TABLE
             .iter()
@@ -328,6 +338,19 @@ mod tests {
         assert_eq!(
             secret_sources,
             ["password", "password_file", "password_command"]
+        );
+        let smtp_sources: Vec<&str> = Key::TABLE
+            .iter()
+            .filter(|r| r.0.is_smtp_secret_source())
+            .map(|r| r.1)
+            .collect();
+        assert_eq!(
+            smtp_sources,
+            [
+                "smtp_password",
+                "smtp_password_file",
+                "smtp_password_command"
+            ]
         );
     }
 }

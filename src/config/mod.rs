@@ -31,6 +31,7 @@ use crate::mechanism::Mechanism;
 use crate::secret::Password;
 
 pub use keys::{ACCOUNT_KEYS, GLOBAL_KEYS, LATER_KEYS};
+pub use values::mailbox_address;
 
 /// Where the configuration lives when `-c` is not given.
 pub const DEFAULT_PATH: &str = "/etc/popspool/popspool.ini";
@@ -116,6 +117,34 @@ impl fmt::Debug for SecretSource {
     }
 }
 
+/// `mdn = never | auto` (README, "Acknowledgments (MDN)").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MdnMode {
+    /// Never answer a `Disposition-Notification-To` request.
+    Never,
+    /// Answer each request once its entry is durable, at most once.
+    Auto,
+}
+
+/// Where and as whom MDNs are sent (`smtp_*`, `mdn_from`).
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    /// `smtp_host`.
+    pub host: String,
+    /// `smtp_port`: 587, or 465 for `smtp_tls = implicit`.
+    pub port: u16,
+    /// `smtp_tls`: `starttls` unless set.
+    pub tls: TlsMode,
+    /// `smtp_ca_file`, else the account's `ca_file`.
+    pub ca_file: Option<PathBuf>,
+    /// `smtp_user`; without it nothing logs in.
+    pub user: Option<String>,
+    /// The SMTP password's source; `SecretSource::None` without `smtp_user`.
+    pub secret: SecretSource,
+    /// `mdn_from`, as written (`Name <local@domain>` or `local@domain`).
+    pub from: Option<String>,
+}
+
 /// `delete = yes | no | <duration>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delete {
@@ -178,6 +207,10 @@ pub struct Account {
     pub min_free_space: u64,
     /// Extension: the local address to connect from.
     pub source_ip: Option<std::net::IpAddr>,
+    /// `mdn`: whether MDN requests are answered.
+    pub mdn: MdnMode,
+    /// The SMTP side, when `smtp_host` is set (always with `mdn = auto`).
+    pub smtp: Option<Smtp>,
 }
 
 /// Everything that can be wrong with a configuration.
