@@ -407,6 +407,19 @@ fn extract_headers(h: &HeaderBlock<'_>) -> Headers {
     }
 }
 
+/// The bare `local@domain` of each address in an address-list field value
+/// (as `headers.all` keeps it), groups flattened; nothing for text that is
+/// no address list.
+pub fn addr_specs(value: &str) -> Vec<String> {
+    address::addr_specs(value.as_bytes())
+}
+
+/// The header block of a message as received (RFC 5322 section 2.1; see
+/// the `header` module for a missing empty line).
+pub fn header_block(raw: &[u8]) -> &[u8] {
+    header::split(raw).0
+}
+
 /// Labels that mean "plain ASCII" and are in practice often mislabelled
 /// UTF-8 or Latin-1.
 fn is_ascii_label(label: &str) -> bool {
