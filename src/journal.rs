@@ -281,7 +281,10 @@ impl MdnState {
     }
 
     fn from_name(n: &str) -> Option<MdnState> {
-        MdnState::ALL.iter().find(|(_, name)| *name == n).map(|(s, _)| *s)
+        MdnState::ALL
+            .iter()
+            .find(|(_, name)| *name == n)
+            .map(|(s, _)| *s)
     }
 
     /// Whether nothing more will ever be done about it.
@@ -1007,7 +1010,11 @@ mod tests {
                 (fact("u:2", 2), b, Dest::Quarantine),
                 (fact("u:3", 3), c, Dest::New),
             ];
-            let mdns = [(a, "x@example.net"), (b, "y@example.net"), (c, "z@example.net")];
+            let mdns = [
+                (a, "x@example.net"),
+                (b, "y@example.net"),
+                (c, "z@example.net"),
+            ];
             j.add_pending_with_mdns(&items, &mdns, 5).unwrap();
             assert_eq!(j.pending_mdns().len(), 3);
             j.set_mdn(a, MdnState::Sent, 6).unwrap();
@@ -1018,11 +1025,17 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         // P before M in one append: an owed MDN implies a published entry.
         assert!(lines[1].starts_with("P ") && lines[4] == format!("M {a} pending 5 x@example.net"));
-        assert_eq!(lines.last().unwrap(), &format!("M {b} sending 6 y@example.net"));
+        assert_eq!(
+            lines.last().unwrap(),
+            &format!("M {b} sending 6 y@example.net")
+        );
         let mut j = Journal::open(&st, "a", "idn").unwrap();
         assert_eq!(j.mdn_state(a), Some(MdnState::Sent));
         assert_eq!(j.mdn_state(b), Some(MdnState::Unsure), "never resent");
-        assert_eq!(j.pending_mdns(), [(c.to_string(), "z@example.net".to_string())]);
+        assert_eq!(
+            j.pending_mdns(),
+            [(c.to_string(), "z@example.net".to_string())]
+        );
         j.set_mdn(c, MdnState::Failed, 7).unwrap();
         assert!(j.pending_mdns().is_empty());
         j.compact().unwrap();

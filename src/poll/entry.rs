@@ -48,6 +48,8 @@ pub(super) struct Staged {
     pub n: u32,
     /// Bytes of `message.eml`.
     pub bytes: u64,
+    /// The MDN owed once the entry is durable (`mdn = auto`).
+    pub mdn: Option<crate::mdn::Owed>,
 }
 
 /// A downloaded message, to be decoded into its entry.
@@ -170,20 +172,23 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
         let json = meta.to_json().map_err(|e| fail(io::Error::other(e)))?;
         // meta.json last: its presence means the entry is complete.
         entry.write_file("meta.json", &json).map_err(fail)?;
-        Ok(if decoded.quarantine.is_some() {
+        let mdn = super::mdns::owed(acct, &decoded, raw, entry.id());
+        let dest = if decoded.quarantine.is_some() {
             Dest::Quarantine
         } else {
             Dest::New
-        })
+        };
+        Ok((dest, mdn))
     })();
     let id = entry.into_id();
     let done = match result {
-        Ok(dest) => Ok(Staged {
+        Ok((dest, mdn)) => Ok(Staged {
             fact,
             id,
             dest,
             n,
             bytes,
+            mdn,
         }),
         Err(e) => Err(Box::new((id, e))),
     };

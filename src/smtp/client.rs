@@ -158,6 +158,12 @@ impl<S: Read + Write> Conn<S> {
         self.expect(&end, "end of DATA")
     }
 
+    /// RSET after a refused transaction, best effort (RFC 5321 section
+    /// 4.1.1.5), so the next one starts clean.
+    pub fn reset(&mut self) {
+        let _ = self.exchange("RSET", None, "RSET");
+    }
+
     /// QUIT, best effort: the message is already taken or refused.
     pub fn quit(mut self) {
         if let Ok(r) = self.exchange("QUIT", None, "QUIT") {

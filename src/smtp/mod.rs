@@ -117,13 +117,23 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
+    /// The step a refusal answered; empty for other errors.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Error::Refused { stage, .. } => stage,
+            _ => "",
+        }
+    }
+
     /// Whether sending the same message again can never succeed without
-    /// someone changing something: a 5xx to the message (not to the login)
-    /// or a recipient that cannot be written.
+    /// someone changing something: a 5xx to the message's recipient or
+    /// content (not to the login or the null sender, which concern every
+    /// message and the configuration), or a recipient that cannot be
+    /// written.
     pub fn is_permanent_for_message(&self) -> bool {
         match self {
             Error::Refused {
-                stage: "MAIL FROM" | "RCPT TO" | "DATA" | "end of DATA",
+                stage: "RCPT TO" | "DATA" | "end of DATA",
                 permanent,
                 ..
             } => *permanent,
