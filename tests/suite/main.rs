@@ -21,6 +21,7 @@ mod e2e_servers;
 mod faults;
 mod full_disk;
 mod harness;
+mod mdn;
 mod mime;
 mod mime_memory;
 mod packaging;
