@@ -194,14 +194,7 @@ fn send_all(
     owed: &[(String, String)],
     out: &mut MdnOutcome,
 ) -> Result<(), String> {
-    let server = smtp::Server {
-        host: &smtp_cfg.host,
-        port: smtp_cfg.port,
-        tls: smtp_cfg.tls,
-        ca_file: smtp_cfg.ca_file.as_deref(),
-        source_ip: acct.source_ip,
-        timeout: acct.timeout,
-    };
+    let server = smtp::Server::of(acct).ok_or("no smtp_host")?;
     let password = match (&smtp_cfg.user, &smtp_cfg.secret) {
         (Some(_), s) if *s != SecretSource::None => {
             Some(secret::resolve(s, acct.timeout).map_err(|e| format!("SMTP password: {e}"))?)

@@ -39,6 +39,11 @@ impl<S: Read + Write> Conn<S> {
         Ok((conn, greeting))
     }
 
+    /// The stream, to ask it about TLS.
+    pub fn get_ref(&self) -> &S {
+        self.reader.get_ref()
+    }
+
     /// The stream, for the TLS upgrade; `None` when the server already
     /// sent bytes we have not read (after STARTTLS that would be an
     /// injection: RFC 3207 section 4.2 says to discard them, and we give

@@ -46,6 +46,21 @@ pub struct Server<'a> {
     pub timeout: Duration,
 }
 
+impl<'a> Server<'a> {
+    /// The SMTP server of `acct`, when `smtp_host` is set.
+    pub fn of(acct: &'a crate::config::Account) -> Option<Server<'a>> {
+        let s = acct.smtp.as_ref()?;
+        Some(Server {
+            host: &s.host,
+            port: s.port,
+            tls: s.tls,
+            ca_file: s.ca_file.as_deref(),
+            source_ip: acct.source_ip,
+            timeout: acct.timeout,
+        })
+    }
+}
+
 /// What went wrong talking to the SMTP server. Nothing here carries a
 /// password or a SASL payload.
 #[derive(Debug)]

@@ -118,13 +118,22 @@ fn check_mdn(r: &Received, i: usize, disposition: &str) {
     assert!(r.tls, "STARTTLS");
     assert_eq!(r.user.as_deref(), Some("mdn-sender"));
     let text = String::from_utf8(r.data.clone()).unwrap();
-    assert!(text.contains("\r\nAuto-Submitted: auto-replied\r\n"), "{text}");
-    assert!(text.starts_with("From: Order Desk <orders@example.com>\r\n"), "{text}");
+    assert!(
+        text.contains("\r\nAuto-Submitted: auto-replied\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("From: Order Desk <orders@example.com>\r\n"),
+        "{text}"
+    );
     let d = popspool::mime::headers_only(&r.data);
     assert_eq!(d.kind, popspool::mime::Kind::Report, "{:?}", d.problems);
     let rep = d.report.unwrap();
     assert_eq!(rep["type"], "disposition-notification");
-    assert_eq!(rep["original_message_id"], format!("<order-{i}@example.net>"));
+    assert_eq!(
+        rep["original_message_id"],
+        format!("<order-{i}@example.net>")
+    );
     assert_eq!(rep["final_recipient"], "rfc822; orders@example.com");
     assert_eq!(
         rep["disposition"],
@@ -132,7 +141,9 @@ fn check_mdn(r: &Received, i: usize, disposition: &str) {
     );
     assert!(rep["reporting_ua"].as_str().unwrap().contains("popspool/"));
     assert!(
-        text.contains("Content-Type: text/rfc822-headers\r\n\r\nReturn-Path: <partner@example.net>"),
+        text.contains(
+            "Content-Type: text/rfc822-headers\r\n\r\nReturn-Path: <partner@example.net>"
+        ),
         "original headers attached"
     );
 }
@@ -157,7 +168,10 @@ fn one_mdn_per_requesting_message_and_none_where_rfc_8098_says_not() {
     let got = w.sink.received();
     assert_eq!(got.len(), 1, "{got:?}");
     check_mdn(&got[0], 1, "processed");
-    assert!(log.contains("not sending one: the message is itself a report"), "{log}");
+    assert!(
+        log.contains("not sending one: the message is itself a report"),
+        "{log}"
+    );
     assert!(
         log.contains("suspicious request: Return-Path <bounces@elsewhere.example> differs"),
         "{log}"
@@ -165,8 +179,13 @@ fn one_mdn_per_requesting_message_and_none_where_rfc_8098_says_not() {
     assert!(log.contains("MDN for entry"), "{log}");
     assert_eq!(entries(&w.setup.account_spool(USER), "new").len(), 4);
     let st = w.status();
-    assert_eq!((st["mdns_sent"].as_u64(), st["mdns_pending"].as_u64()), (Some(1), Some(0)));
-    assert!(w.prom().contains("popspool_mdns_sent_total{account=\"receipts\"} 1\n"));
+    assert_eq!(
+        (st["mdns_sent"].as_u64(), st["mdns_pending"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(w
+        .prom()
+        .contains("popspool_mdns_sent_total{account=\"receipts\"} 1\n"));
     // Nothing is owed any more: a second poll sends nothing, nor does one
     // that fetches a new message without a request.
     w.dc.deliver(USER, &plain(5));
@@ -198,13 +217,19 @@ fn smtp_failures_are_retried_and_never_double_an_mdn() {
     w.dc.deliver(USER, &request(1, "partner@example.net"));
     let log = w.once();
     assert!(log.contains("451 4.3.0 try again later"), "{log}");
-    assert_eq!(entries(&w.setup.account_spool(USER), "new").len(), 1, "retrieval went on");
+    assert_eq!(
+        entries(&w.setup.account_spool(USER), "new").len(),
+        1,
+        "retrieval went on"
+    );
     assert_eq!(w.dc.count(USER), 0);
     assert!(w.sink.received().is_empty());
     let st = w.status();
     assert_eq!(st["mdns_pending"], 1);
     assert!(st["mdn_last_error"].as_str().unwrap().contains("451"));
-    assert!(w.prom().contains("popspool_mdns_pending{account=\"receipts\"} 1\n"));
+    assert!(w
+        .prom()
+        .contains("popspool_mdns_pending{account=\"receipts\"} 1\n"));
     // The server recovers: the next --once sends it, once.
     w.sink.set_fault(Fault::None);
     w.once();
@@ -275,4 +300,43 @@ fn a_kill_and_a_restart_never_send_two() {
     assert_eq!(got.len(), 2, "never a second copy: {got:?}");
     check_mdn(&got[1], 2, "processed");
     assert_eq!(entries(&w.setup.account_spool(USER), "new").len(), 2);
+}
+
+/// `--check` and `--probe` report the SMTP side without a secret:
+/// what the server offers and whether the login works.
+#[test]
+#[ignore = "needs root and Dovecot"]
+fn check_and_probe_report_the_smtp_side() {
+    let w = world("mdn-probe", "");
+    let out = w.setup.run(&["--check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "  mdn      auto, from Order Desk <orders@example.com>\n",
+        &format!("  smtp     127.0.0.1:{} tls=starttls\n", w.sink.port),
+        "  smtp secret ok\n",
+        "  smtp tls ok\n",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    let out = w.setup.run(&["--probe"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "  smtp greeting 220 sink.test ESMTP\n",
+        "  smtp ehlo AUTH PLAIN LOGIN | 8BITMIME\n",
+        "  smtp login ok with plain\n",
+        "  smtp tls TLSv1.3",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    assert!(!text.contains("secret-smtp") && !stderr(&out).contains("secret-smtp"));
+    assert!(w.sink.received().is_empty(), "a probe sends nothing");
+    // A wrong SMTP password: the probe says so and exits 75.
+    write_private(&w.setup.dir.join("smtp.password"), "wrong\n");
+    let out = w.setup.run(&["--probe"]);
+    assert_eq!(out.status.code(), Some(75));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("  smtp login FAILED\n"), "{text}");
+    assert!(text.contains("535 5.7.8 bad credentials"), "{text}");
 }

@@ -143,7 +143,10 @@ impl Sink {
     pub fn wait(&self, what: &str, cond: impl Fn(&Sink) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cond(self) {
-            assert!(Instant::now() < deadline, "sink: timed out waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "sink: timed out waiting for {what}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -217,7 +220,10 @@ impl Conn<'_> {
                 Ok(_) if buf.ends_with(b"\n") => break,
                 Ok(_) => {}
                 Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
                 {
                     if self.stop.load(Ordering::Relaxed) {
                         return Ok(None);
