@@ -445,10 +445,14 @@ mod tests {
              Error: body part selection: no part of type text/xml??\r\n"
         ));
         let d = mime::headers_only(&o.message);
+        let r = d.report.unwrap();
         assert_eq!(
-            d.report.unwrap()["disposition"],
+            r["disposition"],
             "automatic-action/MDN-sent-automatically; processed/error"
         );
+        assert_eq!(r["disposition_type"], "processed");
+        assert_eq!(r["disposition_modifiers"], serde_json::json!(["error"]));
+        assert_eq!(r["error"], "body part selection: no part of type text/xml??");
         assert!(d.headers.subject.unwrap().starts_with("Not processed: "));
     }
 

@@ -553,7 +553,10 @@ fn disposition_notification_report() {
             "final_recipient": "rfc822;rcpt@example.org",
             "original_recipient": "rfc822;rcpt@example.org",
             "original_message_id": "<order-42@example.com>",
-            "disposition": "manual-action/MDN-sent-manually; displayed"
+            "disposition": "manual-action/MDN-sent-manually; displayed",
+            "disposition_type": "displayed",
+            "disposition_modifiers": [],
+            "error": null
         }))
     );
     // Without Original-Message-ID the attached message's Message-ID is used.
