@@ -452,7 +452,10 @@ mod tests {
         );
         assert_eq!(r["disposition_type"], "processed");
         assert_eq!(r["disposition_modifiers"], serde_json::json!(["error"]));
-        assert_eq!(r["error"], "body part selection: no part of type text/xml??");
+        assert_eq!(
+            r["error"],
+            "body part selection: no part of type text/xml??"
+        );
         assert!(d.headers.subject.unwrap().starts_with("Not processed: "));
     }
 

@@ -7,8 +7,9 @@
 //! fsyncs, a "pending" journal record, one rename each into `new/` or
 //! `quarantine/`, an fsync of those directories, a "delivered" record.
 //! Only then does [`Drain::after_durable`] run for each entry: it is logged,
-//! counted and queued for DELE; an action owed to the sender once a message
-//! is safely stored belongs there too.
+//! counted and queued for DELE. An MDN owed to the sender is journaled with
+//! the entry's "pending" record, so it is owed exactly when the entry is
+//! published, and sent after the POP3 session (`mdns`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

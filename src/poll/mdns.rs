@@ -13,9 +13,10 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::{mailbox_address, Account, MdnMode, SecretSource, Smtp};
+use crate::config::{mailbox_address, Account, MdnMode, SecretSource};
 use crate::journal::{Journal, MdnState};
 use crate::mdn;
 use crate::mime::Decoded;
@@ -120,6 +121,7 @@ pub(super) fn send_pending(
     tls: &crate::tls::Connectors,
     journal: &mut Journal,
     memo: &mut Memo,
+    stop: &AtomicBool,
 ) -> MdnOutcome {
     let mut out = MdnOutcome::default();
     let dir = outbox(state_dir, &acct.name);
@@ -130,20 +132,28 @@ pub(super) fn send_pending(
         memo.mdn_retry = None;
         return out;
     }
-    let Some(smtp) = &acct.smtp else {
+    if acct.mdn != MdnMode::Auto {
+        log::debug!(
+            "{}: {} MDN(s) owed but mdn is not auto; they wait",
+            acct.name,
+            owed.len()
+        );
+        return out;
+    }
+    if acct.smtp.is_none() {
         log::debug!(
             "{}: {} MDN(s) owed but no smtp_host is set; they wait",
             acct.name,
             owed.len()
         );
         return out;
-    };
+    }
     if let Some((_, next)) = memo.mdn_retry {
         if Instant::now() < next {
             return out;
         }
     }
-    match send_all(acct, smtp, tls, journal, &dir, &owed, &mut out) {
+    match send_all(acct, tls, journal, &dir, &owed, stop, &mut out) {
         Ok(()) => memo.mdn_retry = None,
         Err(e) => {
             let tries = memo.mdn_retry.map_or(1, |(n, _)| n.saturating_add(1));
@@ -187,13 +197,14 @@ fn remove_strays(dir: &Path, journal: &Journal) {
 /// later (the MDNs concerned stay pending), as a printable message.
 fn send_all(
     acct: &Account,
-    smtp_cfg: &Smtp,
     tls: &crate::tls::Connectors,
     journal: &mut Journal,
     dir: &Path,
     owed: &[(String, String)],
+    stop: &AtomicBool,
     out: &mut MdnOutcome,
 ) -> Result<(), String> {
+    let smtp_cfg = acct.smtp.as_ref().ok_or("no smtp_host")?;
     let server = smtp::Server::of(acct).ok_or("no smtp_host")?;
     let password = match (&smtp_cfg.user, &smtp_cfg.secret) {
         (Some(_), s) if *s != SecretSource::None => {
@@ -214,6 +225,10 @@ fn send_all(
     drop(password);
     let mut last_error = None;
     for (id, rcpt) in owed {
+        // A shutdown request: the rest stay owed for the next run.
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let path = dir.join(format!("{id}.eml"));
         let message = match fs::read(&path) {
             Ok(m) => m,

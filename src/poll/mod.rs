@@ -239,7 +239,7 @@ fn poll_into(
     // server that is down. Not after a journal failure: the journal is
     // what makes them at most once.
     if !matches!(r, Err(Error::State(_))) {
-        out.mdn = mdns::send_pending(acct, ctx.state_dir, ctx.tls, &mut journal, memo);
+        out.mdn = mdns::send_pending(acct, ctx.state_dir, ctx.tls, &mut journal, memo, ctx.stop);
     }
     r
 }
