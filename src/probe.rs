@@ -124,16 +124,7 @@ fn check_smtp(a: &Account, s: &Smtp, connectors: &tls::Connectors) -> usize {
         None => println!("  smtp login none (no smtp_user)"),
     }
     if let (TlsMode::Implicit | TlsMode::StartTls, Some(server)) = (s.tls, smtp::Server::of(a)) {
-        let settings = tls::Settings {
-            host: server.host,
-            port: server.port,
-            source_ip: server.source_ip,
-            timeout: server.timeout,
-            ca_file: server.ca_file,
-            pin: None,
-            client: None,
-        };
-        match connectors.get(&settings) {
+        match connectors.get(&server.tls_settings()) {
             Ok(_) => println!("  smtp tls ok"),
             Err(e) => {
                 println!("  smtp tls ERROR: {e}");

@@ -59,6 +59,20 @@ impl<'a> Server<'a> {
             timeout: acct.timeout,
         })
     }
+
+    /// What the TLS layer needs: no pin and no client certificate (the
+    /// SMTP server is trusted through the store and `smtp_ca_file`).
+    pub fn tls_settings(&self) -> tls::Settings<'a> {
+        tls::Settings {
+            host: self.host,
+            port: self.port,
+            source_ip: self.source_ip,
+            timeout: self.timeout,
+            ca_file: self.ca_file,
+            pin: None,
+            client: None,
+        }
+    }
 }
 
 /// What went wrong talking to the SMTP server. Nothing here carries a
@@ -172,15 +186,7 @@ pub struct Session {
 
 /// Connect to `server`, secure the connection as configured, and say EHLO.
 pub fn open(server: &Server<'_>, connectors: &tls::Connectors) -> Result<Session, Error> {
-    let settings = tls::Settings {
-        host: server.host,
-        port: server.port,
-        source_ip: server.source_ip,
-        timeout: server.timeout,
-        ca_file: server.ca_file,
-        pin: None,
-        client: None,
-    };
+    let settings = server.tls_settings();
     let tls_cfg = match server.tls {
         TlsMode::None => None,
         _ => Some(connectors.get(&settings).map_err(Error::Tls)?),
