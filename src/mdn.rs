@@ -188,7 +188,7 @@ fn compose(
         m.push_str(value);
         m.push_str("\r\n");
     };
-    field("From", &header_text(s.from));
+    field("From", &from_field(s.from, s.from_addr));
     field("To", &format!("<{rcpt}>"));
     let verb = if reason.is_some() {
         "Not processed"
@@ -291,6 +291,21 @@ fn compose(
     }
     m.push_str(&format!("\r\n--{boundary}--\r\n"));
     m.into_bytes()
+}
+
+/// `mdn_from` as a From field: as configured when ASCII, else with only
+/// the display name encoded (RFC 2047 section 5: never the address).
+fn from_field(from: &str, addr: &str) -> String {
+    if from.is_ascii() {
+        return from.to_string();
+    }
+    let name = from
+        .split('<')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"');
+    format!("{} <{addr}>", header_text(name))
 }
 
 /// A header value as ASCII: as it is when it already is, else one RFC 2047
@@ -504,6 +519,24 @@ mod tests {
             "Return-Path: <Partner@example.net>",
         );
         skipped(&local, "differs");
+    }
+
+    #[test]
+    fn a_non_ascii_sender_name_is_encoded_not_its_address() {
+        let s = Sender {
+            from: "Bestellannahme Müller <orders@example.com>",
+            ..sender()
+        };
+        let d = mime::headers_only(REQUEST);
+        let Decision::Owe(o) = decide(&d.headers, d.kind, b"", None, &s) else {
+            panic!("owed")
+        };
+        assert!(o.message.is_ascii());
+        let back = mime::headers_only(&o.message);
+        assert_eq!(
+            back.headers.from.as_deref(),
+            Some("\"Bestellannahme Müller\" <orders@example.com>")
+        );
     }
 
     #[test]
