@@ -177,7 +177,26 @@ fn one_mdn_per_requesting_message_and_none_where_rfc_8098_says_not() {
         "{log}"
     );
     assert!(log.contains("MDN for entry"), "{log}");
-    assert_eq!(entries(&w.setup.account_spool(USER), "new").len(), 4);
+    let new = entries(&w.setup.account_spool(USER), "new");
+    assert_eq!(new.len(), 4);
+    // The whole header block, in order, with the encoded Subject's raw form.
+    let all = &new[0].meta["headers"]["all"];
+    assert_eq!(
+        all[0],
+        serde_json::json!(["Return-Path", "<partner@example.net>"])
+    );
+    assert_eq!(
+        all[1][1],
+        "from mx.example.net by pop.example.com; Sat, 21 Nov 2026 10:00:00 +0000"
+    );
+    assert_eq!(
+        all[4],
+        serde_json::json!([
+            "Subject",
+            "Bestellung 1 für März",
+            "=?UTF-8?Q?Bestellung_1_f=C3=BCr_M=C3=A4rz?="
+        ])
+    );
     let st = w.status();
     assert_eq!(
         (st["mdns_sent"].as_u64(), st["mdns_pending"].as_u64()),
