@@ -124,8 +124,10 @@ fn poll_and_record(
     st.bytes_delivered += o.bytes;
     st.mdns_sent += o.mdn.sent;
     st.mdns_failed += o.mdn.failed;
-    st.mdns_pending = o.mdn.pending;
-    st.mdn_last_error.clone_from(&o.mdn.error);
+    if o.mdn.ran {
+        st.mdns_pending = o.mdn.pending;
+        st.mdn_last_error.clone_from(&o.mdn.error);
+    }
     let result = match r {
         Ok(()) => {
             st.last_success = Some(now);

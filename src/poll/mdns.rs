@@ -37,6 +37,8 @@ const OUTBOX_FILE_MODE: u32 = 0o600;
 /// What the MDN step of one poll did, for the status record.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MdnOutcome {
+    /// Whether the MDN step ran (not after a journal failure).
+    pub ran: bool,
     /// MDNs the SMTP server took.
     pub sent: u64,
     /// MDNs refused for good, or never to be sent (unsure, missing file).
@@ -123,7 +125,10 @@ pub(super) fn send_pending(
     memo: &mut Memo,
     stop: &AtomicBool,
 ) -> MdnOutcome {
-    let mut out = MdnOutcome::default();
+    let mut out = MdnOutcome {
+        ran: true,
+        ..MdnOutcome::default()
+    };
     let dir = outbox(state_dir, &acct.name);
     let owed = journal.pending_mdns();
     remove_strays(&dir, journal);
