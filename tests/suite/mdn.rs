@@ -359,3 +359,28 @@ fn check_and_probe_report_the_smtp_side() {
     assert!(text.contains("  smtp login FAILED\n"), "{text}");
     assert!(text.contains("535 5.7.8 bad credentials"), "{text}");
 }
+
+/// The service backs off after an SMTP failure (1 minute at first) while
+/// retrieval goes on at every poll.
+#[test]
+#[ignore = "needs root and Dovecot"]
+fn the_service_backs_off_smtp_but_not_retrieval() {
+    let w = world("mdn-backoff", "poll_interval = 1s\n");
+    w.sink.set_fault(Fault::TempRcpt);
+    w.dc.deliver(USER, &request(1, "partner@example.net"));
+    let mut daemon = w.daemon();
+    w.sink.wait("the first attempt", |s| s.rcpt_seen() >= 1);
+    let spool = w.setup.account_spool(USER);
+    w.dc.deliver(USER, &plain(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while entries(&spool, "new").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "retrieval stopped");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Several polls later: still one SMTP attempt.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!((w.sink.connections(), w.sink.rcpt_seen()), (1, 1));
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert_eq!(w.status()["mdns_pending"], 1);
+}
