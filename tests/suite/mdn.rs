@@ -100,13 +100,32 @@ impl World {
         fs::read_to_string(self.setup.state.join("popspool.prom")).unwrap()
     }
 
-    fn daemon(&self) -> Child {
-        Command::new(bin())
-            .arg("-c")
-            .arg(&self.setup.config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    fn daemon(&self) -> Daemon {
+        Daemon(
+            Command::new(bin())
+                .arg("-c")
+                .arg(&self.setup.config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+/// The service, killed (SIGKILL) when dropped, also when a test fails.
+struct Daemon(Child);
+
+impl Daemon {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -294,8 +313,7 @@ fn a_kill_and_a_restart_never_send_two() {
     w.dc.deliver(USER, &request(1, "partner@example.net"));
     let mut daemon = w.daemon();
     w.sink.wait("RCPT", |s| s.rcpt_seen() >= 1);
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    daemon.kill();
     assert!(w.sink.received().is_empty());
     w.sink.set_fault(Fault::None);
     w.once();
@@ -309,8 +327,7 @@ fn a_kill_and_a_restart_never_send_two() {
     w.dc.deliver(USER, &request(2, "partner@example.net"));
     let mut daemon = w.daemon();
     w.sink.wait("the second MDN", |s| s.received().len() >= 2);
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    daemon.kill();
     w.sink.set_fault(Fault::None);
     let log = w.once();
     assert!(log.contains("may or may not have been sent"), "{log}");
@@ -380,7 +397,6 @@ fn the_service_backs_off_smtp_but_not_retrieval() {
     // Several polls later: still one SMTP attempt.
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!((w.sink.connections(), w.sink.rcpt_seen()), (1, 1));
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    daemon.kill();
     assert_eq!(w.status()["mdns_pending"], 1);
 }
