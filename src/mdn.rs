@@ -104,6 +104,22 @@ pub fn decide(
     {
         return Decision::Skip("the message is itself a report, which is never answered".into());
     }
+    // RFC 8098 section 2.2: a parameter marked "required" that the
+    // answering agent does not know forbids an ordinary MDN; popspool knows
+    // none (a signed receipt, for one, it cannot give).
+    let required = fields("disposition-notification-options").find(|f| {
+        f.value.split(';').any(|p| {
+            p.split_once('=')
+                .is_some_and(|(_, v)| v.trim().to_ascii_lowercase().starts_with("required"))
+        })
+    });
+    if let Some(f) = required {
+        return Decision::Skip(format!(
+            "Disposition-Notification-Options has a required parameter popspool does not \
+             support ({}; RFC 8098 section 2.2)",
+            crate::text::printable(&f.value, 100)
+        ));
+    }
     let addrs: Vec<String> = requests
         .iter()
         .flat_map(|f| mime::addr_specs(&raw(f)))
@@ -506,6 +522,19 @@ mod tests {
         skipped(&several, "several addresses");
         let empty = with(REQUEST, "\"Partner EDI\" <partner@example.net>", "");
         skipped(&empty, "no address");
+        // A required option popspool does not know (a signed receipt).
+        let signed = with(
+            REQUEST,
+            "Content-Type: text/plain",
+            "Disposition-Notification-Options: signed-receipt-protocol=required,pkcs7-signature",
+        );
+        skipped(&signed, "required parameter");
+        let optional = with(
+            REQUEST,
+            "Content-Type: text/plain",
+            "Disposition-Notification-Options: signed-receipt-protocol=optional,pkcs7-signature",
+        );
+        assert!(matches!(decide_raw(&optional, None), Decision::Owe(_)));
         // The domain's case does not matter; the local part's does.
         let upper = with(
             REQUEST,
