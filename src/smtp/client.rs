@@ -6,6 +6,7 @@
 //! upgrades the real socket.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
 
 use crate::mechanism::Mechanism;
 use crate::sasl::{self, crypto};
@@ -20,13 +21,18 @@ const MAX_SASL_ROUNDS: usize = 10;
 /// One SMTP connection after the greeting.
 pub struct Conn<S> {
     reader: BufReader<S>,
+    /// The time each complete reply may take; the socket's inactivity
+    /// timeout alone would let a server dribble a byte at a time forever.
+    deadline: Option<Duration>,
 }
 
 impl<S: Read + Write> Conn<S> {
-    /// Reads the greeting (220) off a fresh connection.
-    pub fn greet(stream: S) -> Result<(Conn<S>, Reply), Error> {
+    /// Reads the greeting (220) off a fresh connection; each reply must
+    /// then be complete within `deadline`.
+    pub fn greet(stream: S, deadline: Option<Duration>) -> Result<(Conn<S>, Reply), Error> {
         let mut conn = Conn {
             reader: BufReader::new(stream),
+            deadline,
         };
         let greeting = conn.reply()?;
         if greeting.code != 220 {
@@ -56,9 +62,10 @@ impl<S: Read + Write> Conn<S> {
     }
 
     /// A connection on an upgraded stream; nothing is read from it.
-    pub fn upgraded(stream: S) -> Conn<S> {
+    pub fn upgraded(stream: S, deadline: Option<Duration>) -> Conn<S> {
         Conn {
             reader: BufReader::new(stream),
+            deadline,
         }
     }
 
@@ -204,30 +211,51 @@ impl<S: Read + Write> Conn<S> {
             .map_err(Error::Io)
     }
 
-    /// One complete reply, each line bounded by [`MAX_LINE`].
+    /// One complete reply, each line bounded by [`MAX_LINE`], the whole
+    /// within the deadline.
     fn reply(&mut self) -> Result<Reply, Error> {
+        let due = self.deadline.map(|d| Instant::now() + d);
         let mut reader = ReplyReader::default();
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = (&mut self.reader)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut line)
-                .map_err(Error::Io)?;
-            if n == 0 {
-                return Err(Error::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                )));
-            }
-            if line.last() != Some(&b'\n') {
-                return Err(Error::Protocol("reply line too long"));
-            }
+            self.read_line(&mut line, due)?;
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
             if let Some(reply) = reader.push(text).map_err(Error::Protocol)? {
                 log::trace!("S: {}", reply.text());
                 return Ok(reply);
+            }
+        }
+    }
+
+    /// One line, its `\n` included.
+    fn read_line(&mut self, line: &mut Vec<u8>, due: Option<Instant>) -> Result<(), Error> {
+        loop {
+            if due.is_some_and(|d| Instant::now() > d) {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the server's reply did not arrive in time",
+                )));
+            }
+            let buf = self.reader.fill_buf().map_err(Error::Io)?;
+            if buf.is_empty() {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                )));
+            }
+            let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            line.extend_from_slice(&buf[..take]);
+            self.reader.consume(take);
+            if line.len() > MAX_LINE {
+                return Err(Error::Protocol("reply line too long"));
+            }
+            if done {
+                return Ok(());
             }
         }
     }
@@ -267,7 +295,7 @@ mod tests {
             250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go on\r\n250 2.0.0 queued as X\r\n221 bye\r\n";
         let stream = MockStream::new(&script[..]);
         let written = stream.written();
-        let (mut c, greeting) = Conn::greet(stream).unwrap();
+        let (mut c, greeting) = Conn::greet(stream, None).unwrap();
         assert_eq!(greeting.code, 220);
         let e = c.ehlo("[127.0.0.1]").unwrap();
         assert_eq!(proto::choose_mechanism(&e.auth), Some(Mechanism::Plain));
@@ -293,7 +321,7 @@ mod tests {
         let script = b"220 x\r\n334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n535 5.7.8 bad\r\n";
         let stream = MockStream::new(&script[..]);
         let written = stream.written();
-        let (mut c, _) = Conn::greet(stream).unwrap();
+        let (mut c, _) = Conn::greet(stream, None).unwrap();
         let e = c.auth(Mechanism::Login, &creds()).unwrap_err();
         assert!(
             matches!(
@@ -324,7 +352,7 @@ mod tests {
             ),
             (b"220 x\r\n250 ok\r\n250 ok\r\n554 no\r\n", "DATA", true),
         ] {
-            let (mut c, _) = Conn::greet(MockStream::new(script)).unwrap();
+            let (mut c, _) = Conn::greet(MockStream::new(script), None).unwrap();
             let mut called = false;
             let e = c
                 .send("a@b", b"x", &mut || {
@@ -348,7 +376,7 @@ mod tests {
     fn after_the_dot() {
         // Refused after the dot: known, not sent.
         let s = b"220 x\r\n250 ok\r\n250 ok\r\n354 go\r\n452 4.3.1 full\r\n";
-        let (mut c, _) = Conn::greet(MockStream::new(&s[..])).unwrap();
+        let (mut c, _) = Conn::greet(MockStream::new(&s[..]), None).unwrap();
         let e = c.send("a@b", b"x", &mut ok).unwrap_err();
         assert!(
             matches!(
@@ -362,14 +390,14 @@ mod tests {
         );
         // No answer to the dot: unknown.
         let s = b"220 x\r\n250 ok\r\n250 ok\r\n354 go\r\n";
-        let (mut c, _) = Conn::greet(MockStream::new(&s[..])).unwrap();
+        let (mut c, _) = Conn::greet(MockStream::new(&s[..]), None).unwrap();
         let e = c.send("a@b", b"x", &mut ok).unwrap_err();
         assert!(matches!(e, Error::Unknown(_)), "{e}");
         // The journal could not record "sending": the dot is never sent.
         let s = b"220 x\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n";
         let stream = MockStream::new(&s[..]);
         let written = stream.written();
-        let (mut c, _) = Conn::greet(stream).unwrap();
+        let (mut c, _) = Conn::greet(stream, None).unwrap();
         let e = c
             .send("a@b", b"x", &mut || Err(Error::Protocol("journal full")))
             .unwrap_err();
@@ -378,23 +406,37 @@ mod tests {
     }
 
     #[test]
+    fn a_dribbling_server_meets_the_deadline() {
+        let slow = MockStream::new(&b"220 a greeting that takes its time\r\n"[..])
+            .one_byte_reads()
+            .with_read_delay(Duration::from_millis(5));
+        let e = Conn::greet(slow, Some(Duration::from_millis(50))).map(|_| ());
+        assert!(
+            matches!(&e, Err(Error::Io(io)) if io.kind() == io::ErrorKind::TimedOut),
+            "{e:?}"
+        );
+        let slow = MockStream::new(&b"220 quick\r\n"[..]).one_byte_reads();
+        assert!(Conn::greet(slow, Some(Duration::from_secs(5))).is_ok());
+    }
+
+    #[test]
     fn bad_input_is_refused_without_a_panic() {
-        let (mut c, _) = Conn::greet(MockStream::new(&b"220 x\r\n"[..])).unwrap();
+        let (mut c, _) = Conn::greet(MockStream::new(&b"220 x\r\n"[..]), None).unwrap();
         assert!(matches!(
             c.send("a@b>\r\nDATA", b"x", &mut ok),
             Err(Error::Address(_))
         ));
         for script in [&b"554 go away\r\n"[..], b"hello\r\n", b""] {
-            assert!(Conn::greet(MockStream::new(script)).is_err());
+            assert!(Conn::greet(MockStream::new(script), None).is_err());
         }
         let long = [b"220 ".to_vec(), vec![b'x'; MAX_LINE], b"\r\n".to_vec()].concat();
         assert!(matches!(
-            Conn::greet(MockStream::new(long)).map(|_| ()),
+            Conn::greet(MockStream::new(long), None).map(|_| ()),
             Err(Error::Protocol("reply line too long"))
         ));
         // STARTTLS: bytes after the 220 are an injection.
         let s = b"220 x\r\n220 go ahead\r\n250 injected\r\n";
-        let (mut c, _) = Conn::greet(MockStream::new(&s[..])).unwrap();
+        let (mut c, _) = Conn::greet(MockStream::new(&s[..]), None).unwrap();
         c.starttls().unwrap();
         assert!(c.into_inner().is_none());
     }

@@ -214,7 +214,10 @@ fn open_with(server: &Server<'_>, tls_cfg: Option<&tls::Tls>) -> Result<Session,
             .map_err(Error::Tls)?,
         _ => Stream::Plain(tcp),
     };
-    let (mut conn, greeting) = Conn::greet(stream)?;
+    // As for POP3 (README, "Configuration": `timeout`): each reply must
+    // also be complete within twice the inactivity timeout.
+    let deadline = Some(server.timeout * 2);
+    let (mut conn, greeting) = Conn::greet(stream, deadline)?;
     let mut ehlo = conn.ehlo(&me)?;
     if let (Some(t), TlsMode::StartTls) = (tls_cfg, server.tls) {
         if !ehlo.starttls {
@@ -230,7 +233,7 @@ fn open_with(server: &Server<'_>, tls_cfg: Option<&tls::Tls>) -> Result<Session,
         let secured = t
             .handshake(server.host, server.port, tcp)
             .map_err(Error::Tls)?;
-        conn = Conn::upgraded(secured);
+        conn = Conn::upgraded(secured, deadline);
         // RFC 3207 section 4.2: forget what was learned before TLS.
         ehlo = conn.ehlo(&me)?;
     }
