@@ -86,7 +86,12 @@ fn world(tag: &str, extra: &str) -> World {
 
 impl World {
     fn once(&self) -> String {
-        let out = self.setup.run(&["--once"]);
+        self.once_with(&[])
+    }
+
+    fn once_with(&self, extra: &[&str]) -> String {
+        let args: Vec<&str> = ["--once"].iter().chain(extra).copied().collect();
+        let out = self.setup.run(&args);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         stderr(&out)
     }
@@ -183,10 +188,18 @@ fn one_mdn_per_requesting_message_and_none_where_rfc_8098_says_not() {
             request(4, "bounces@elsewhere.example"),
         ],
     );
-    let log = w.once();
+    let log = w.once_with(&["--log-level", "trace"]);
     let got = w.sink.received();
     assert_eq!(got.len(), 1, "{got:?}");
     check_mdn(&got[0], 1, "processed");
+    // The SMTP dialogue is in the trace, the password is not.
+    assert!(log.contains("C: AUTH PLAIN <redacted>"), "{log}");
+    assert!(log.contains("C: MAIL FROM:<>"), "{log}");
+    let auth_plain = openssl::base64::encode_block(b"\0mdn-sender\0secret-smtp");
+    assert!(
+        !log.contains("secret-smtp") && !log.contains(&auth_plain),
+        "{log}"
+    );
     assert!(
         log.contains("not sending one: the message is itself a report"),
         "{log}"
