@@ -2,12 +2,14 @@
 //! a private Dovecot, acknowledged through the local SMTP sink
 //! (`common::smtp_sink`, STARTTLS and AUTH), exactly one MDN per
 //! requesting message across retries, SMTP failures, kills and restarts,
-//! and none where RFC 8098 says not to send one.
+//! and none where RFC 8098 says not to send one. One test runs as any
+//! user, with the scripted POP3 server and a sink without TLS.
 
 use std::fs;
 use std::process::{Child, Command, Stdio};
 
 use crate::common::dovecot::Dovecot;
+use crate::common::fake::{FakeServer, Faults};
 use crate::common::popspool::{bin, entries, stderr, write_private, Setup};
 use crate::common::smtp_sink::{Fault, Received, Sink};
 
@@ -170,6 +172,46 @@ fn check_mdn(r: &Received, i: usize, disposition: &str) {
         ),
         "original headers attached"
     );
+}
+
+/// Without root: the scripted POP3 server and a sink without TLS or login
+/// (`smtp_tls = none`, no `smtp_user`): one MDN per request, once, with the
+/// null reverse path, and none for a message without a request.
+#[test]
+fn one_mdn_through_a_plain_sink_as_any_user() {
+    let crlf = |m: Vec<u8>| {
+        String::from_utf8(m)
+            .unwrap()
+            .replace('\n', "\r\n")
+            .into_bytes()
+    };
+    let srv = FakeServer::start(
+        vec![crlf(request(1, "partner@example.net")), crlf(plain(2))],
+        Faults::default(),
+    );
+    let sink = Sink::plain();
+    let s = Setup::new("mdn-plain");
+    s.write_config(&srv.account(
+        USER,
+        &format!(
+            "mdn = auto\nsmtp_host = 127.0.0.1\nsmtp_port = {}\nsmtp_tls = none\n\
+             mdn_from = Order Desk <orders@example.com>\n",
+            sink.port
+        ),
+    ));
+    for _ in 0..2 {
+        let out = s.run(&["--once"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_eq!(entries(&s.account_spool(USER), "new").len(), 2);
+    let got = sink.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].mail_from.as_str(), got[0].tls), ("", false));
+    assert_eq!(got[0].rcpt, ["partner@example.net"]);
+    let d = popspool::mime::headers_only(&got[0].data);
+    let rep = d.report.unwrap();
+    assert_eq!(rep["original_message_id"], "<order-1@example.net>");
+    assert_eq!(rep["disposition_type"], "processed");
 }
 
 /// The acceptance case: a requesting message fetched from Dovecot yields

@@ -74,14 +74,26 @@ impl Sink {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
         b.set_certificate_chain_file(cert).unwrap();
         b.set_private_key_file(key, SslFiletype::PEM).unwrap();
-        let acceptor = Arc::new(b.build());
+        Self::start_with(
+            Some(b.build()),
+            Some((user.to_string(), password.to_string())),
+        )
+    }
+
+    /// A sink without TLS that takes mail without a login, for tests that
+    /// run as any user (no test CA needed).
+    pub fn plain() -> Sink {
+        Self::start_with(None, None)
+    }
+
+    fn start_with(acceptor: Option<SslAcceptor>, login: Option<(String, String)>) -> Sink {
+        let acceptor = Arc::new(acceptor);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let fault = Arc::new(Mutex::new(Fault::None));
         let stop = Arc::new(AtomicBool::new(false));
-        let login = (user.to_string(), password.to_string());
         let (sh, fa, st) = (shared.clone(), fault.clone(), stop.clone());
         let thread = thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
@@ -93,7 +105,7 @@ impl Sink {
                         sh.lock().unwrap().connections += 1;
                         let mut c = Conn {
                             io: BufReader::new(Stream::Plain(tcp)),
-                            acceptor: &acceptor,
+                            acceptor: acceptor.as_ref().as_ref(),
                             login: &login,
                             shared: &sh,
                             fault: &fa,
@@ -196,8 +208,8 @@ impl Write for Stream {
 
 struct Conn<'a> {
     io: BufReader<Stream>,
-    acceptor: &'a SslAcceptor,
-    login: &'a (String, String),
+    acceptor: Option<&'a SslAcceptor>,
+    login: &'a Option<(String, String)>,
     shared: &'a Mutex<Shared>,
     fault: &'a Mutex<Fault>,
     stop: &'a AtomicBool,
@@ -254,27 +266,29 @@ impl Conn<'_> {
             let verb = upper.split(' ').next().unwrap_or("").to_string();
             match verb.as_str() {
                 "EHLO" => {
-                    let ext = if self.tls {
-                        "250-AUTH PLAIN LOGIN\r\n"
-                    } else {
-                        "250-STARTTLS\r\n"
+                    let ext = match (self.acceptor.is_some(), self.tls, self.login.is_some()) {
+                        (true, false, _) => "250-STARTTLS\r\n",
+                        (_, _, true) => "250-AUTH PLAIN LOGIN\r\n",
+                        _ => "",
                     };
                     self.send(&format!("250-sink.test\r\n{ext}250 8BITMIME\r\n"))?;
                 }
-                "STARTTLS" if !self.tls => {
+                "STARTTLS" if !self.tls && self.acceptor.is_some() => {
+                    let Some(acceptor) = self.acceptor else {
+                        return Ok(());
+                    };
                     self.send("220 go ahead\r\n")?;
                     let io = std::mem::replace(&mut self.io, BufReader::new(Stream::Gone));
                     let Stream::Plain(tcp) = io.into_inner() else {
                         return Ok(());
                     };
-                    let tls = self
-                        .acceptor
+                    let tls = acceptor
                         .accept(tcp)
                         .map_err(|e| io::Error::other(e.to_string()))?;
                     self.io = BufReader::new(Stream::Tls(Box::new(tls)));
                     self.tls = true;
                 }
-                "AUTH" if self.tls => {
+                "AUTH" if self.login.is_some() && (self.tls || self.acceptor.is_none()) => {
                     let words: Vec<&str> = line.split(' ').collect();
                     let creds = match words.get(1).map(|m| m.to_ascii_uppercase()).as_deref() {
                         Some("PLAIN") => {
@@ -307,14 +321,16 @@ impl Conn<'_> {
                         }
                         _ => None,
                     };
-                    if creds.as_ref() == Some(self.login) {
+                    if creds.is_some() && creds == *self.login {
                         self.user = creds.map(|c| c.0);
                         self.send("235 2.7.0 ok\r\n")?;
                     } else {
                         self.send("535 5.7.8 bad credentials\r\n")?;
                     }
                 }
-                "MAIL" if self.user.is_none() => self.send("530 5.7.0 log in first\r\n")?,
+                "MAIL" if self.login.is_some() && self.user.is_none() => {
+                    self.send("530 5.7.0 log in first\r\n")?
+                }
                 "MAIL" => {
                     let path = line[line.find('<').unwrap_or(0)..].to_string();
                     from = Some(path.trim_matches(['<', '>']).to_string());
