@@ -455,3 +455,28 @@ fn the_service_backs_off_smtp_but_not_retrieval() {
     daemon.kill();
     assert_eq!(w.status()["mdns_pending"], 1);
 }
+
+/// `smtp_tls = starttls` (the default) against a server without STARTTLS:
+/// nothing is sent in clear, `--probe` says why and exits 75.
+#[test]
+fn starttls_is_required_when_configured() {
+    let srv = FakeServer::start(vec![], Faults::default());
+    let sink = Sink::plain();
+    let s = Setup::new("mdn-starttls");
+    s.write_config(&srv.account(
+        USER,
+        &format!(
+            "mdn = auto\nsmtp_host = 127.0.0.1\nsmtp_port = {}\n\
+             mdn_from = orders@example.com\n",
+            sink.port
+        ),
+    ));
+    let out = s.run(&["--probe"]);
+    assert_eq!(out.status.code(), Some(75));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("smtp_tls = starttls but the SMTP server does not offer STARTTLS"),
+        "{text}"
+    );
+    assert!(sink.received().is_empty());
+}
