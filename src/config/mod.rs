@@ -429,6 +429,17 @@ mod tests {
         );
         write("pw", b"pw-secret\n", 0o600);
         assert!(load(&dir.join("file.ini")).is_ok());
+        // The SMTP password file too.
+        let smtp = format!("{MIN}smtp_host = h\nsmtp_user = m\nsmtp_password_file = smtp.pw\n");
+        let smtp_ini = write("smtp.ini", smtp.as_bytes(), 0o600);
+        write("smtp.pw", b"s\n", 0o644);
+        let err = load(&smtp_ini).map(drop).unwrap_err().to_string();
+        assert!(
+            err.contains(":7: key 'smtp_password_file': ") && err.contains("chmod 600"),
+            "{err}"
+        );
+        write("smtp.pw", b"s\n", 0o600);
+        assert!(load(&smtp_ini).is_ok());
         let keyed = format!("{by_file}tls_client_cert = c.pem\ntls_client_key = k.pem\n");
         let keyed = write("keyed.ini", keyed.as_bytes(), 0o600);
         assert!(
