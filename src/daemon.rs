@@ -132,6 +132,12 @@ fn poll_and_record(
     st.messages_delivered += o.delivered + o.quarantined;
     st.messages_quarantined += o.quarantined;
     st.bytes_delivered += o.bytes;
+    st.mdns_sent += o.mdn.sent;
+    st.mdns_failed += o.mdn.failed;
+    if o.mdn.ran {
+        st.mdns_pending = o.mdn.pending;
+        st.mdn_last_error.clone_from(&o.mdn.error);
+    }
     let result = match r {
         Ok(()) => {
             st.last_success = Some(now);

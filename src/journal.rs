@@ -8,6 +8,7 @@
 //! P <key> <id> <dest> <time> <size> <sha256>       entry <id> is complete and durable in tmp/, about to go to <dest>
 //! D <key> <time> <size> <sha256>                   the message <key> is published (since <time>)
 //! F <key>                                          forget <key>: it is gone from the server
+//! M <id> <state> <time> <rcpt>                     the MDN for entry <id>, to <rcpt> (see below)
 //! ```
 //!
 //! `<key>` is a [`Key`]: `u:<UIDL>` or, when the server has no usable UIDL
@@ -22,13 +23,24 @@
 //! message is delivered once, and only a delivered message is ever deleted
 //! from the server. A consumer emptying `new/` changes nothing here.
 //!
+//! MDNs (README, "Acknowledgments (MDN)") are keyed by entry ID, which no
+//! other message ever gets, and outlive the message's own records. An
+//! `M <id> pending` goes into the same fsynced append as the entry's `P`,
+//! after it, so an MDN is owed only for an entry that is published. Before
+//! the final `.` of DATA an `M <id> sending` is fsynced: found at start-up,
+//! it means the MDN may or may not have gone out, and it becomes `unsure`
+//! and is never sent again (at most once). `sent`, `failed` (refused for
+//! good) and `unsure` are final and dropped at the next compaction.
+//! Journals written before MDNs existed have no `M` lines and load as they
+//! are.
+//!
 //! A torn last line (a crash mid-append) is ignored: the append's fsync never
 //! returned, so nothing that depends on it happened. The file is rewritten
 //! from memory (atomically) once dead records outnumber live ones, so it
 //! stays proportional to the mailbox.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -237,6 +249,57 @@ pub struct Delivered {
     pub size: u64,
 }
 
+/// Where an entry's MDN stands (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MdnState {
+    /// Owed and not yet sent.
+    Pending,
+    /// The final `.` of DATA is about to go (or went) out.
+    Sending,
+    /// The SMTP server took it.
+    Sent,
+    /// Refused for good (5xx); never retried.
+    Failed,
+    /// Interrupted while sending: it may have gone out; never retried.
+    Unsure,
+}
+
+impl MdnState {
+    const ALL: [(MdnState, &'static str); 5] = [
+        (MdnState::Pending, "pending"),
+        (MdnState::Sending, "sending"),
+        (MdnState::Sent, "sent"),
+        (MdnState::Failed, "failed"),
+        (MdnState::Unsure, "unsure"),
+    ];
+
+    fn name(self) -> &'static str {
+        MdnState::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("pending", |(_, n)| n)
+    }
+
+    fn from_name(n: &str) -> Option<MdnState> {
+        MdnState::ALL
+            .iter()
+            .find(|(_, name)| *name == n)
+            .map(|(s, _)| *s)
+    }
+
+    /// Whether nothing more will ever be done about it.
+    fn is_final(self) -> bool {
+        matches!(self, MdnState::Sent | MdnState::Failed | MdnState::Unsure)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MdnRecord {
+    state: MdnState,
+    time: u64,
+    rcpt: String,
+}
+
 /// One account's journal, loaded.
 #[derive(Debug)]
 pub struct Journal {
@@ -244,6 +307,8 @@ pub struct Journal {
     identity: String,
     file: File,
     records: HashMap<Key, Record>,
+    /// MDNs by entry ID, which sorts in retrieval order.
+    mdns: BTreeMap<String, MdnRecord>,
     /// How many records carry each content hash.
     hashes: HashMap<String, usize>,
     lines: usize,
@@ -278,13 +343,14 @@ impl Journal {
         let mut file = fsafe::open_regular(&path, flags, STATE_MODE).map_err(io_err(&path))?;
         let mut text = Vec::new();
         file.read_to_end(&mut text).map_err(io_err(&path))?;
-        let (records, lines, file_identity) = parse(&text, &path)?;
+        let (records, mdns, lines, file_identity) = parse(&text, &path)?;
         let mut j = Journal {
             path,
             identity: identity.to_string(),
             file,
             hashes: HashMap::new(),
             records,
+            mdns,
             lines,
         };
         // A torn tail or a missing header: rewrite from what was read, so
@@ -305,7 +371,65 @@ impl Journal {
         for r in j.records.values() {
             *j.hashes.entry(r.hash.clone()).or_default() += 1;
         }
+        j.settle_interrupted_mdns()?;
         Ok(j)
+    }
+
+    /// An MDN left `sending` by an interrupted run may have reached the
+    /// server: it becomes `unsure` and is never sent again.
+    fn settle_interrupted_mdns(&mut self) -> Result<(), Error> {
+        let sending: Vec<String> = self
+            .mdns
+            .iter()
+            .filter(|(_, m)| m.state == MdnState::Sending)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let now = crate::timefmt::unix_now();
+        for id in &sending {
+            log::warn!(
+                "{}: the MDN for entry {id} may or may not have been sent (the run sending it \
+                 was interrupted before the server answered); it is not sent again",
+                self.path.display()
+            );
+            self.set_mdn(id, MdnState::Unsure, now)?;
+        }
+        if !sending.is_empty() {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// MDNs still owed, oldest entry first, with their recipients.
+    pub fn pending_mdns(&self) -> Vec<(String, String)> {
+        self.mdns
+            .iter()
+            .filter(|(_, m)| m.state == MdnState::Pending)
+            .map(|(id, m)| (id.clone(), m.rcpt.clone()))
+            .collect()
+    }
+
+    /// Where the MDN for entry `id` stands, if one was ever owed.
+    pub fn mdn_state(&self, id: &str) -> Option<MdnState> {
+        self.mdns.get(id).map(|m| m.state)
+    }
+
+    /// Record a new state for the MDN of entry `id` (which must be owed).
+    /// `sending` is fsynced here, before the caller sends the final dot;
+    /// the others ride with the next sync.
+    pub fn set_mdn(&mut self, id: &str, state: MdnState, now: u64) -> Result<(), Error> {
+        let Some(m) = self.mdns.get(id) else {
+            return Ok(());
+        };
+        let line = format!("M {id} {} {now} {}\n", state.name(), m.rcpt);
+        self.append(&line, 1)?;
+        if state == MdnState::Sending {
+            self.sync()?;
+        }
+        if let Some(m) = self.mdns.get_mut(id) {
+            m.state = state;
+            m.time = now;
+        }
+        Ok(())
     }
 
     /// Settle every `P` without `D` (see the module docs) and remove
@@ -381,13 +505,37 @@ impl Journal {
         items: &[(F, I, Dest)],
         now: u64,
     ) -> Result<(), Error> {
+        self.add_pending_with_mdns(items, &[] as &[(&str, &str)], now)
+    }
+
+    /// [`Journal::add_pending`], and in the same fsynced append, after the
+    /// entries, the MDNs owed for some of them: `(entry ID, recipient)`.
+    /// The recipient is a plain address (no spaces: `smtp::proto`).
+    pub fn add_pending_with_mdns<F: Borrow<Fact>, I: AsRef<str>, M: AsRef<str>>(
+        &mut self,
+        items: &[(F, I, Dest)],
+        mdns: &[(M, M)],
+        now: u64,
+    ) -> Result<(), Error> {
         let mut buf = String::new();
         for (f, id, dest) in items {
             let (f, id, d) = (f.borrow(), id.as_ref(), dest.dir_name());
             let _ = writeln!(buf, "P {} {id} {d} {now} {} {}", f.key, f.size, f.hash);
         }
-        self.append(&buf, items.len())?;
+        for (id, rcpt) in mdns {
+            let (id, rcpt) = (id.as_ref(), rcpt.as_ref());
+            let _ = writeln!(buf, "M {id} pending {now} {rcpt}");
+        }
+        self.append(&buf, items.len() + mdns.len())?;
         self.sync()?;
+        for (id, rcpt) in mdns {
+            let m = MdnRecord {
+                state: MdnState::Pending,
+                time: now,
+                rcpt: rcpt.as_ref().to_string(),
+            };
+            self.mdns.insert(id.as_ref().to_string(), m);
+        }
         for (f, id, dest) in items {
             let state = State::Pending {
                 id: id.as_ref().to_string(),
@@ -491,7 +639,7 @@ impl Journal {
 
     /// Rewrite the file from memory if it has grown well past what is live.
     pub fn maybe_compact(&mut self) -> Result<(), Error> {
-        if self.lines > 2 * self.records.len() + COMPACT_SLACK {
+        if self.lines > 2 * (self.records.len() + self.mdns.len()) + COMPACT_SLACK {
             self.compact()?;
         }
         Ok(())
@@ -512,10 +660,17 @@ impl Journal {
                 State::Delivered => buf.push_str(&format!("D {k} {t} {size} {hash}\n")),
             }
         }
+        // Final MDN states are history: only what is still owed (or, in
+        // the middle of a send, `sending`) is kept.
+        self.mdns.retain(|_, m| !m.state.is_final());
+        for (id, m) in &self.mdns {
+            let (state, t, rcpt) = (m.state.name(), m.time, &m.rcpt);
+            buf.push_str(&format!("M {id} {state} {t} {rcpt}\n"));
+        }
         spool::write_atomic(&self.path, buf.as_bytes(), STATE_MODE).map_err(io_err(&self.path))?;
         let flags = libc::O_WRONLY | libc::O_APPEND;
         self.file = fsafe::open_regular(&self.path, flags, 0).map_err(io_err(&self.path))?;
-        self.lines = self.records.len() + 1;
+        self.lines = self.records.len() + self.mdns.len() + 1;
         Ok(())
     }
 
@@ -528,10 +683,16 @@ impl Journal {
     }
 }
 
-type Parsed = (HashMap<Key, Record>, usize, Option<String>);
+type Parsed = (
+    HashMap<Key, Record>,
+    BTreeMap<String, MdnRecord>,
+    usize,
+    Option<String>,
+);
 
 fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
     let mut records = HashMap::new();
+    let mut mdns = BTreeMap::new();
     let mut identity = None;
     let mut lines = 0;
     let complete = match text.iter().rposition(|&b| b == b'\n') {
@@ -601,10 +762,18 @@ fn parse(text: &[u8], path: &Path) -> Result<Parsed, Error> {
             ["F", k] => {
                 records.remove(&key(k)?);
             }
+            ["M", id, state, t, rcpt] if spool::is_valid_id(id) && !rcpt.is_empty() => {
+                let m = MdnRecord {
+                    state: MdnState::from_name(state).ok_or_else(damaged)?,
+                    time: num(t)?,
+                    rcpt: rcpt.to_string(),
+                };
+                mdns.insert(id.to_string(), m);
+            }
             _ => return Err(damaged()),
         }
     }
-    Ok((records, lines, identity))
+    Ok((records, mdns, lines, identity))
 }
 
 #[cfg(test)]
@@ -810,6 +979,78 @@ mod tests {
         assert_eq!(fs::read_to_string(&p).unwrap(), text);
         for bad in ["x:1", "u:", "h:", "1"] {
             fs::write(&p, format!("{MAGIC} idn\nD {bad} 3 9 {h}\n")).unwrap();
+            assert!(Journal::open(&st, "a", "idn").is_err(), "{bad}");
+        }
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// MDN states: owed with the entry's `P`, kept across restarts, never
+    /// sent again once `sending` was recorded, dropped once final.
+    #[test]
+    fn mdn_states_survive_restarts_and_sending_means_at_most_once() {
+        let (d, _sp) = dirs("mdn");
+        let st = d.join("state");
+        let p = st.join("a.journal");
+        let (a, b, c) = (
+            "01795311924.000001.0000001",
+            "01795311924.000002.0000002",
+            "01795311924.000003.0000003",
+        );
+        {
+            let mut j = Journal::open(&st, "a", "idn").unwrap();
+            let items = [
+                (fact("u:1", 1), a, Dest::New),
+                (fact("u:2", 2), b, Dest::Quarantine),
+                (fact("u:3", 3), c, Dest::New),
+            ];
+            let mdns = [
+                (a, "x@example.net"),
+                (b, "y@example.net"),
+                (c, "z@example.net"),
+            ];
+            j.add_pending_with_mdns(&items, &mdns, 5).unwrap();
+            assert_eq!(j.pending_mdns().len(), 3);
+            j.set_mdn(a, MdnState::Sent, 6).unwrap();
+            j.set_mdn(b, MdnState::Sending, 6).unwrap();
+            // killed here, before the server's answer to the final dot
+        }
+        let text = fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // P before M in one append: an owed MDN implies a published entry.
+        assert!(lines[1].starts_with("P ") && lines[4] == format!("M {a} pending 5 x@example.net"));
+        assert_eq!(
+            lines.last().unwrap(),
+            &format!("M {b} sending 6 y@example.net")
+        );
+        let mut j = Journal::open(&st, "a", "idn").unwrap();
+        assert_eq!(j.mdn_state(a), Some(MdnState::Sent));
+        assert_eq!(j.mdn_state(b), Some(MdnState::Unsure), "never resent");
+        assert_eq!(
+            j.pending_mdns(),
+            [(c.to_string(), "z@example.net".to_string())]
+        );
+        j.set_mdn(c, MdnState::Failed, 7).unwrap();
+        assert!(j.pending_mdns().is_empty());
+        j.compact().unwrap();
+        assert!(!fs::read_to_string(&p).unwrap().contains("\nM "));
+        // A new message's MDN, and a journal whose identity changes, keeps it.
+        j.add_pending_with_mdns(
+            &[(fact("u:4", 4), "01795311924.000004.0000004", Dest::New)],
+            &[("01795311924.000004.0000004", "w@example.net")],
+            8,
+        )
+        .unwrap();
+        drop(j);
+        let j = Journal::open(&st, "a", "other").unwrap();
+        assert_eq!(j.pending_mdns().len(), 1);
+        drop(j);
+        for bad in [
+            format!("M {a} maybe 5 x@y"),
+            format!("M {a} pending x x@y"),
+            format!("M {a} pending 5"),
+            "M ../x pending 5 x@y".to_string(),
+        ] {
+            fs::write(&p, format!("{MAGIC} idn\n{bad}\n")).unwrap();
             assert!(Journal::open(&st, "a", "idn").is_err(), "{bad}");
         }
         fs::remove_dir_all(&d).unwrap();

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use crate::auth;
-use crate::config::{Account, Auth, Config, Delete, SecretSource, TlsMode};
+use crate::config::{Account, Auth, Config, Delete, MdnMode, SecretSource, Smtp, TlsMode};
 use crate::exit::Exit;
 use crate::poll::{self, Connected};
 use crate::secret;
 use crate::smime;
+use crate::smtp;
 use crate::text::printable;
 use crate::tls;
 
@@ -87,6 +88,9 @@ pub fn check(cfg: &Config, only: &[String], connectors: &tls::Connectors) -> Exi
                 }
             }
         }
+        if let Some(s) = &a.smtp {
+            bad += check_smtp(a, s, connectors);
+        }
         smime_lines(a);
     }
     if bad > 0 {
@@ -95,6 +99,100 @@ pub fn check(cfg: &Config, only: &[String], connectors: &tls::Connectors) -> Exi
     } else {
         Exit::Ok
     }
+}
+
+/// The SMTP lines of `--check` (README, "Acknowledgments (MDN)"); returns
+/// the number of problems.
+fn check_smtp(a: &Account, s: &Smtp, connectors: &tls::Connectors) -> usize {
+    let mut bad = 0;
+    let mdn = match a.mdn {
+        MdnMode::Auto => "auto",
+        MdnMode::Never => "never",
+    };
+    let from = s.from.as_deref().unwrap_or("(no mdn_from)");
+    println!("  mdn      {mdn}, from {}", printable(from, 200));
+    println!("  smtp     {}:{} tls={}", s.host, s.port, tls_text(s.tls));
+    match &s.user {
+        Some(user) => {
+            println!("  smtp login user {user:?}, {}", secret_text(&s.secret));
+            match secret::resolve(&s.secret, secret_timeout(a)) {
+                Ok(_) => println!("  smtp secret ok"),
+                Err(e) => {
+                    println!("  smtp secret ERROR: {e}");
+                    bad += 1;
+                }
+            }
+        }
+        None => println!("  smtp login none (no smtp_user)"),
+    }
+    if let (TlsMode::Implicit | TlsMode::StartTls, Some(server)) = (s.tls, smtp::Server::of(a)) {
+        match connectors.get(&server.tls_settings()) {
+            Ok(_) => println!("  smtp tls ok"),
+            Err(e) => {
+                println!("  smtp tls ERROR: {e}");
+                bad += 1;
+            }
+        }
+    }
+    bad
+}
+
+/// `--probe`'s SMTP part: what the server offers and whether the login
+/// works; sends no message.
+fn probe_smtp(a: &Account, s: &Smtp, connectors: &tls::Connectors) -> Result<(), String> {
+    let Some(server) = smtp::Server::of(a) else {
+        return Ok(());
+    };
+    println!("  smtp     {}:{} tls={}", s.host, s.port, tls_text(s.tls));
+    let mut session = smtp::open(&server, connectors).map_err(|e| {
+        println!("  smtp connect FAILED");
+        e.to_string()
+    })?;
+    println!("  smtp greeting {}", session.greeting.text());
+    let stream = session.conn.get_ref();
+    if let Some(cert) = stream.peer_certificate() {
+        let cert = tls::CertInfo::of(&cert);
+        println!("  smtp subject {}", cert.subject);
+        println!("  smtp sha256  {}", cert.sha256);
+    }
+    match stream.negotiated() {
+        Some((version, cipher)) => println!("  smtp tls {version}, {cipher}"),
+        None => println!("  smtp tls none: plain TCP"),
+    }
+    println!(
+        "  smtp ehlo {}",
+        printable(&session.ehlo.keywords.join(" | "), 1000)
+    );
+    let result = match (&s.user, &s.secret) {
+        (Some(user), src) if *src != SecretSource::None => {
+            match secret::resolve(src, secret_timeout(a)) {
+                Err(e) => {
+                    println!("  smtp login not tried: no password");
+                    Err(format!("SMTP password: {e}"))
+                }
+                Ok(_) if !session.tls && !a.allow_plaintext => {
+                    println!("  smtp login not tried: no TLS and allow_plaintext = no");
+                    Err("refusing to send the SMTP password without TLS".into())
+                }
+                Ok(pw) => match session.login(&server, user, pw.expose()) {
+                    Ok(m) => {
+                        println!("  smtp login ok with {}", m.name());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        println!("  smtp login FAILED");
+                        Err(e.to_string())
+                    }
+                },
+            }
+        }
+        _ => {
+            println!("  smtp login none (no smtp_user)");
+            Ok(())
+        }
+    };
+    session.conn.quit();
+    result
 }
 
 /// `--check`'s S/MIME lines: the policy, and the decryption certificate
@@ -138,6 +236,12 @@ pub fn probe(cfg: &Config, only: &[String], connectors: &tls::Connectors) -> Exi
         if let Err(e) = probe_one(a, connectors) {
             println!("  ERROR: {e}");
             code = Exit::TempFail;
+        }
+        if let Some(s) = &a.smtp {
+            if let Err(e) = probe_smtp(a, s, connectors) {
+                println!("  SMTP ERROR: {e}");
+                code = Exit::TempFail;
+            }
         }
     }
     code

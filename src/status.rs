@@ -39,6 +39,19 @@ pub struct Status {
     /// Absent from records written before it existed, hence the default.
     #[serde(default)]
     pub messages_left_on_server: u64,
+    /// MDNs the SMTP server took, ever (README, "Acknowledgments (MDN)").
+    #[serde(default)]
+    pub mdns_sent: u64,
+    /// MDNs refused for good or possibly lost in an interruption, ever:
+    /// each one is never sent again.
+    #[serde(default)]
+    pub mdns_failed: u64,
+    /// MDNs owed and not yet sent after the last poll.
+    #[serde(default)]
+    pub mdns_pending: u64,
+    /// Why the last attempt to send MDNs failed; null once they go out.
+    #[serde(default)]
+    pub mdn_last_error: Option<String>,
 }
 
 impl Status {
@@ -78,7 +91,7 @@ pub fn write_prometheus(state_dir: &Path, all: &[Status]) -> std::io::Result<()>
 /// The Prometheus text exposition of `all`.
 pub fn prometheus_text(all: &[Status]) -> String {
     type Metric = (&'static str, &'static str, &'static str, fn(&Status) -> f64);
-    let metrics: [Metric; 9] = [
+    let metrics: [Metric; 12] = [
         (
             "popspool_messages_delivered_total",
             "counter",
@@ -133,6 +146,24 @@ pub fn prometheus_text(all: &[Status]) -> String {
             "Messages the last complete poll left on the server (too large or refused).",
             |s| s.messages_left_on_server as f64,
         ),
+        (
+            "popspool_mdns_sent_total",
+            "counter",
+            "MDNs the SMTP server accepted.",
+            |s| s.mdns_sent as f64,
+        ),
+        (
+            "popspool_mdns_failed_total",
+            "counter",
+            "MDNs refused for good or possibly lost in an interruption; never resent.",
+            |s| s.mdns_failed as f64,
+        ),
+        (
+            "popspool_mdns_pending",
+            "gauge",
+            "MDNs owed and not yet sent.",
+            |s| s.mdns_pending as f64,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, get) in metrics {
@@ -165,6 +196,8 @@ mod tests {
         assert!(t.contains("popspool_account_failed{account=\"sales\"} 1\n"));
         assert!(t.contains("# TYPE popspool_messages_left_on_server gauge\n"));
         assert!(t.contains("popspool_messages_left_on_server{account=\"sales\"} 0\n"));
+        assert!(t.contains("# TYPE popspool_mdns_pending gauge\n"));
+        assert!(t.contains("popspool_mdns_failed_total{account=\"sales\"} 0\n"));
     }
 
     #[test]

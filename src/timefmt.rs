@@ -23,6 +23,26 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// `Sun, 06 Dec 2026 16:28:30 +0000` (RFC 5322 section 3.3) for a Unix
+/// time, in UTC: the Date of a message popspool writes (an MDN).
+pub fn rfc5322(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} +0000",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Proleptic Gregorian date for a day count since 1970-01-01
 /// (Howard Hinnant's `civil_from_days`, valid for any i64 day in range).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -48,5 +68,8 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_304_466), "2026-11-21T23:41:06Z");
         assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(rfc5322(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322(1_795_304_466), "Sat, 21 Nov 2026 23:41:06 +0000");
+        assert_eq!(rfc5322(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 }

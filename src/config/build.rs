@@ -20,7 +20,7 @@ use super::access;
 use super::keys::Key;
 use super::scan::{self, Entry, Scanned, Section};
 use super::values::{self, FromVal, Val};
-use super::{invalid, Account, Auth, Config, Delete, Error, SecretSource, TlsMode};
+use super::{invalid, Account, Auth, Config, Delete, Error, MdnMode, SecretSource, Smtp, TlsMode};
 use crate::mechanism::Mechanism;
 use crate::smime;
 
@@ -32,6 +32,11 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/popspool";
 const POP3S_PORT: u16 = 995;
 /// POP3 (RFC 1939), the default port otherwise.
 const POP3_PORT: u16 = 110;
+/// Message submission over TLS (RFC 8314), the default `smtp_port` for
+/// `smtp_tls = implicit`.
+const SUBMISSIONS_PORT: u16 = 465;
+/// Message submission (RFC 6409), the default `smtp_port` otherwise.
+const SUBMISSION_PORT: u16 = 587;
 // Account defaults, as popspool.ini(5) (ACCOUNT KEYS) and the README's
 // "Configuration" table state them.
 /// `poll_interval`.
@@ -79,14 +84,16 @@ pub(super) fn config(
                 own: &values,
                 global: &global,
             };
-            let password_file = match &acct.secret {
-                SecretSource::File(p) => Some(p),
+            let file_of = |s: &'_ SecretSource| match s {
+                SecretSource::File(p) => Some(p.clone()),
                 _ => None,
             };
+            let smtp_password_file = acct.smtp.as_ref().and_then(|s| file_of(&s.secret));
             let sm = &acct.smime.files;
             for (key, file) in [
-                (Key::PasswordFile, password_file),
+                (Key::PasswordFile, file_of(&acct.secret).as_ref()),
                 (Key::TlsClientKey, acct.tls_client_key.as_ref()),
+                (Key::SmtpPasswordFile, smtp_password_file.as_ref()),
                 (Key::SmimeKey, sm.key.as_ref()),
                 (Key::SmimePkcs12, sm.pkcs12.as_ref()),
                 (Key::SmimePkcs12PasswordFile, sm.password_file.as_ref()),
@@ -184,7 +191,12 @@ impl<'a> Merged<'a> {
     /// chosen as a whole: an account's password_file replaces a global
     /// password rather than conflicting with it.
     fn secret(&self) -> Option<SecretSource> {
-        let of = |list: &'a [Typed]| list.iter().find(|t| t.key.is_secret_source());
+        self.secret_of(Key::is_secret_source)
+    }
+
+    /// [`Merged::secret`] for the keys `is_source` picks.
+    fn secret_of(&self, is_source: fn(Key) -> bool) -> Option<SecretSource> {
+        let of = |list: &'a [Typed]| list.iter().find(|t| is_source(t.key));
         of(self.own)
             .or_else(|| of(self.global))
             .and_then(|t| SecretSource::from_val(&t.val))
@@ -290,6 +302,8 @@ fn account(
     let smime = smime_settings(&m, &err)?;
     // `spool` in [global] is the root, not a default shared by every account.
     let spool = m.own(Key::Spool).unwrap_or_else(|| root.join(name));
+    let mdn = m.get(Key::Mdn).unwrap_or(MdnMode::Never);
+    let smtp = smtp(&m, section, name, mdn, allow_plaintext, path)?;
 
     Ok(Account {
         name: name.to_owned(),
@@ -318,6 +332,8 @@ fn account(
         max_backoff: m.get(Key::MaxBackoff).unwrap_or(DEFAULT_MAX_BACKOFF),
         min_free_space: m.get(Key::MinFreeSpace).unwrap_or(DEFAULT_MIN_FREE_SPACE),
         source_ip: m.get(Key::SourceIp),
+        mdn,
+        smtp,
         smime,
     })
 }
@@ -373,6 +389,92 @@ fn load_smime(acct: &mut Account, m: &Merged<'_>, path: &Path, line: usize) -> R
     })?;
     acct.smime.loaded = Some(std::sync::Arc::new(loaded));
     Ok(())
+}
+
+/// The SMTP side of an account (README, "Acknowledgments (MDN)"): present
+/// when `smtp_host` is set, required with `mdn = auto`, and never sending
+/// a credential without TLS unless `allow_plaintext` says so.
+fn smtp(
+    m: &Merged<'_>,
+    section: &Section<'_>,
+    name: &str,
+    mdn: MdnMode,
+    allow_plaintext: bool,
+    path: &Path,
+) -> Result<Option<Smtp>, Error> {
+    let err = |line, key: Key, message: String| invalid(path, line, Some(key.name()), message);
+    let auto = mdn == MdnMode::Auto;
+    let mdn_line = m.line(Key::Mdn).unwrap_or(section.line);
+    let from: Option<String> = m.get(Key::MdnFrom);
+    if auto && from.is_none() {
+        let message = format!("mdn = auto needs {} (the MDN's From)", Key::MdnFrom.name());
+        return Err(err(mdn_line, Key::MdnFrom, message));
+    }
+    let user: Option<String> = m.get(Key::SmtpUser);
+    let secret = m.secret_of(Key::is_smtp_secret_source);
+    let secret = match (&user, secret) {
+        (Some(_), Some(s)) => s,
+        (None, None) => SecretSource::None,
+        (Some(_), None) => {
+            let line = m.line(Key::SmtpUser).unwrap_or(section.line);
+            let message = format!(
+                "needs one of {}, {} or {}",
+                Key::SmtpPassword.name(),
+                Key::SmtpPasswordFile.name(),
+                Key::SmtpPasswordCommand.name()
+            );
+            return Err(err(line, Key::SmtpUser, message));
+        }
+        (None, Some(_)) => {
+            let key = [
+                Key::SmtpPassword,
+                Key::SmtpPasswordFile,
+                Key::SmtpPasswordCommand,
+            ]
+            .into_iter()
+            .find(|&k| m.line(k).is_some())
+            .unwrap_or(Key::SmtpPassword);
+            let line = m.line(key).unwrap_or(section.line);
+            let message = format!("is given but {} is not", Key::SmtpUser.name());
+            return Err(err(line, key, message));
+        }
+    };
+    let Some(host) = m.get::<String>(Key::SmtpHost) else {
+        if auto {
+            let message = format!(
+                "mdn = auto needs {} (where MDNs are sent), in [account {name}] or [global]",
+                Key::SmtpHost.name()
+            );
+            return Err(err(mdn_line, Key::SmtpHost, message));
+        }
+        return Ok(None);
+    };
+    let tls = m.get(Key::SmtpTls).unwrap_or(TlsMode::StartTls);
+    let port = m.get(Key::SmtpPort).unwrap_or(if tls == TlsMode::Implicit {
+        SUBMISSIONS_PORT
+    } else {
+        SUBMISSION_PORT
+    });
+    if tls == TlsMode::None && user.is_some() && !allow_plaintext {
+        let line = m.line(Key::SmtpTls).unwrap_or(section.line);
+        let message = format!(
+            "{} = none with {} would send the SMTP password in clear text; set {} = yes to \
+             allow that",
+            Key::SmtpTls.name(),
+            Key::SmtpUser.name(),
+            Key::AllowPlaintext.name()
+        );
+        return Err(err(line, Key::SmtpTls, message));
+    }
+    Ok(Some(Smtp {
+        host,
+        port,
+        tls,
+        ca_file: m.get(Key::SmtpCaFile).or_else(|| m.get(Key::CaFile)),
+        user,
+        secret,
+        from,
+    }))
 }
 
 /// Refuse a file that holds an inline secret yet others can read
@@ -758,6 +860,99 @@ mod tests {
             Some("log_level"),
             "error, warn",
         );
+    }
+
+    #[test]
+    fn mdn_and_smtp_keys() {
+        let a = acct("");
+        assert_eq!(a.mdn, MdnMode::Never);
+        assert!(a.smtp.is_none());
+        let smtp = "smtp_host = smtp.example.com\nmdn_from = Receipts <r@example.com>\n";
+        let a = acct(&format!("mdn = auto\n{smtp}"));
+        assert_eq!(a.mdn, MdnMode::Auto);
+        let s = a.smtp.unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls, s.ca_file, s.user),
+            ("smtp.example.com", 587, TlsMode::StartTls, None, None)
+        );
+        assert_eq!(s.secret, SecretSource::None);
+        assert_eq!(s.from.as_deref(), Some("Receipts <r@example.com>"));
+        let s = acct(&format!(
+            "ca_file = pop.pem\nsmtp_tls = implicit\nsmtp_user = m\nsmtp_password_file = s.pw\n{smtp}"
+        ))
+        .smtp
+        .unwrap();
+        assert_eq!((s.port, s.tls), (465, TlsMode::Implicit));
+        assert_eq!(
+            s.ca_file.as_deref(),
+            Some(Path::new("/etc/popspool/pop.pem"))
+        );
+        assert_eq!(s.secret, SecretSource::File("/etc/popspool/s.pw".into()));
+        let s = acct(&format!("smtp_ca_file = s.pem\nsmtp_port = 2525\n{smtp}"))
+            .smtp
+            .unwrap();
+        assert_eq!(
+            (s.port, s.ca_file.as_deref()),
+            (2525, Some(Path::new("/etc/popspool/s.pem")))
+        );
+        // The POP3 password and the SMTP password are separate choices.
+        let a = acct(&format!("smtp_user = m\nsmtp_password = x\n{smtp}"));
+        assert_eq!(a.secret, SecretSource::Inline(Password::new("pw".into())));
+        assert_eq!(
+            a.smtp.unwrap().secret,
+            SecretSource::Inline(Password::new("x".into()))
+        );
+        check(
+            &format!("{MIN}mdn = auto\n"),
+            5,
+            Some("mdn_from"),
+            "mdn = auto needs",
+        );
+        check(
+            &format!("{MIN}mdn = auto\nmdn_from = r@example.com\n"),
+            5,
+            Some("smtp_host"),
+            "mdn = auto needs smtp_host",
+        );
+        check(
+            &format!("{MIN}mdn = sometimes\n"),
+            5,
+            Some("mdn"),
+            "never, auto",
+        );
+        check(
+            &format!("{MIN}{smtp}smtp_user = m\n"),
+            7,
+            Some("smtp_user"),
+            "needs one of smtp_password",
+        );
+        check(
+            &format!("{MIN}{smtp}smtp_password = p\n"),
+            7,
+            Some("smtp_password"),
+            "smtp_user is not",
+        );
+        check(
+            &format!("{MIN}{smtp}smtp_password = p\nsmtp_password_command = x\n"),
+            8,
+            Some("smtp_password_command"),
+            "set only one of smtp_password",
+        );
+        check(
+            &format!("{MIN}{smtp}smtp_tls = none\nsmtp_user = m\nsmtp_password = p\n"),
+            7,
+            Some("smtp_tls"),
+            "clear text",
+        );
+        let a = acct(&format!(
+            "{smtp}smtp_tls = none\nsmtp_user = m\nsmtp_password = p\nallow_plaintext = yes\n"
+        ));
+        assert_eq!(a.smtp.unwrap().port, 587);
+        for bad in ["r", "r@", "<r@x", "a b@x", "r@x\u{7}", "R <r@x> y", "a@b@c"] {
+            let text = format!("{MIN}mdn_from = {bad}\n");
+            let (line, key, _) = crate::config::testkit::fail(&text);
+            assert_eq!((line, key.as_deref()), (5, Some("mdn_from")), "{bad}");
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::mechanism::Mechanism;
 use crate::secret::Password;
 
 pub use keys::{ACCOUNT_KEYS, GLOBAL_KEYS, LATER_KEYS};
+pub use values::mailbox_address;
 
 /// Where the configuration lives when `-c` is not given.
 pub const DEFAULT_PATH: &str = "/etc/popspool/popspool.ini";
@@ -117,6 +118,34 @@ impl fmt::Debug for SecretSource {
     }
 }
 
+/// `mdn = never | auto` (README, "Acknowledgments (MDN)").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MdnMode {
+    /// Never answer a `Disposition-Notification-To` request.
+    Never,
+    /// Answer each request once its entry is durable, at most once.
+    Auto,
+}
+
+/// Where and as whom MDNs are sent (`smtp_*`, `mdn_from`).
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    /// `smtp_host`.
+    pub host: String,
+    /// `smtp_port`: 587, or 465 for `smtp_tls = implicit`.
+    pub port: u16,
+    /// `smtp_tls`: `starttls` unless set.
+    pub tls: TlsMode,
+    /// `smtp_ca_file`, else the account's `ca_file`.
+    pub ca_file: Option<PathBuf>,
+    /// `smtp_user`; without it nothing logs in.
+    pub user: Option<String>,
+    /// The SMTP password's source; `SecretSource::None` without `smtp_user`.
+    pub secret: SecretSource,
+    /// `mdn_from`, as written (`Name <local@domain>` or `local@domain`).
+    pub from: Option<String>,
+}
+
 /// `delete = yes | no | <duration>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delete {
@@ -179,6 +208,10 @@ pub struct Account {
     pub min_free_space: u64,
     /// Extension: the local address to connect from.
     pub source_ip: Option<std::net::IpAddr>,
+    /// `mdn`: whether MDN requests are answered.
+    pub mdn: MdnMode,
+    /// The SMTP side, when `smtp_host` is set (always with `mdn = auto`).
+    pub smtp: Option<Smtp>,
     /// S/MIME: `smime_policy`, the `smime_*` files and what they hold.
     pub smime: crate::smime::Settings,
 }
@@ -400,6 +433,17 @@ mod tests {
         );
         write("pw", b"pw-secret\n", 0o600);
         assert!(load(&dir.join("file.ini")).is_ok());
+        // The SMTP password file too.
+        let smtp = format!("{MIN}smtp_host = h\nsmtp_user = m\nsmtp_password_file = smtp.pw\n");
+        let smtp_ini = write("smtp.ini", smtp.as_bytes(), 0o600);
+        write("smtp.pw", b"s\n", 0o644);
+        let err = load(&smtp_ini).map(drop).unwrap_err().to_string();
+        assert!(
+            err.contains(":7: key 'smtp_password_file': ") && err.contains("chmod 600"),
+            "{err}"
+        );
+        write("smtp.pw", b"s\n", 0o600);
+        assert!(load(&smtp_ini).is_ok());
         let keyed = format!("{by_file}tls_client_cert = c.pem\ntls_client_key = k.pem\n");
         let keyed = write("keyed.ini", keyed.as_bytes(), 0o600);
         assert!(

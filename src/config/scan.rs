@@ -213,6 +213,20 @@ pub(super) fn scan<'t>(text: &'t str, path: &Path) -> Result<Scanned<'t>, Error>
                         )));
                     }
                 }
+                if key.is_smtp_secret_source() {
+                    let other = section
+                        .entries
+                        .iter()
+                        .find(|e| e.key.is_smtp_secret_source());
+                    if let Some(other) = other {
+                        return Err(err(format!(
+                            "conflicts with '{}' on line {}; set only one of smtp_password, \
+                             smtp_password_file, smtp_password_command",
+                            other.key.name(),
+                            other.line
+                        )));
+                    }
+                }
                 section.entries.push(Entry {
                     key,
                     value,

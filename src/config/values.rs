@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keys::{Key, Kind, Secrecy};
-use super::{Auth, Delete, SecretSource, TlsMode};
+use super::{Auth, Delete, MdnMode, SecretSource, TlsMode};
 use crate::secret::{self, Password};
 use crate::smime::Policy;
 
@@ -39,6 +39,7 @@ pub(super) enum Val {
     Count(u32),
     Level(log::LevelFilter),
     Ip(IpAddr),
+    Mdn(MdnMode),
     SmimePolicy(Policy),
     /// A later-feature key set to its default, which changes nothing.
     Ignored,
@@ -71,7 +72,7 @@ macro_rules! from_val {
 }
 
 from_val! {
-    String => Text for Kind::Host | Kind::User | Kind::ContentType;
+    String => Text for Kind::Host | Kind::User | Kind::ContentType | Kind::Mailbox;
     PathBuf => Path for Kind::Path;
     u16 => Port for Kind::Port;
     TlsMode => Tls for Kind::Tls;
@@ -85,6 +86,7 @@ from_val! {
     u32 => Count for Kind::Index | Kind::Threshold;
     log::LevelFilter => Level for Kind::LogLevel;
     IpAddr => Ip for Kind::Ip;
+    MdnMode => Mdn for Kind::Mdn;
     Policy => SmimePolicy for Kind::SmimePolicy;
 }
 
@@ -217,6 +219,14 @@ fn parse_kind(kind: Kind, v: &str, base: &Path) -> Result<Val, String> {
         }
         Kind::ContentType => Val::Text(content_type(v)?),
         Kind::Ip => Val::Ip(v.parse().map_err(|_| "must be an IPv4 or IPv6 address")?),
+        Kind::Mdn => Val::Mdn(keyword(
+            v,
+            &[("never", MdnMode::Never), ("auto", MdnMode::Auto)],
+        )?),
+        Kind::Mailbox => {
+            mailbox_address(v)?;
+            Val::Text(v.to_owned())
+        }
         Kind::SmimePolicy => Val::SmimePolicy(keyword(v, &Policy::ALL)?),
         // Handled by `parse` before any value syntax applies.
         Kind::Later | Kind::LaterWord { .. } => Val::Ignored,
@@ -247,6 +257,31 @@ fn password_file(v: &str, base: &Path, creds: Option<&std::ffi::OsStr>) -> Resul
              with LoadCredential=; outside the service set it by hand"
                 .into(),
         ),
+    }
+}
+
+/// The `local@domain` of a `mdn_from` value: the value itself, or what
+/// stands between `<` and `>` after a display name. It goes into a header
+/// field and an SMTP command, so it must be one plain address.
+pub fn mailbox_address(v: &str) -> Result<&str, String> {
+    if v.contains(|c: char| c.is_control()) {
+        return Err("must not contain control characters".into());
+    }
+    let addr = match v.find('<') {
+        Some(open) => v[open + 1..]
+            .strip_suffix('>')
+            .ok_or("must be local@domain or Name <local@domain>")?,
+        None => v,
+    };
+    let plain = |s: &str| {
+        !s.is_empty()
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | '@' | ',' | '"'))
+    };
+    match addr.split_once('@') {
+        Some((local, domain)) if plain(local) && plain(domain) => Ok(addr),
+        _ => Err("must be local@domain or Name <local@domain>".into()),
     }
 }
 
@@ -521,6 +556,8 @@ mod tests {
             format!("{m}password = hunter2\0\n"),
             format!("{m}password_command = hunter2 'x\n"),
             format!("{m}password = hunter2\nsmtp_password = hunter2\n"),
+            format!("{m}password = p\nsmtp_password = hunter2\0\n"),
+            format!("{m}password = p\nsmtp_password_command = hunter2 'x\n"),
             format!("{m}password = hunter2\\\n"),
         ] {
             let (_, _, message) = fail(&text);
@@ -580,19 +617,8 @@ mod tests {
     }
 
     #[test]
-    fn later_keys_not_supported_yet() {
-        for key in LATER_KEYS {
-            check(
-                &format!("{MIN}{key} = x\n"),
-                5,
-                Some(key),
-                if matches!(*key, "mdn") {
-                    "must be"
-                } else {
-                    "is not supported yet"
-                },
-            );
-        }
+    fn keyword_keys_name_their_values() {
+        assert!(LATER_KEYS.is_empty());
         check(
             &format!("{MIN}smime_policy = require-everything\n"),
             5,
@@ -600,13 +626,11 @@ mod tests {
             "must be one of accept, require-signed, require-valid",
         );
         check(
-            &format!("[global]\nmdn = auto\n{MIN}"),
-            2,
+            &format!("{MIN}mdn = x\n"),
+            5,
             Some("mdn"),
-            "not supported yet",
+            "must be one of never, auto",
         );
-        let (_, _, m) = fail(&format!("{MIN}smtp_password = hunter2\n"));
-        assert!(!m.contains("hunter2"));
         acct("smime_policy = accept\nmdn = never\n");
         acct("smime_policy = require-valid\n");
     }

@@ -49,6 +49,26 @@ fn plain_address(text: &str) -> Option<String> {
     }
 }
 
+/// The bare `local@domain` of each address in a list (groups flattened),
+/// for a program that must write to them (an MDN's recipient). Text that
+/// is no address list gives nothing.
+pub fn addr_specs(value: &[u8]) -> Vec<String> {
+    let text = unfold_text(value);
+    match mailparse::addrparse(text.trim()) {
+        Ok(list) => list
+            .iter()
+            .flat_map(|a| match a {
+                mailparse::MailAddr::Single(s) => vec![s.addr.trim().to_string()],
+                mailparse::MailAddr::Group(g) => {
+                    g.addrs.iter().map(|s| s.addr.trim().to_string()).collect()
+                }
+            })
+            .filter(|a| !a.is_empty())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 fn parsed_addresses(trimmed: &str) -> Vec<String> {
     match mailparse::addrparse(trimmed) {
         Ok(list) => {

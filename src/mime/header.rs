@@ -310,6 +310,32 @@ pub fn decode_value(value: &[u8]) -> String {
     s
 }
 
+/// One field for `headers.all`: decoded, with the undecoded text kept
+/// where it differs (README, "meta.json").
+pub fn field(f: &Field<'_>) -> super::HeaderField {
+    let raw = unfold_trimmed(f.value);
+    // Only an encoded word can make the decoded text differ; most fields
+    // have none and cost one allocation.
+    let decoded = raw.contains("=?").then(|| {
+        let mut v = decode_words(&raw);
+        trim_in_place(&mut v);
+        v
+    });
+    let name = f.name.to_string();
+    match decoded {
+        Some(value) if value != raw => super::HeaderField {
+            name,
+            value,
+            raw: Some(raw),
+        },
+        _ => super::HeaderField {
+            name,
+            value: raw,
+            raw: None,
+        },
+    }
+}
+
 /// Looks up a charset label the way mail needs it: WHATWG labels plus the
 /// Windows code page names mailers use, never the "replacement" encoding.
 pub fn encoding_for(label: &str) -> Option<&'static Encoding> {

@@ -106,6 +106,36 @@ pub struct Headers {
     pub subject: Option<String>,
     /// `Disposition-Notification-To` (an MDN request, RFC 8098).
     pub disposition_notification_to: Option<String>,
+    /// The whole header block in order (BizTalk's `Headers` property),
+    /// bounded by [`MAX_HEADER_BYTES`] like the rest.
+    pub all: Vec<HeaderField>,
+}
+
+/// One field of `headers.all`: written to `meta.json` as `[name, value]`,
+/// or `[name, value, raw]` when decoding changed the value (README,
+/// "meta.json").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderField {
+    /// The field name as sent.
+    pub name: String,
+    /// Unfolded, RFC 2047 words decoded, UTF-8 (RFC 6532), trimmed.
+    pub value: String,
+    /// Unfolded and trimmed but not decoded, when that differs from
+    /// `value`: what a consumer needs to see an encoded word as sent.
+    pub raw: Option<String>,
+}
+
+impl Serialize for HeaderField {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(2 + usize::from(self.raw.is_some())))?;
+        seq.serialize_element(&self.name)?;
+        seq.serialize_element(&self.value)?;
+        if let Some(raw) = &self.raw {
+            seq.serialize_element(raw)?;
+        }
+        seq.end()
+    }
 }
 
 /// What the message is, for consumers (README, "The spool").
@@ -435,7 +465,21 @@ fn extract_headers(h: &HeaderBlock<'_>) -> Headers {
         reply_to: joined("reply-to"),
         subject: h.text("subject"),
         disposition_notification_to: joined("disposition-notification-to"),
+        all: h.fields.iter().map(header::field).collect(),
     }
+}
+
+/// The bare `local@domain` of each address in an address-list field value
+/// (as `headers.all` keeps it), groups flattened; nothing for text that is
+/// no address list.
+pub fn addr_specs(value: &str) -> Vec<String> {
+    address::addr_specs(value.as_bytes())
+}
+
+/// The header block of a message as received (RFC 5322 section 2.1; see
+/// the `header` module for a missing empty line).
+pub fn header_block(raw: &[u8]) -> &[u8] {
+    header::split(raw).0
 }
 
 /// Labels that mean "plain ASCII" and are in practice often mislabelled

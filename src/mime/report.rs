@@ -77,13 +77,21 @@ pub fn parse(tree: &Tree, src: &dyn Source, problems: &mut Vec<String>) -> Value
             .unwrap_or_default();
         let get = |n: &str| opt(fields.get(n).map(header::report_text));
         let own_id = fields.get("original-message-id").map(header::report_text);
+        let disposition = fields.get("disposition").map(header::report_text);
+        let (dtype, modifiers) = disposition
+            .as_deref()
+            .map(disposition_parts)
+            .unwrap_or_default();
         json!({
             "type": ty,
             "reporting_ua": get("reporting-ua"),
             "final_recipient": get("final-recipient"),
             "original_recipient": get("original-recipient"),
             "original_message_id": opt(own_id.or(original_id)),
-            "disposition": get("disposition"),
+            "disposition": opt(disposition),
+            "disposition_type": opt(dtype),
+            "disposition_modifiers": modifiers,
+            "error": get("error"),
         })
     } else {
         let mut parsed = blocks.iter().map(|b| header::parse_block(b));
@@ -117,6 +125,25 @@ pub fn parse(tree: &Tree, src: &dyn Source, problems: &mut Vec<String>) -> Value
     }
 }
 
+/// The disposition type (`processed`, `displayed`, `deleted`,
+/// `dispatched`) and modifiers (`error`) of a Disposition field (RFC 8098
+/// section 3.2.6: `mode; type[/modifier, ...]`), lowercased.
+fn disposition_parts(v: &str) -> (Option<String>, Vec<String>) {
+    let Some((_, rest)) = v.split_once(';') else {
+        return (None, Vec::new());
+    };
+    let rest = header::strip_comment(rest).to_ascii_lowercase();
+    let (ty, mods) = rest.split_once('/').unwrap_or((&rest, ""));
+    let modifiers = mods
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    let ty = ty.trim();
+    ((!ty.is_empty()).then(|| ty.to_string()), modifiers)
+}
+
 fn opt(v: Option<String>) -> Value {
     v.filter(|s| !s.is_empty())
         .map_or(Value::Null, Value::String)
@@ -145,4 +172,31 @@ fn blocks(bytes: &[u8]) -> Vec<&[u8]> {
         rest = body;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disposition_parts;
+
+    #[test]
+    fn disposition_fields() {
+        let p = |v| disposition_parts(v);
+        assert_eq!(
+            p("automatic-action/MDN-sent-automatically; processed"),
+            (Some("processed".into()), vec![])
+        );
+        assert_eq!(
+            p("automatic-action/MDN-sent-automatically; Processed / Error, warning"),
+            (
+                Some("processed".into()),
+                vec!["error".into(), "warning".into()]
+            )
+        );
+        assert_eq!(
+            p("manual-action/MDN-sent-manually;displayed (read)"),
+            (Some("displayed".into()), vec![])
+        );
+        assert_eq!(p("nonsense"), (None, vec![]));
+        assert_eq!(p("a/b;"), (None, vec![]));
+    }
 }

@@ -7,8 +7,9 @@
 //! fsyncs, a "pending" journal record, one rename each into `new/` or
 //! `quarantine/`, an fsync of those directories, a "delivered" record.
 //! Only then does [`Drain::after_durable`] run for each entry: it is logged,
-//! counted and queued for DELE; an action owed to the sender once a message
-//! is safely stored belongs there too.
+//! counted and queued for DELE. An MDN owed to the sender is journaled with
+//! the entry's "pending" record, so it is owed exactly when the entry is
+//! published, and sent after the POP3 session (`mdns`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +72,8 @@ pub(super) struct Drain<'a> {
     /// its slow path.
     spare: Vec<u8>,
     out: &'a mut Outcome,
+    /// Where owed MDNs are written before their batch is journaled.
+    outbox: &'a std::path::Path,
 }
 
 impl<'a> Drain<'a> {
@@ -82,6 +85,7 @@ impl<'a> Drain<'a> {
         server: &'a str,
         log: crate::logging::Output,
         out: &'a mut Outcome,
+        outbox: &'a std::path::Path,
     ) -> Self {
         Drain {
             acct,
@@ -95,6 +99,7 @@ impl<'a> Drain<'a> {
             log,
             spare: Vec::new(),
             out,
+            outbox,
         }
     }
 
@@ -359,8 +364,16 @@ impl<'a> Drain<'a> {
             .iter()
             .map(|s| (&s.fact, s.id.as_str(), s.dest))
             .collect();
+        // Owed MDNs are in the outbox before the journal owes them.
+        let mdns: Vec<(&str, &str)> = self
+            .batch
+            .iter()
+            .filter_map(|s| Some((s.id.as_str(), s.mdn.as_ref()?)))
+            .filter(|(id, owed)| super::mdns::stored(self.outbox, &self.acct.name, id, owed))
+            .map(|(id, owed)| (id, owed.rcpt.as_str()))
+            .collect();
         self.journal
-            .add_pending(&items, now)
+            .add_pending_with_mdns(&items, &mdns, now)
             .map_err(Error::State)?;
         let mut dests = HashSet::new();
         for s in &self.batch {

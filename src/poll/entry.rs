@@ -52,6 +52,8 @@ pub(super) struct Staged {
     pub n: u32,
     /// Bytes of `message.eml`.
     pub bytes: u64,
+    /// The MDN owed once the entry is durable (`mdn = auto`).
+    pub mdn: Option<crate::mdn::Owed>,
 }
 
 /// A downloaded message, to be decoded into its entry.
@@ -175,24 +177,54 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
         let json = meta.to_json().map_err(|e| fail(io::Error::other(e)))?;
         // meta.json last: its presence means the entry is complete.
         entry.write_file("meta.json", &json).map_err(fail)?;
-        Ok(if decoded.quarantine.is_some() {
+        let mdn = owed_mdn(acct, &decoded, message, entry.id()).map_err(fail)?;
+        let dest = if decoded.quarantine.is_some() {
             Dest::Quarantine
         } else {
             Dest::New
-        })
+        };
+        Ok((dest, mdn))
     })();
     let id = entry.into_id();
     let done = match result {
-        Ok(dest) => Ok(Staged {
+        Ok((dest, mdn)) => Ok(Staged {
             fact,
             id,
             dest,
             n,
             bytes,
+            mdn,
         }),
         Err(e) => Err(Box::new((id, e))),
     };
     (done, kept)
+}
+
+/// The MDN this message asks for, if one is owed (`mdn = auto`). It needs
+/// only the header block: a message on disk is not read whole for it.
+fn owed_mdn(
+    acct: &Account,
+    decoded: &mime::Decoded,
+    message: Message<'_>,
+    id: &str,
+) -> io::Result<Option<crate::mdn::Owed>> {
+    if acct.mdn != crate::config::MdnMode::Auto {
+        return Ok(None);
+    }
+    let prefix;
+    let raw = match message {
+        Message::Kept(raw) => raw,
+        Message::OnDisk(path) => {
+            // A header block longer than what an MDN attaches is cut off
+            // here, and then too long to attach: nothing else uses it.
+            let limit = crate::mdn::MAX_ATTACHED_HEADER_BYTES as u64 + 2;
+            let mut buf = Vec::new();
+            io::Read::read_to_end(&mut io::Read::take(fs::File::open(path)?, limit), &mut buf)?;
+            prefix = buf;
+            &prefix
+        }
+    };
+    Ok(super::mdns::owed(acct, decoded, raw, id))
 }
 
 /// The message to decode: kept in memory, or only in its file.

@@ -16,6 +16,7 @@ mod deletes;
 mod drain;
 mod entry;
 mod listing;
+mod mdns;
 
 use std::fmt;
 use std::io;
@@ -34,6 +35,7 @@ use crate::tls::{self, Stream};
 pub use connect::{connect, log_in, open, stls_only, Connected, Opened};
 use drain::Drain;
 use listing::listing;
+pub use mdns::MdnOutcome;
 
 /// What a successful poll did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub struct Outcome {
     pub refused: u64,
     /// The poll stopped early for a shutdown request.
     pub interrupted: bool,
+    /// What became of the MDNs owed (README, "Acknowledgments (MDN)").
+    pub mdn: MdnOutcome,
 }
 
 /// Why a poll failed. Nothing is deleted on the server for a message that
@@ -188,6 +192,9 @@ fn human(n: u64) -> String {
 pub struct Memo {
     reported_too_large: Reported,
     reported_refused: Reported,
+    /// After a failed SMTP attempt: failures in a row and when to try
+    /// again. A `--once` run starts without it, so it always tries.
+    mdn_retry: Option<(u32, std::time::Instant)>,
 }
 
 /// Messages already reported, by a 64-bit hash of their tag (see
@@ -289,7 +296,27 @@ fn poll_into(
         .recover(&spool, timefmt::unix_now())
         .map_err(Error::State)?;
     out.delivered += recovered as u64;
-    check_space(&spool, acct.min_free_space)?;
+    let r = retrieve(acct, ctx, memo, out, &spool, &mut journal);
+    // MDNs go after the POP3 session, whatever became of it: SMTP never
+    // holds up retrieval, and an MDN owed is not held up by a POP3
+    // server that is down. Not after a journal failure: the journal is
+    // what makes them at most once.
+    if !matches!(r, Err(Error::State(_))) {
+        out.mdn = mdns::send_pending(acct, ctx.state_dir, ctx.tls, &mut journal, memo, ctx.stop);
+    }
+    r
+}
+
+/// The POP3 part of a poll: log in, list, drain, delete, quit.
+fn retrieve(
+    acct: &Account,
+    ctx: &Context,
+    memo: &mut Memo,
+    out: &mut Outcome,
+    spool: &Spool,
+    journal: &mut Journal,
+) -> Result<(), Error> {
+    check_space(spool, acct.min_free_space)?;
     let password = secret::resolve(&acct.secret, acct.timeout).map_err(Error::Secret)?;
     let Opened {
         mut session, caps, ..
@@ -316,7 +343,8 @@ fn poll_into(
     log::debug!("{}: {} message(s) on the server", acct.name, listed.len());
 
     let server = format!("{}:{}", acct.host, acct.port);
-    let mut drain = Drain::new(acct, &spool, &mut journal, &server, ctx.log, out);
+    let outbox = mdns::outbox(ctx.state_dir, &acct.name);
+    let mut drain = Drain::new(acct, spool, journal, &server, ctx.log, out, &outbox);
     let fetched = drain.fetch_all(&mut session, &listed, caps.pipelining, ctx.stop, memo);
     // Whatever happened, entries already complete in tmp/ are published:
     // that is local work and saves downloading them again.
@@ -326,12 +354,12 @@ fn poll_into(
     // RETR): no QUIT, so the server deletes nothing, and the journal makes
     // the next poll DELE what was delivered.
     if let Err(e) = fetched {
-        return abandon(session, &mut journal, e);
+        return abandon(session, journal, e);
     }
     // Without QUIT the server deletes nothing, committed or not.
     committed?;
     if let Err(e) = deletes.send_rest(&mut session, caps.pipelining) {
-        return abandon(session, &mut journal, Error::Pop3(e));
+        return abandon(session, journal, Error::Pop3(e));
     }
     let deleted = deletes.len();
     match session.quit() {
@@ -341,7 +369,7 @@ fn poll_into(
             keys.extend(gone);
             journal.forget(&keys).map_err(Error::State)?;
         }
-        Err(e) => return keep_journal(&mut journal, Error::Pop3(e)),
+        Err(e) => return keep_journal(journal, Error::Pop3(e)),
     }
     journal.sync().map_err(Error::State)?;
     journal.maybe_compact().map_err(Error::State)

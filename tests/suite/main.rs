@@ -22,6 +22,7 @@ mod e2e_servers;
 mod faults;
 mod full_disk;
 mod harness;
+mod mdn;
 mod memory;
 mod mime;
 mod mime_memory;

@@ -149,8 +149,11 @@ fn png_bytes() -> Vec<u8> {
 #[test]
 fn headers_are_decoded() {
     let (d, t) = run(&fixture("headers.eml"), &default());
+    let mut headers = d.headers.clone();
+    assert_eq!(headers.all.len(), 12, "{:?}", headers.all);
+    headers.all.clear();
     assert_eq!(
-        d.headers,
+        headers,
         Headers {
             message_id: Some("<hdr-1@example.com>".into()),
             date: Some("Fri, 21 Nov 2025 23:41:06 +0100 (CET)".into()),
@@ -168,6 +171,7 @@ fn headers_are_decoded() {
             reply_to: Some("\"Réponse\" <reply@example.com>".into()),
             subject: Some("Grüße aus Łódź und Grüße nochmal".into()),
             disposition_notification_to: Some("andre@example.com".into()),
+            all: Vec::new(),
         }
     );
     assert_eq!(d.kind, Kind::Message);
@@ -570,7 +574,10 @@ fn disposition_notification_report() {
             "final_recipient": "rfc822;rcpt@example.org",
             "original_recipient": "rfc822;rcpt@example.org",
             "original_message_id": "<order-42@example.com>",
-            "disposition": "manual-action/MDN-sent-manually; displayed"
+            "disposition": "manual-action/MDN-sent-manually; displayed",
+            "disposition_type": "displayed",
+            "disposition_modifiers": [],
+            "error": null
         }))
     );
     // Without Original-Message-ID the attached message's Message-ID is used.
@@ -881,6 +888,66 @@ fn comments_in_mime_fields() {
         }]
     );
     assert_eq!(read(&t, "attachments/notes (v2).csv").as_bytes(), csv);
+}
+
+/// `headers.all` (README, "meta.json"): every field in order, repeats
+/// kept, folds unfolded, encoded words decoded with the raw text as a
+/// third element only where decoding changed it.
+#[test]
+fn all_headers_in_order_with_raw_where_decoded() {
+    let raw = b"Received: from a.example\r\n\tby b.example; Fri, 21 Nov 2025 23:41:06 +0100\r\n\
+        Received: from c.example by d.example\r\n\
+        Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n =?ISO-8859-1?Q?_caf=E9?=\r\n\
+        X-Raw-8bit: Gr\xc3\xbc\xc3\x9fe\r\n\
+        X-Latin1: caf\xe9\r\n\
+        X-Empty:\r\n\
+        X-Spaced  :   v  \r\n\
+        Comments: first\r\n\
+        Comments: =?utf-8?b?w6Q=?=\r\n\
+        \r\nbody\r\n";
+    let d = headers_only(raw);
+    let all = serde_json::to_value(&d.headers.all).unwrap();
+    assert_eq!(
+        all,
+        json!([
+            [
+                "Received",
+                "from a.example by b.example; Fri, 21 Nov 2025 23:41:06 +0100"
+            ],
+            ["Received", "from c.example by d.example"],
+            [
+                "Subject",
+                "Grüße café",
+                "=?UTF-8?Q?Gr=C3=BC=C3=9Fe?= =?ISO-8859-1?Q?_caf=E9?="
+            ],
+            ["X-Raw-8bit", "Grüße"],
+            ["X-Latin1", "café"],
+            ["X-Empty", ""],
+            ["X-Spaced", "v"],
+            ["Comments", "first"],
+            ["Comments", "ä", "=?utf-8?b?w6Q=?="],
+        ])
+    );
+    // Inside meta.json it sits under "headers", next to the main fields.
+    let meta = serde_json::to_value(&d).unwrap();
+    assert_eq!(meta["headers"]["all"][2][0], "Subject");
+    assert_eq!(meta["headers"]["subject"], "Grüße café");
+    // The whole block is bounded like the rest (MAX_HEADER_BYTES): a
+    // message of only header fields yields at most that much.
+    let mut big = Vec::new();
+    while big.len() < (1 << 20) + 4096 {
+        big.extend_from_slice(b"X-Filler: 0123456789abcdef0123456789abcdef\r\n");
+    }
+    big.extend_from_slice(b"\r\nbody\r\n");
+    let d = headers_only(&big);
+    let bytes: usize = d
+        .headers
+        .all
+        .iter()
+        .map(|f| f.name.len() + f.value.len() + 4)
+        .sum();
+    assert!(bytes <= (1 << 20) + 64, "{bytes}");
+    assert!(d.headers.all.len() > 20_000);
 }
 
 #[test]

@@ -10,3 +10,4 @@ pub mod popspool;
 pub mod proxy;
 pub mod relay;
 pub mod server;
+pub mod smtp_sink;
