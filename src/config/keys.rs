@@ -2,7 +2,7 @@
 //! may hold it, the syntax of its value and whether that value may be shown.
 //! The scanner accepts exactly these names, the value parser and the builder
 //! name keys only through [`Key`], and the lists popspool.ini(5) documents
-//! ([`GLOBAL_KEYS`], [`ACCOUNT_KEYS`], [`LATER_KEYS`]) are derived from it; a
+//! ([`GLOBAL_KEYS`], [`ACCOUNT_KEYS`]) are derived from it; a
 //! misspelt key is therefore a compile error, never a silent default.
 
 /// A configuration key; [`Key::TABLE`] says everything else about it.
@@ -117,18 +117,6 @@ pub(crate) enum Kind {
     Mailbox,
     /// `accept`, `require-signed` or `require-valid`.
     SmimePolicy,
-    /// A feature still to come: refused by name rather than ignored
-    /// (popspool.ini(5), NOT SUPPORTED YET). No key is one today; kept
-    /// for the next contract key that arrives before its feature.
-    #[allow(dead_code)]
-    Later,
-    /// A feature still to come whose `default` changes nothing and is
-    /// accepted; the `others` are refused as not supported yet.
-    #[allow(dead_code)]
-    LaterWord {
-        default: &'static str,
-        others: &'static [&'static str],
-    },
 }
 
 /// Whether a value may appear in a message, and what it demands of the file.
@@ -255,16 +243,12 @@ enum List {
     Global,
     /// ACCOUNT KEYS.
     Account,
-    /// NOT SUPPORTED YET.
-    Later,
 }
 
 const fn listed(row: &Row, list: List) -> bool {
-    let later = matches!(row.3, Kind::Later | Kind::LaterWord { .. });
     match list {
         List::Global => matches!(row.2, Global | Both),
-        List::Account => !later && matches!(row.2, Account | Both),
-        List::Later => later,
+        List::Account => matches!(row.2, Account | Both),
     }
 }
 
@@ -295,7 +279,6 @@ const fn names<const N: usize>(list: List) -> [&'static str; N] {
 
 const GLOBAL_NAMES: [&str; count(List::Global)] = names(List::Global);
 const ACCOUNT_NAMES: [&str; count(List::Account)] = names(List::Account);
-const LATER_NAMES: [&str; count(List::Later)] = names(List::Later);
 
 /// Keys of `[global]` as a whole (popspool.ini(5), GLOBAL KEYS).
 pub const GLOBAL_KEYS: &[&str] = &GLOBAL_NAMES;
@@ -303,9 +286,6 @@ pub const GLOBAL_KEYS: &[&str] = &GLOBAL_NAMES;
 /// `[global]` as the default for every account, except `spool`: there it is
 /// the root under which each account gets its own directory.
 pub const ACCOUNT_KEYS: &[&str] = &ACCOUNT_NAMES;
-/// Keys of features still to come (MDN), refused by name rather
-/// than ignored (popspool.ini(5), NOT SUPPORTED YET).
-pub const LATER_KEYS: &[&str] = &LATER_NAMES;
 
 #[cfg(test)]
 mod tests {
@@ -327,8 +307,6 @@ mod tests {
         assert_eq!(GLOBAL_KEYS, ["spool", "state_dir", "log_level"]);
         assert_eq!(ACCOUNT_KEYS.len(), 41);
         assert!(ACCOUNT_KEYS.contains(&"spool") && !ACCOUNT_KEYS.contains(&"log_level"));
-        assert_eq!(LATER_KEYS.len(), 0);
-        assert!(LATER_KEYS.iter().all(|k| !ACCOUNT_KEYS.contains(k)));
         let secret_sources: Vec<&str> = Key::TABLE
             .iter()
             .filter(|r| r.0.is_secret_source())

@@ -31,7 +31,7 @@ use crate::exit::Exit;
 use crate::mechanism::Mechanism;
 use crate::secret::Password;
 
-pub use keys::{ACCOUNT_KEYS, GLOBAL_KEYS, LATER_KEYS};
+pub use keys::{ACCOUNT_KEYS, GLOBAL_KEYS};
 pub use values::mailbox_address;
 
 /// Where the configuration lives when `-c` is not given.

@@ -41,8 +41,6 @@ pub(super) enum Val {
     Ip(IpAddr),
     Mdn(MdnMode),
     SmimePolicy(Policy),
-    /// A later-feature key set to its default, which changes nothing.
-    Ignored,
 }
 
 /// A Rust type some kinds of value parse into, so the builder can ask for a
@@ -94,8 +92,6 @@ from_val! {
 /// paths are taken from `base`.
 pub(super) fn parse(key: Key, v: &str, base: &Path) -> Result<Val, String> {
     match key.kind() {
-        Kind::Later => Err("is not supported yet".into()),
-        Kind::LaterWord { default, others } => later_word(key, v, default, others),
         _ if v.is_empty() => Err("has no value".into()),
         kind => parse_kind(kind, v, base)
             .map_err(|reason| format!("bad value{}: {reason}", shown(key, v))),
@@ -108,21 +104,6 @@ fn shown(key: Key, value: &str) -> String {
         return String::new();
     }
     format!(" '{}'", crate::text::escaped(value, MAX_SHOWN_VALUE))
-}
-
-/// A key of a feature to come that has a harmless default: accepted only at that default.
-fn later_word(key: Key, value: &str, default: &str, others: &[&str]) -> Result<Val, String> {
-    if value == default {
-        Ok(Val::Ignored)
-    } else if others.contains(&value) {
-        Err(format!("'{value}' is not supported yet"))
-    } else {
-        Err(format!(
-            "bad value{}: must be {default} or {}",
-            shown(key, value),
-            others.join(" or ")
-        ))
-    }
 }
 
 /// Which [`Val`] each kind gives, and the rule each value must meet.
@@ -228,8 +209,6 @@ fn parse_kind(kind: Kind, v: &str, base: &Path) -> Result<Val, String> {
             Val::Text(v.to_owned())
         }
         Kind::SmimePolicy => Val::SmimePolicy(keyword(v, &Policy::ALL)?),
-        // Handled by `parse` before any value syntax applies.
-        Kind::Later | Kind::LaterWord { .. } => Val::Ignored,
     })
 }
 
@@ -393,7 +372,6 @@ fn content_type(v: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::keys::LATER_KEYS;
     use crate::config::testkit::{acct, cfg, check, fail, MIN};
 
     #[test]
@@ -618,7 +596,6 @@ mod tests {
 
     #[test]
     fn keyword_keys_name_their_values() {
-        assert!(LATER_KEYS.is_empty());
         check(
             &format!("{MIN}smime_policy = require-everything\n"),
             5,

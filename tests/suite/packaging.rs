@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use popspool::config::{ACCOUNT_KEYS, GLOBAL_KEYS, LATER_KEYS};
+use popspool::config::{ACCOUNT_KEYS, GLOBAL_KEYS};
 
 fn top() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,7 +67,6 @@ fn ini_man_page_documents_exactly_the_parsers_keys() {
     let page = man_page("popspool.ini.5");
     assert_eq!(documented_keys(&page, "GLOBAL KEYS"), set(GLOBAL_KEYS));
     assert_eq!(documented_keys(&page, "ACCOUNT KEYS"), set(ACCOUNT_KEYS));
-    assert_eq!(documented_keys(&page, "NOT SUPPORTED YET"), set(LATER_KEYS));
     // Each account key says what it is when unset.
     let account = section(&page, "ACCOUNT KEYS").join("\n");
     for entry in account.split(".TP\n").skip(1) {
