@@ -413,13 +413,7 @@ fn a_second_sigterm_exits_at_once_with_status_0_and_loses_nothing() {
     );
     let s = Setup::new("sigterm2");
     s.write_config(&srv.account("t", "timeout = 30s"));
-    let mut child = Command::new(bin())
-        .arg("-c")
-        .arg(&s.config)
-        .arg("--once")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = s.spawn_once();
     let t0 = Instant::now();
     while !srv.received().iter().any(|c| c == "RETR 1") {
         assert!(t0.elapsed() < Duration::from_secs(10), "no RETR");

@@ -9,13 +9,12 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::dovecot::{stored_form, Dovecot};
 use crate::common::mail;
 use crate::common::mailutils::Mailutils;
-use crate::common::popspool::{bin, entries, sorted, stderr, tmp_count, Setup};
+use crate::common::popspool::{entries, sorted, stderr, tmp_count, Setup};
 use crate::common::proxy::Proxy;
 use crate::common::server::TestServer;
 
@@ -171,13 +170,7 @@ fn exactly_once_when_killed_or_cut_mid_drain<S: TestServer>(srv: &S) {
     let spool = s.account_spool("fault");
 
     // SIGKILL as soon as the first batch is in new/: the next is on its way.
-    let mut child = Command::new(bin())
-        .arg("-c")
-        .arg(&s.config)
-        .arg("--once")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = s.spawn_once();
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while entries_in(&spool.join("new")) == 0 {
         assert!(

@@ -450,13 +450,7 @@ fn exactly_once_into_quarantine_when_killed() {
     ));
     let spool = s.account_spool("qkill");
     let count = |d: &str| fs::read_dir(spool.join(d)).map_or(0, |r| r.count());
-    let mut child = Command::new(bin())
-        .arg("-c")
-        .arg(&s.config)
-        .arg("--once")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = s.spawn_once();
     let deadline = Instant::now() + Duration::from_secs(30);
     while count("quarantine") == 0 && child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "nothing quarantined");
@@ -744,13 +738,7 @@ fn big_encrypted_message_in_bounded_memory() {
         dc.deliver("big", &big);
     }
     s.write_config(&account("big", &dc, &smime_keys("")));
-    let mut child = Command::new(bin())
-        .arg("-c")
-        .arg(&s.config)
-        .arg("--once")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = s.spawn_once();
     // VmHWM is the peak so far; it is there until the process has exited
     // (a zombie, not yet reaped, has none), so the last value read is the
     // peak of the whole run.

@@ -8,12 +8,11 @@
 //! `POPSPOOL_TORTURE_SEED` (default 1) scale it; `tests/torture.sh` runs a
 //! long version.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::dovecot::{stored_form, Dovecot};
 use crate::common::mail::{self, Rng};
-use crate::common::popspool::{bin, entries, sorted, tmp_count, Setup};
+use crate::common::popspool::{entries, sorted, tmp_count, Setup};
 use crate::common::proxy::Proxy;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -54,13 +53,7 @@ fn sigkill_and_connection_cuts_never_lose_or_duplicate() {
             proxy.cut_next_after(rng.below(400_000));
             cuts += 1;
         }
-        let mut child = Command::new(bin())
-            .arg("-c")
-            .arg(&s.config)
-            .arg("--once")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = s.spawn_once();
         if mode != 1 {
             std::thread::sleep(Duration::from_millis(rng.below(400)));
             let _ = child.kill();

@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A scratch directory with a config, a spool and a state dir.
@@ -57,6 +57,18 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+
+    /// `popspool -c CONFIG --once` started and left running (its log
+    /// discarded): for tests that act on the process while it polls.
+    pub fn spawn_once(&self) -> Child {
+        Command::new(bin())
+            .arg("-c")
+            .arg(&self.config)
+            .arg("--once")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start popspool")
     }
 
     pub fn account_spool(&self, name: &str) -> PathBuf {
