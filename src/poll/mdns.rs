@@ -235,7 +235,7 @@ fn send_all(
             break;
         }
         let path = dir.join(format!("{id}.eml"));
-        let message = match fs::read(&path) {
+        let message = match crate::fsafe::read_regular(&path) {
             Ok(m) => m,
             Err(e) => {
                 log::error!(
