@@ -6,8 +6,8 @@
 //! call, whatever the helper does (a hung `curl` under `sh -c`, a
 //! background job holding the pipes).
 //!
-//! The only unsafe code outside the spool: poll(2), waitid(2) and kill(2),
-//! which std does not offer for a process group.
+//! Unsafe here: poll(2), waitid(2) and kill(2), which std does not offer
+//! for a process group.
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;

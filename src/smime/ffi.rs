@@ -4,8 +4,9 @@
 //! file, and `CMS_verify(3)` into nothing, rather than into memory (the
 //! crate collects the content in a memory BIO and copies it out: two copies
 //! of a 37 MiB message next to the parsed structure); and content handed
-//! over where it lies (a read-only memory BIO). This is the only unsafe code
-//! outside the spool module.
+//! over where it lies (a read-only memory BIO). These are popspool's only
+//! direct OpenSSL calls; its other unsafe code is system calls (the spool,
+//! `fsafe`, a password command's process group).
 #![allow(unsafe_code)]
 
 use std::fs::File;
