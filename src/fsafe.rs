@@ -173,7 +173,9 @@ fn trusted_owner(uid: u32, what: &str) -> io::Result<()> {
 pub fn prepare_private_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o750)
+        // Owner-only: status records and journals are not the spool
+        // consumers' (they are in popspool's group).
+        .mode(0o700)
         .create(dir)?;
     let d = open_private_dir(dir)?;
     let (_, name) = create_temp(&d, ".popspool-write-test", 0o600)?;

@@ -1,5 +1,5 @@
 //! `meta.json`, the metadata file of a spool entry: the schema consumers
-//! read (README "meta.json", popspool(8)). The decoder fills in the headers,
+//! read (README "The spool", popspool(8)). The decoder fills in the headers,
 //! body, attachments, report and problems; this adds where the message came
 //! from and why an entry is in `quarantine/`.
 

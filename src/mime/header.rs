@@ -311,7 +311,7 @@ pub fn decode_value(value: &[u8]) -> String {
 }
 
 /// One field for `headers.all`: decoded, with the undecoded text kept
-/// where it differs (README, "meta.json").
+/// where it differs (README, "The spool").
 pub fn field(f: &Field<'_>) -> super::HeaderField {
     let raw = unfold_trimmed(f.value);
     // Only an encoded word can make the decoded text differ; most fields

@@ -5,7 +5,7 @@
 //! server broke.
 //!
 //! The socket's inactivity timeout bounds one read; these bound a server
-//! that sends a byte just often enough to beat it (README "Timeouts").
+//! that sends a byte just often enough to beat it (popspool.ini(5), `timeout`).
 //! Every check runs after a read returns, so a limit is noticed at most one
 //! inactivity timeout late.
 

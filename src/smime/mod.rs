@@ -104,7 +104,7 @@ impl Signature {
     }
 }
 
-/// `meta.json`'s `smime` object (README, "meta.json").
+/// `meta.json`'s `smime` object (README, "S/MIME" and "The spool").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Facts {
     /// An envelope was found.

@@ -113,8 +113,9 @@ fn a_big_message_takes_bounded_memory() {
 /// LIST: every message is seen (those over `max_message_size` are reported
 /// once each, RETR goes to exactly the others), those are delivered under
 /// their own UIDL, and peak RSS stays within a bound that grows by at most
-/// 48 bytes a listed message (the README's 64 MiB for a million, what the
-/// binary needs before it lists anything included).
+/// 48 bytes a listed message (64 MiB for a million, the
+/// bound README "Performance" holds it to, what the binary needs before
+/// it lists anything included).
 #[test]
 fn a_huge_listing_takes_bounded_memory() {
     let count: u32 = if full() { 1_000_000 } else { 200_000 };

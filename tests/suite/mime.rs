@@ -890,7 +890,7 @@ fn comments_in_mime_fields() {
     assert_eq!(read(&t, "attachments/notes (v2).csv").as_bytes(), csv);
 }
 
-/// `headers.all` (README, "meta.json"): every field in order, repeats
+/// `headers.all` (README, "The spool"): every field in order, repeats
 /// kept, folds unfolded, encoded words decoded with the raw text as a
 /// third element only where decoding changed it.
 #[test]

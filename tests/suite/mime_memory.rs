@@ -1,6 +1,7 @@
-//! The memory bound of the MIME decoder: a ~50 MiB message with a 38 MiB
-//! base64 attachment decodes with peak RSS under 80 MiB, the raw message
-//! (held in memory, as the poll holds it) included (README, "The spool").
+//! The memory bound of the MIME decoder's in-memory path: a ~50 MiB
+//! message with a 38 MiB base64 attachment, held whole, decodes with peak
+//! RSS under 80 MiB, the message included. A poll decodes a message over
+//! 1 MiB from its file instead (tests/suite/memory.rs, README "Memory").
 //!
 //! Peak RSS is per process, and the suite's other tests run in this one, so
 //! the test runs itself again in a child process of the test binary (only
