@@ -116,7 +116,7 @@ impl Lines for SliceLines<'_> {
         if pos >= raw.len() {
             return None;
         }
-        let (end, next, nl) = match memchr(b'\n', &raw[pos..]) {
+        let (end, next, nl) = match memchr::memchr(b'\n', &raw[pos..]) {
             Some(o) => (pos + o, pos + o + 1, true),
             None => (raw.len(), raw.len(), false),
         };
@@ -257,7 +257,7 @@ impl Lines for FileLines<'_> {
                 break;
             }
             let avail = &self.buf[self.head..self.tail];
-            let (take, found) = match memchr(b'\n', avail) {
+            let (take, found) = match memchr::memchr(b'\n', avail) {
                 Some(o) => (o, true),
                 None => (avail.len(), false),
             };
@@ -302,10 +302,6 @@ impl Lines for FileLines<'_> {
 /// Only whitespace a delimiter line may end with.
 fn all_blank(b: &[u8]) -> bool {
     b.iter().all(|&c| matches!(c, b' ' | b'\t' | b'\r'))
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 #[cfg(test)]

@@ -366,17 +366,41 @@ fn policy_reason(policy: Policy, facts: &Facts, error: Option<&str>) -> Option<S
 /// Whether a message whose first bytes (its header block) are `head` may
 /// be S/MIME at its top level: the types [`classify`] looks into.
 pub fn may_be_smime(head: &[u8]) -> bool {
-    matches!(
-        entity::entity(head).content_type.as_str(),
-        "application/pkcs7-mime"
-            | "application/x-pkcs7-mime"
-            | "application/octet-stream"
-            | "multipart/signed"
-    )
+    names_a_candidate_type(head)
+        && matches!(
+            entity::entity(head).content_type.as_str(),
+            "application/pkcs7-mime"
+                | "application/x-pkcs7-mime"
+                | "application/octet-stream"
+                | "multipart/signed"
+        )
+}
+
+/// Whether a header block mentions a type [`classify`] looks into: a byte
+/// scan, so that the header of a message that is not S/MIME (most mail) is
+/// not parsed a second time. A MIME type is a token (RFC 2045), never
+/// encoded or split by a comment, so a header without `pkcs7`, `signed` or
+/// `octet-stream` in any case cannot name one.
+fn names_a_candidate_type(head: &[u8]) -> bool {
+    let at = |i: usize, w: &[u8]| {
+        head.get(i..i + w.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    };
+    // One pass looking at each byte once; a word is compared only where
+    // its first letter stands.
+    head.iter().enumerate().any(|(i, b)| match b | 0x20 {
+        b'p' => at(i, b"pkcs7"),
+        b's' => at(i, b"signed"),
+        b'o' => at(i, b"octet-stream"),
+        _ => false,
+    })
 }
 
 /// The S/MIME layer `raw` is, if it is one.
 fn classify(raw: &[u8]) -> Option<Layer> {
+    if !names_a_candidate_type(mime::header_block(raw)) {
+        return None;
+    }
     let e = entity::entity(raw);
     let ct = e.content_type.as_str();
     let p7m = e
@@ -433,6 +457,35 @@ fn classify(raw: &[u8]) -> Option<Layer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_headers_naming_a_candidate_type_are_parsed() {
+        for head in [
+            &b"Content-Type: application/PKCS7-mime; smime-type=enveloped-data\r\n"[..],
+            b"Content-Type: application/x-pkcs7-mime\r\n",
+            b"Content-Type: multipart/Signed; boundary=x\r\n",
+            b"Content-Type: application/octet-stream; name=m.p7m\r\n",
+        ] {
+            assert!(
+                names_a_candidate_type(head),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        for head in [
+            &b"Content-Type: text/plain\r\nSubject: pkcs\r\n"[..],
+            b"Content-Type: multipart/mixed; boundary=x\r\n",
+            b"",
+            b"octet",
+        ] {
+            assert!(
+                !names_a_candidate_type(head),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+            assert!(!may_be_smime(head));
+        }
+    }
 
     #[test]
     fn policy_names_and_reasons() {
