@@ -268,7 +268,7 @@ type Decoded = (mime::Decoded, Option<smime::Facts>);
 /// unwrapped (README, "S/MIME"); then, with `mime = no`, only the headers
 /// are read; otherwise the (innermost) message's MIME structure is decoded
 /// into the entry. A message only on disk is decoded from its file in
-/// bounded chunks unless it is S/MIME (CMS needs it whole).
+/// bounded chunks, S/MIME layers included (README, "S/MIME", Memory).
 fn decode_steps(
     message: Message<'_>,
     acct: &Account,
@@ -300,6 +300,20 @@ fn decode_steps(
     let file = fs::File::open(path)?;
     let head = head_of(&file)?;
     if smime::may_be_smime(&head) {
+        // Unwrapped from the file, each layer's content into a file of its
+        // own, and the innermost message decoded from there.
+        let decode_file = |file| {
+            if !acct.mime {
+                return mime::headers_only_file(file);
+            }
+            mime::decode_file_into(file, &opts, entry)
+        };
+        if let Some(d) = smime::decode_step_file(path, &acct.smime, acct.mime, entry, decode_file)?
+        {
+            return Ok(d);
+        }
+        // A header block too long to tell what the message is from its
+        // first bytes (an attack, not mail): read whole.
         let raw = fs::read(path)?;
         return smime::decode_step(&raw, &acct.smime, acct.mime, entry, decode_kept);
     }
