@@ -11,6 +11,7 @@
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use openssl::cms::CmsContentInfo;
 use openssl::error::ErrorStack;
@@ -101,11 +102,11 @@ pub fn open_into(
     }
     drop(cms);
     drop(der);
+    drop(file);
     let opened = match r {
-        Ok(()) => checked(&file)?,
+        Ok(()) => checked(&path)?,
         Err(e) => Err(explain(&e)),
     };
-    drop(file);
     if opened.is_err() {
         fs::remove_file(&path)?;
     }
@@ -171,13 +172,13 @@ fn mime_entity(first: &[u8]) -> Result<(), String> {
     }
 }
 
-/// [`mime_entity`] for the plaintext in `file`, read up to
+/// [`mime_entity`] for the plaintext in the file `path`, read up to
 /// [`mime::MAX_HEADER_BYTES`] (a field name is far shorter than its first
 /// line may be).
-fn checked(mut file: &fs::File) -> io::Result<Result<(), String>> {
+fn checked(path: &Path) -> io::Result<Result<(), String>> {
     let mut first = Vec::new();
-    file.seek(SeekFrom::Start(0))?;
-    file.take(mime::MAX_HEADER_BYTES as u64)
+    fs::File::open(path)?
+        .take(mime::MAX_HEADER_BYTES as u64)
         .read_to_end(&mut first)?;
     Ok(mime_entity(&first))
 }
