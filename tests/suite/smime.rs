@@ -757,9 +757,9 @@ fn big_encrypted_message_in_bounded_memory() {
             let (code, err, peak) = once_measured(&run);
             assert_eq!(code, Some(0), "{err}");
             eprintln!(
-                "{name}, mime = {mime}: {} MiB message, peak RSS {} MiB",
-                size >> 20,
-                peak >> 10
+                "{name}, mime = {mime}: {:.1} MiB message, peak RSS {:.1} MiB",
+                size as f64 / f64::from(1 << 20),
+                peak as f64 / 1024.0
             );
             if peak >= smime_rss_limit_kib(size) {
                 over.push(format!("{user}: peak RSS {peak} KiB"));
