@@ -316,6 +316,67 @@ fn every_format_and_outcome() {
     assert_eq!(got["plain"].dest, "new");
 }
 
+/// Every message of [`every_format_and_outcome`] decoded from its file, as
+/// one too big to keep in memory is (README, "S/MIME", Memory), gives the
+/// entry it gives from memory: the same `meta.json`, files and
+/// `decrypted.eml`, with `mime = yes` and `mime = no`, and no temporary
+/// file left.
+#[test]
+#[ignore = "needs root and Dovecot"]
+fn from_the_file_as_from_memory() {
+    let dc = Dovecot::start();
+    let mut seen = Vec::new();
+    for mime in ["yes", "no"] {
+        let mut runs = Vec::new();
+        for way in ["memory", "file"] {
+            let user = format!("{way}-{mime}");
+            dc.add_user(&user, &format!("secret-{user}"));
+            deliver_all(&dc, &user);
+            let s = Setup::new(&format!("smime-{user}"));
+            s.write_config(&account(&user, &dc, &smime_keys(&format!("mime = {mime}"))));
+            let mut cmd = Command::new(bin());
+            cmd.arg("-c").arg(&s.config).arg("--once");
+            if way == "file" {
+                cmd.env("POPSPOOL_TEST_DECODE_FROM_FILE", "1");
+            }
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            let mut entries = std::collections::BTreeMap::new();
+            for (subject, g) in by_subject(&s.account_spool(&user)) {
+                let mut meta = g.meta.clone();
+                for volatile in ["id", "retrieved_at", "uidl", "account"] {
+                    meta[volatile] = Value::Null;
+                }
+                let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(&g.dir)
+                    .unwrap()
+                    .map(|e| {
+                        let e = e.unwrap();
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let bytes = if name == "decrypted.eml" {
+                            fs::read(e.path()).unwrap()
+                        } else {
+                            Vec::new()
+                        };
+                        (name, bytes)
+                    })
+                    .collect();
+                files.sort();
+                entries.insert(subject, (g.dest, meta, files));
+            }
+            runs.push((s, entries));
+        }
+        let (memory, file) = (&runs[0].1, &runs[1].1);
+        assert_eq!(memory.len(), file.len());
+        for (subject, m) in memory {
+            assert_eq!(Some(m), file.get(subject), "mime = {mime}: {subject}");
+            assert!(!m.2.iter().any(|(n, _)| n.ends_with(".tmp")), "{subject}");
+        }
+        seen.push(memory.len());
+        drop(runs);
+    }
+    assert!(seen.iter().all(|&n| n > 30), "{seen:?}");
+}
+
 /// `smime_policy` decides between `new/` and `quarantine/`, and says why;
 /// with `mime = no` the facts are still recorded and nothing decrypted is
 /// written.
