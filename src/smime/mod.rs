@@ -15,6 +15,7 @@
 //!
 //! - `keys`: the account's recipient key, certificate and trust anchors;
 //! - `decrypt`: one envelope; `verify`: one signature;
+//! - `disk`: the step for a message too big to hold, read from its file;
 //! - `ffi`: the one OpenSSL call the `openssl` crate lacks.
 
 mod decrypt;
