@@ -52,7 +52,8 @@ pub fn open(
             .map_err(|e| explain(&e))
             .and_then(|plain| mime_entity(&plain).map(|()| plain)));
     };
-    Ok(match open_into(der, id, entry, DECRYPTED_FILE)? {
+    let replace = || remove_if_there(&entry.dir().join(DECRYPTED_FILE));
+    Ok(match open_into(der, id, entry, DECRYPTED_FILE, replace)? {
         Ok(()) => Ok(fs::read(entry.dir().join(DECRYPTED_FILE))?),
         Err(e) => Err(e),
     })
@@ -62,14 +63,17 @@ pub fn open(
 /// (replaced if it exists), as OpenSSL produces the plaintext: OpenSSL
 /// parses only the envelope's structure and reads the encrypted content
 /// where it lies in `der` (README, "S/MIME", Memory), so memory holds `der`
-/// and little else. The outer `Err` is an I/O failure of the entry; the
-/// inner one says why the envelope cannot be opened, and then the file is
-/// not left behind.
+/// and little else. `replace` runs once the envelope is read, before
+/// anything is decrypted: an outer envelope's `decrypted.eml` goes then,
+/// whether or not this one opens. The outer `Err` is an I/O failure of the
+/// entry; the inner one says why the envelope cannot be opened, and then
+/// the file is not left behind.
 pub fn open_into(
     der: Vec<u8>,
     id: Option<&Identity>,
     entry: &spool::Entry<'_>,
     name: &str,
+    replace: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<Result<(), String>> {
     let id = match identity(id) {
         Ok(id) => id,
@@ -89,10 +93,7 @@ pub fn open_into(
     let detached = split.map(|sp| &der[sp.content]);
     let legacy_before = keys::legacy_loaded();
     let path = entry.dir().join(name);
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    replace()?;
     let mut file = entry.create(name)?;
     let mut r = ffi::decrypt_into(&cms, &id.key, &id.cert, detached, &file);
     if matches!(&r, Err(e) if retry_with_legacy(e, legacy_before)) {
@@ -111,6 +112,14 @@ pub fn open_into(
         fs::remove_file(&path)?;
     }
     Ok(opened)
+}
+
+/// Removes the file `path` if it exists.
+pub fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The account's identity, or why there is none.

@@ -96,33 +96,39 @@ fn unwrap(
             Layer::Enveloped(der) => {
                 facts.encrypted = true;
                 let name = temps.name();
-                match decrypt::open_into(der, settings.identity(), entry, &name)? {
+                let made = temps.adopt(name.clone());
+                let decrypted = entry.dir().join(DECRYPTED_FILE);
+                // As in memory, an outer envelope's `decrypted.eml` goes
+                // once this one is read; if it is the current layer, its
+                // content lives on under a temporary name.
+                let replace = || {
+                    if !mime {
+                        return Ok(());
+                    }
+                    if cur.as_ref() == Some(&decrypted) {
+                        let (moved, _) = temps.create()?;
+                        fs::rename(&decrypted, &moved)?;
+                        cur = Some(moved);
+                        return Ok(());
+                    }
+                    decrypt::remove_if_there(&decrypted)
+                };
+                match decrypt::open_into(der, settings.identity(), entry, &name, replace)? {
+                    Ok(()) if mime => {
+                        facts.decrypted = true;
+                        // The innermost envelope's content is the entry's
+                        // `decrypted.eml`.
+                        fs::rename(&made, &decrypted)?;
+                        temps.forget(&made);
+                        decrypted
+                    }
                     Ok(()) => {
                         facts.decrypted = true;
-                        let made = temps.adopt(name);
-                        if mime {
-                            // The innermost envelope's content is the
-                            // entry's `decrypted.eml`, replacing an outer one's.
-                            let kept = entry.dir().join(DECRYPTED_FILE);
-                            fs::rename(&made, &kept)?;
-                            temps.forget(&made);
-                            kept
-                        } else {
-                            made
-                        }
+                        made
                     }
                     Err(e) => {
                         errors.push(e);
                         sealed = true;
-                        let decrypted = entry.dir().join(DECRYPTED_FILE);
-                        if cur.as_ref() == Some(&decrypted) {
-                            // As in memory: an envelope that cannot be
-                            // opened leaves no `decrypted.eml`, and the
-                            // outer envelope's content is still the message.
-                            let (moved, _) = temps.create()?;
-                            fs::rename(&decrypted, &moved)?;
-                            cur = Some(moved);
-                        }
                         break;
                     }
                 }
