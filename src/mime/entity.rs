@@ -283,6 +283,62 @@ mod tests {
         assert!(parts(b"no delimiters", "b").is_empty());
     }
 
+    /// `raw` in a file of its own, opened as a [`FileEntity`].
+    fn on_disk(raw: &[u8], tag: &str) -> Option<FileEntity> {
+        let path =
+            std::env::temp_dir().join(format!("popspool-entity-{tag}-{}", std::process::id()));
+        std::fs::write(&path, raw).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        FileEntity::open(file).unwrap()
+    }
+
+    #[test]
+    fn a_file_reads_as_memory_does() {
+        let mut raw = b"From: a@b\r\nContent-Type: multipart/signed; boundary=\"b\";\r\n protocol=\"application/pkcs7-signature\"\r\n\r\npre\r\n--b\r\n".to_vec();
+        // A first part longer than a read chunk, lines of every ending.
+        for i in 0..20_000 {
+            raw.extend_from_slice(if i % 3 == 0 { b"line\n" } else { b"line\r\n" });
+        }
+        raw.extend_from_slice(
+            b"\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\naGVs\r\nbG8=\r\n--b--\r\n",
+        );
+        let fe = on_disk(&raw, "parts").unwrap();
+        let (mem, file) = (entity(&raw), fe.entity());
+        assert_eq!(file.content_type, "multipart/signed");
+        assert_eq!(
+            (&file.boundary, &file.protocol),
+            (&mem.boundary, &mem.protocol)
+        );
+        assert!(file.body.is_empty());
+        assert_eq!(fe.head(), &raw[..raw.len() - mem.body.len()]);
+        let want: Vec<Vec<u8>> = parts(mem.body, "b").iter().map(|p| p.to_vec()).collect();
+        let got: Vec<Vec<u8>> = fe
+            .parts("b")
+            .unwrap()
+            .into_iter()
+            .map(|r| fe.read(r).unwrap())
+            .collect();
+        assert_eq!(got.len(), 2);
+        assert!(got == want);
+        let sig = fe.parts("b").unwrap()[1].clone();
+        let sig = fe.read(sig).unwrap();
+        assert_eq!(entity(&sig).decoded_body(), b"hello");
+        let p7m = b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\naGVs\r\nbG8=\r\n";
+        let fe = on_disk(p7m, "body").unwrap();
+        assert_eq!(fe.decoded_body(&fe.entity()).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_header_block_too_long_to_read_alone_is_not_guessed() {
+        let mut raw = b"Content-Type: text/plain\r\nX-Long: ".to_vec();
+        raw.resize(MAX_HEADER_BYTES + 10, b'a');
+        raw.extend_from_slice(b"\r\nContent-Type: application/pkcs7-mime\r\n\r\nbody");
+        assert!(on_disk(&raw, "long").is_none());
+        // Whole within the first bytes, it is read.
+        assert!(on_disk(b"Subject: x\r\n\r\nbody", "short").is_some());
+    }
+
     #[test]
     fn from_addresses_are_bare() {
         let raw = b"From: \"B, Jorn\" <Bjorn@Example.org>, c@d.e\r\nTo: x@y\r\n\r\n";
