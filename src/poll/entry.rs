@@ -158,7 +158,11 @@ pub(super) fn finish_entry(acct: &Account, server: &str, job: Job<'_>) -> (Done,
     let result = (|| {
         let on_disk = entry.dir().join("message.eml");
         let message = match raw {
-            Some(raw) => Message::Kept(kept.insert(raw)),
+            Some(raw) if !from_file_for_tests() => Message::Kept(kept.insert(raw)),
+            Some(raw) => {
+                kept = Some(raw);
+                Message::OnDisk(&on_disk)
+            }
             None => Message::OnDisk(&on_disk),
         };
         let (decoded, smime) = decode(message, acct, &entry).map_err(fail)?;
@@ -225,6 +229,13 @@ fn owed_mdn(
         }
     };
     Ok(super::mdns::owed(acct, decoded, raw, id))
+}
+
+/// Test-only hook, constant false in release builds: the integration
+/// tests (which run the debug binary) have every message decoded from its
+/// file, as a big one is, to show that both ways give the same entry.
+fn from_file_for_tests() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("POPSPOOL_TEST_DECODE_FROM_FILE").is_some()
 }
 
 /// The message to decode: kept in memory, or only in its file.
@@ -300,7 +311,7 @@ type Decoded = (mime::Decoded, Option<smime::Facts>);
 /// unwrapped (README, "S/MIME"); then, with `mime = no`, only the headers
 /// are read; otherwise the (innermost) message's MIME structure is decoded
 /// into the entry. A message only on disk is decoded from its file in
-/// bounded chunks unless it is S/MIME (CMS needs it whole).
+/// bounded chunks, S/MIME layers included (README, "S/MIME", Memory).
 fn decode_steps(
     message: Message<'_>,
     acct: &Account,
@@ -332,6 +343,20 @@ fn decode_steps(
     let file = fs::File::open(path)?;
     let head = head_of(&file)?;
     if smime::may_be_smime(&head) {
+        // Unwrapped from the file, each layer's content into a file of its
+        // own, and the innermost message decoded from there.
+        let decode_file = |file| {
+            if !acct.mime {
+                return mime::headers_only_file(file);
+            }
+            mime::decode_file_into(file, &opts, entry)
+        };
+        if let Some(d) = smime::decode_step_file(path, &acct.smime, acct.mime, entry, decode_file)?
+        {
+            return Ok(d);
+        }
+        // A header block too long to tell what the message is from its
+        // first bytes (an attack, not mail): read whole.
         let raw = fs::read(path)?;
         return smime::decode_step(&raw, &acct.smime, acct.mime, entry, decode_kept);
     }

@@ -4,12 +4,14 @@
 //! file, and `CMS_verify(3)` into nothing, rather than into memory (the
 //! crate collects the content in a memory BIO and copies it out: two copies
 //! of a 37 MiB message next to the parsed structure); and content handed
-//! over where it lies (a read-only memory BIO). These are popspool's only
-//! direct OpenSSL calls; its other unsafe code is system calls (the spool,
-//! `fsafe`, a password command's process group).
+//! over where it lies (a read-only memory BIO, or a file read with
+//! read(2)). These are popspool's only direct OpenSSL calls; its other
+//! unsafe code is system calls (the spool, `fsafe`, a password command's
+//! process group).
 #![allow(unsafe_code)]
 
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::ptr;
@@ -32,8 +34,17 @@ extern "C" {
     /// of the signer certificates set by the last `CMS_verify`.
     fn CMS_get0_signers(cms: *mut openssl_sys::CMS_ContentInfo) -> *mut openssl_sys::stack_st_X509;
     /// `BIO *BIO_new_fd(int fd, int close_flag)`: a BIO writing to `fd`
-    /// with write(2).
+    /// with write(2), or reading it with read(2).
     fn BIO_new_fd(fd: libc::c_int, close_flag: libc::c_int) -> *mut openssl_sys::BIO;
+}
+
+/// Content handed to OpenSSL where it lies.
+#[derive(Clone, Copy)]
+pub enum Content<'a> {
+    /// In memory.
+    Bytes(&'a [u8]),
+    /// A whole file, read from its start (a signed part too big to hold).
+    File(&'a File),
 }
 
 /// A BIO this module created, freed when dropped; null stands for "none".
@@ -44,10 +55,20 @@ struct Bio<'a> {
 }
 
 impl<'a> Bio<'a> {
-    /// A read-only memory BIO over `data`, or none.
-    fn reading(data: Option<&'a [u8]>) -> Result<Bio<'a>, ErrorStack> {
-        let Some(data) = data else {
-            return Ok(Bio::from_ptr(ptr::null_mut()));
+    /// A BIO reading `content`, or none.
+    fn reading(content: Option<Content<'a>>) -> Result<Bio<'a>, ErrorStack> {
+        let data = match content {
+            None => return Ok(Bio::from_ptr(ptr::null_mut())),
+            Some(Content::Bytes(data)) => data,
+            Some(Content::File(mut file)) => {
+                // A file BIO reads on from the descriptor's offset, which
+                // an earlier reading left at the end.
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|_| ErrorStack::get())?;
+                // SAFETY: as in `writing`; BIO_new_fd reads with read(2).
+                let ptr = unsafe { BIO_new_fd(file.as_raw_fd(), BIO_NOCLOSE) };
+                return Bio::created(ptr);
+            }
         };
         // Over 2 GiB, a memory BIO cannot be told its length.
         let len = libc::c_int::try_from(data.len()).map_err(|_| ErrorStack::get())?;
@@ -112,7 +133,7 @@ pub fn decrypt_into(
     detached: Option<&[u8]>,
     out: &File,
 ) -> Result<(), ErrorStack> {
-    let content = Bio::reading(detached)?;
+    let content = Bio::reading(detached.map(Content::Bytes))?;
     let sink = Bio::writing(out)?;
     // SAFETY: `cms`, `key` and `cert` are borrowed for the call, the BIOs
     // live until after it; CMS_decrypt keeps none of them.
@@ -135,7 +156,7 @@ pub fn decrypt_into(
 pub fn verify(
     cms: &CmsContentInfoRef,
     store: Option<&X509StoreRef>,
-    detached: Option<&[u8]>,
+    detached: Option<Content<'_>>,
     flags: CMSOptions,
 ) -> Result<(), ErrorStack> {
     let content = Bio::reading(detached)?;

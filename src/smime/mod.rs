@@ -15,10 +15,12 @@
 //!
 //! - `keys`: the account's recipient key, certificate and trust anchors;
 //! - `decrypt`: one envelope; `verify`: one signature;
+//! - `disk`: the step for a message too big to hold, read from its file;
 //! - `ffi`: the one OpenSSL call the `openssl` crate lacks.
 
 mod decrypt;
 mod der;
+mod disk;
 mod ffi;
 pub mod keys;
 mod verify;
@@ -32,9 +34,11 @@ use std::sync::{Arc, OnceLock};
 use openssl::x509::store::X509Store;
 use serde::Serialize;
 
+use self::ffi::Content;
 use crate::mime::{self, entity};
 use crate::spool;
 
+pub use disk::decode_step_file;
 pub use verify::Signer;
 
 /// Most S/MIME layers unwrapped from one message. Real mail has one or two
@@ -200,45 +204,64 @@ enum Layer {
     },
 }
 
+/// What the S/MIME step makes of a message: the decoder's result and the
+/// `smime` facts (`None` for a message without S/MIME).
+pub type Decoded = (mime::Decoded, Option<Facts>);
+
 /// The decode stage's S/MIME step for the message `raw`: unwraps it,
 /// writes `decrypted.eml` (with `mime`), decodes the innermost message
 /// with `decode` (the ordinary MIME path, or headers only) and applies the
 /// policy. The headers in `meta.json` stay those of the message as
-/// received: an inner message rarely repeats them.
+/// received: an inner message rarely repeats them. A message too big to
+/// hold takes [`decode_step_file`], with the same results.
 pub fn decode_step<F>(
     raw: &[u8],
     settings: &Settings,
     mime: bool,
     entry: &spool::Entry<'_>,
     decode: F,
-) -> io::Result<(mime::Decoded, Option<Facts>)>
+) -> io::Result<Decoded>
 where
     F: FnOnce(&[u8]) -> io::Result<mime::Decoded>,
 {
     let u = unwrap(raw, settings, mime.then_some(entry))?;
-    let mut decoded = match (&u.inner, mime) {
-        (Some(inner), true) => {
-            let d = decode(inner)?;
-            mime::Decoded {
-                kind: d.kind,
-                body: d.body,
-                attachments: d.attachments,
-                report: d.report,
-                problems: d.problems,
-                quarantine: d.quarantine,
-                files: d.files,
-                dirs: d.dirs,
-                ..mime::headers_only(raw)
-            }
-        }
+    let decoded = match (&u.inner, mime) {
+        (Some(inner), true) => inner_decoded(decode(inner)?, mime::headers_only(raw)),
         // `mime = no`: the facts are recorded, no content is written.
         _ => decode(raw)?,
     };
-    if let Some(why) = u.quarantine {
+    Ok(finish(decoded, u.quarantine, u.facts, entry))
+}
+
+/// What the innermost message `d` decodes to, with the headers of the
+/// message as received (`outer`).
+fn inner_decoded(d: mime::Decoded, outer: mime::Decoded) -> mime::Decoded {
+    mime::Decoded {
+        kind: d.kind,
+        body: d.body,
+        attachments: d.attachments,
+        report: d.report,
+        problems: d.problems,
+        quarantine: d.quarantine,
+        files: d.files,
+        dirs: d.dirs,
+        ..outer
+    }
+}
+
+/// The step's result, with the entry sent to quarantine when unwrapping
+/// said so.
+fn finish(
+    mut decoded: mime::Decoded,
+    quarantine: Option<String>,
+    facts: Option<Facts>,
+    entry: &spool::Entry<'_>,
+) -> Decoded {
+    if let Some(why) = quarantine {
         log::warn!("entry {}: {why}; it goes to quarantine/", entry.id());
         decoded.quarantine = Some(why);
     }
-    Ok((decoded, u.facts))
+    (decoded, facts)
 }
 
 /// Unwrap the S/MIME layers of `raw`, check signatures, open envelopes
@@ -254,7 +277,8 @@ pub fn unwrap<'a>(
     let mut errors: Vec<String> = Vec::new();
     let mut layers = 0;
     let mut sealed = false;
-    while let Some(layer) = classify(&cur) {
+    // Reading a slice cannot fail.
+    while let Some(layer) = classify(&*cur).unwrap_or_default() {
         if layers == MAX_LAYERS {
             errors.push(format!(
                 "more than {MAX_LAYERS} nested S/MIME layers; the rest is left as it is"
@@ -288,10 +312,14 @@ pub fn unwrap<'a>(
                     None => der::split_signed(&der),
                 };
                 let c = match (&detached, &split) {
-                    (Some(range), _) => verify::check(&der, Some(&cur[range.clone()]), trust),
-                    (None, Some(sp)) => {
-                        verify::check(&sp.head, Some(&der[sp.content.clone()]), trust)
+                    (Some(range), _) => {
+                        verify::check(&der, Some(Content::Bytes(&cur[range.clone()])), trust)
                     }
+                    (None, Some(sp)) => verify::check(
+                        &sp.head,
+                        Some(Content::Bytes(&der[sp.content.clone()])),
+                        trust,
+                    ),
                     (None, None) => verify::check(&der, None, trust),
                 };
                 facts.signature = facts.signature.max(c.signature);
@@ -313,26 +341,39 @@ pub fn unwrap<'a>(
         });
     }
     let from = entity::from_addresses(raw);
-    facts.signer_matches_from = facts.signers.iter().any(|s| {
-        s.email
-            .as_deref()
-            .is_some_and(|e| from.iter().any(|f| f.eq_ignore_ascii_case(e)))
-    });
-    facts.error = (!errors.is_empty()).then(|| errors.join("; "));
-    let quarantine = if sealed {
-        Some(format!(
-            "S/MIME: {}",
-            facts.error.as_deref().unwrap_or("cannot decrypt")
-        ))
-    } else {
-        policy_reason(settings.policy, &facts, facts.error.as_deref())
-    };
+    let quarantine = conclude(&mut facts, &from, errors, sealed, settings.policy);
     let inner = (cur.len() != raw.len() || cur.as_ptr() != raw.as_ptr()).then_some(cur);
     Ok(Unwrapped {
         facts: Some(facts),
         inner,
         quarantine,
     })
+}
+
+/// The facts once every layer is unwrapped: whether a signer is the
+/// sender (one of the `from` addresses), the errors met, and why the entry
+/// goes to quarantine, if it does.
+fn conclude(
+    facts: &mut Facts,
+    from: &[String],
+    errors: Vec<String>,
+    sealed: bool,
+    policy: Policy,
+) -> Option<String> {
+    facts.signer_matches_from = facts.signers.iter().any(|s| {
+        s.email
+            .as_deref()
+            .is_some_and(|e| from.iter().any(|f| f.eq_ignore_ascii_case(e)))
+    });
+    facts.error = (!errors.is_empty()).then(|| errors.join("; "));
+    if sealed {
+        Some(format!(
+            "S/MIME: {}",
+            facts.error.as_deref().unwrap_or("cannot decrypt")
+        ))
+    } else {
+        policy_reason(policy, facts, facts.error.as_deref())
+    }
 }
 
 /// The `range` of `bytes`, in place: a slice of borrowed bytes, or owned
@@ -396,12 +437,77 @@ fn names_a_candidate_type(head: &[u8]) -> bool {
     })
 }
 
-/// The S/MIME layer `raw` is, if it is one.
-fn classify(raw: &[u8]) -> Option<Layer> {
-    if !names_a_candidate_type(mime::header_block(raw)) {
-        return None;
+/// A message (or what a layer held) as [`classify`] reads it: in memory,
+/// or in a file (`mime::entity::FileEntity`) when too big to hold.
+trait Outer {
+    /// Its header block.
+    fn head(&self) -> &[u8];
+    /// Its header facts.
+    fn entity(&self) -> entity::Entity<'_>;
+    /// The body of `e` (its own entity) without the transfer encoding.
+    fn decoded_body(&self, e: &entity::Entity<'_>) -> io::Result<Vec<u8>>;
+    /// Where the body parts of the multipart `e` lie in the message.
+    fn parts(&self, e: &entity::Entity<'_>, boundary: &str) -> io::Result<Vec<Range<usize>>>;
+    /// The bytes of `range`.
+    fn bytes(&self, range: Range<usize>) -> io::Result<Cow<'_, [u8]>>;
+}
+
+impl Outer for [u8] {
+    fn head(&self) -> &[u8] {
+        mime::header_block(self)
     }
-    let e = entity::entity(raw);
+
+    fn entity(&self) -> entity::Entity<'_> {
+        entity::entity(self)
+    }
+
+    fn decoded_body(&self, e: &entity::Entity<'_>) -> io::Result<Vec<u8>> {
+        Ok(e.decoded_body())
+    }
+
+    fn parts(&self, e: &entity::Entity<'_>, boundary: &str) -> io::Result<Vec<Range<usize>>> {
+        // The parts lie inside `self`: their places, not copies.
+        let at = |p: &[u8]| p.as_ptr() as usize - self.as_ptr() as usize;
+        Ok(entity::parts(e.body, boundary)
+            .into_iter()
+            .map(|p| at(p)..at(p) + p.len())
+            .collect())
+    }
+
+    fn bytes(&self, range: Range<usize>) -> io::Result<Cow<'_, [u8]>> {
+        Ok(Cow::Borrowed(&self[range]))
+    }
+}
+
+impl Outer for entity::FileEntity {
+    fn head(&self) -> &[u8] {
+        entity::FileEntity::head(self)
+    }
+
+    fn entity(&self) -> entity::Entity<'_> {
+        entity::FileEntity::entity(self)
+    }
+
+    fn decoded_body(&self, e: &entity::Entity<'_>) -> io::Result<Vec<u8>> {
+        entity::FileEntity::decoded_body(self, e)
+    }
+
+    fn parts(&self, _: &entity::Entity<'_>, boundary: &str) -> io::Result<Vec<Range<usize>>> {
+        entity::FileEntity::parts(self, boundary)
+    }
+
+    fn bytes(&self, range: Range<usize>) -> io::Result<Cow<'_, [u8]>> {
+        self.read(range).map(Cow::Owned)
+    }
+}
+
+/// The S/MIME layer `m` is, if it is one. Fails only when reading a
+/// message in a file fails.
+fn classify(m: &(impl Outer + ?Sized)) -> io::Result<Option<Layer>> {
+    if !names_a_candidate_type(m.head()) {
+        return Ok(None);
+    }
+    let e = m.entity();
     let ct = e.content_type.as_str();
     let p7m = e
         .filename
@@ -414,14 +520,15 @@ fn classify(raw: &[u8]) -> Option<Layer> {
         || (ct == "application/octet-stream" && p7m))
         && !certs_only
     {
-        let der = e.decoded_body();
-        return match der::content_type(&der)? {
-            der::Type::Enveloped => Some(Layer::Enveloped(der)),
-            der::Type::Signed => Some(Layer::Signed {
+        let der = m.decoded_body(&e)?;
+        return Ok(match der::content_type(&der) {
+            Some(der::Type::Enveloped) => Some(Layer::Enveloped(der)),
+            Some(der::Type::Signed) => Some(Layer::Signed {
                 der,
                 detached: None,
             }),
-        };
+            None => None,
+        });
     }
     let pkcs7_signature = |t: &str| {
         matches!(
@@ -430,11 +537,15 @@ fn classify(raw: &[u8]) -> Option<Layer> {
         )
     };
     if ct == "multipart/signed" {
-        let parts = entity::parts(e.body, e.boundary.as_deref()?);
-        let [content, sig, ..] = parts[..] else {
-            return None;
+        let Some(boundary) = e.boundary.as_deref() else {
+            return Ok(None);
         };
-        let sig = entity::entity(sig);
+        let parts = m.parts(&e, boundary)?;
+        let [content, sig, ..] = &parts[..] else {
+            return Ok(None);
+        };
+        let sig = m.bytes(sig.clone())?;
+        let sig = entity::entity(&sig);
         // The protocol parameter names the signature's type (RFC 1847);
         // without it, the signature part's own type decides.
         let ours = match e.protocol.as_deref() {
@@ -442,16 +553,14 @@ fn classify(raw: &[u8]) -> Option<Layer> {
             None => pkcs7_signature(&sig.content_type),
         };
         if !ours {
-            return None;
+            return Ok(None);
         }
-        // `content` lies inside `raw`: its place, not a copy.
-        let start = content.as_ptr() as usize - raw.as_ptr() as usize;
-        return Some(Layer::Signed {
+        return Ok(Some(Layer::Signed {
             der: sig.decoded_body(),
-            detached: Some(start..start + content.len()),
-        });
+            detached: Some(content.clone()),
+        }));
     }
-    None
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -18,8 +18,9 @@ use openssl::x509::store::X509StoreRef;
 use openssl::x509::X509;
 use serde::Serialize;
 
+use super::ffi::{self, Content};
 use super::keys::{reason, subject_text};
-use super::{ffi, Signature};
+use super::Signature;
 
 /// One signer, for `smime.signers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,7 +49,11 @@ pub struct Checked {
 
 /// Check the signature `der` (a CMS `SignedData`), over `detached` when
 /// the content travels beside it, against `trust`.
-pub fn check(der: &[u8], detached: Option<&[u8]>, trust: Result<&X509StoreRef, &str>) -> Checked {
+pub fn check(
+    der: &[u8],
+    detached: Option<Content<'_>>,
+    trust: Result<&X509StoreRef, &str>,
+) -> Checked {
     let mut cms = match CmsContentInfo::from_der(der) {
         Ok(c) => c,
         Err(e) => {

@@ -3,52 +3,24 @@
 //! maximum resident set size, against a private Dovecot with a big message,
 //! and against a scripted server claiming a huge mailbox. Bounded versions
 //! of the full-size cases, which tests/bench/memory.sh runs by setting
-//! [`FULL_ENV`] (and [`BIN_ENV`] to the release binary).
+//! [`FULL_ENV`] (and `POPSPOOL_MEMORY_BIN` to the release binary).
 
 use std::fs;
 use std::io::Write;
-use std::process::Command;
 
 use crate::common::bigbox::{self, BigBox};
 use crate::common::dovecot::{listed_size, Dovecot};
 use crate::common::mail::big_message;
-use crate::common::popspool::{bin, entries, stderr, Setup};
+use crate::common::popspool::{entries, once_measured, Setup};
 
 /// The bound the README promises for `--once`, in KiB.
 const MAX_RSS_KIB: u64 = 64 << 10;
 
 /// Set: the full-size cases (a 300 MiB message, a million-message listing).
-const FULL_ENV: &str = "POPSPOOL_MEMORY_FULL";
-
-/// The popspool binary to measure, when not the test build's.
-const BIN_ENV: &str = "POPSPOOL_MEMORY_BIN";
+pub const FULL_ENV: &str = "POPSPOOL_MEMORY_FULL";
 
 fn full() -> bool {
     std::env::var_os(FULL_ENV).is_some()
-}
-
-/// Runs `popspool -c CONFIG --once` under `/usr/bin/time -v`; its exit
-/// code, stderr and peak RSS in KiB.
-fn once_measured(s: &Setup) -> (Option<i32>, String, u64) {
-    let popspool = std::env::var_os(BIN_ENV).map_or_else(bin, Into::into);
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(popspool)
-        .arg("-c")
-        .arg(&s.config)
-        .arg("--once")
-        .output()
-        .expect("run /usr/bin/time (tests/deps.sh installs it)");
-    let err = stderr(&out);
-    let rss = err
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no RSS in GNU time's report:\n{err}"));
-    (out.status.code(), err, rss)
 }
 
 fn dovecot_account(name: &str, dc: &Dovecot, extra: &str) -> String {

@@ -95,6 +95,34 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_popspool"))
 }
 
+/// The popspool binary [`once_measured`] measures, when not the test
+/// build's (tests/bench/memory.sh sets the release binary).
+const MEASURED_BIN_ENV: &str = "POPSPOOL_MEMORY_BIN";
+
+/// Runs `popspool -c CONFIG --once` under `/usr/bin/time -v`; its exit
+/// code, stderr and peak RSS in KiB.
+pub fn once_measured(s: &Setup) -> (Option<i32>, String, u64) {
+    let popspool = std::env::var_os(MEASURED_BIN_ENV).map_or_else(bin, Into::into);
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(popspool)
+        .arg("-c")
+        .arg(&s.config)
+        .arg("--once")
+        .output()
+        .expect("run /usr/bin/time (tests/deps.sh installs it)");
+    let err = stderr(&out);
+    let rss = err
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RSS in GNU time's report:\n{err}"));
+    (out.status.code(), err, rss)
+}
+
 /// One published entry.
 #[derive(Debug)]
 pub struct SpoolEntry {
