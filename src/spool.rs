@@ -444,20 +444,19 @@ fn process_umask() -> libc::mode_t {
 /// string for each was a measurable share of a small message's cost.
 #[allow(unsafe_code)]
 mod at {
-    use std::ffi::{c_char, CString};
+    use std::ffi::{CStr, CString};
     use std::fs::File;
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
+
+    use crate::fsafe::{check, openat};
 
     /// Longest joined path kept on the stack; IDs and attachment names
     /// (at most 200 bytes) fit, anything longer goes to the heap.
     pub(super) const STACK_PATH: usize = 384;
 
     /// Calls `f` with `parts` joined as a C string.
-    fn with_c_path<T>(
-        parts: &[&str],
-        f: impl FnOnce(*const c_char) -> io::Result<T>,
-    ) -> io::Result<T> {
+    fn with_c_path<T>(parts: &[&str], f: impl FnOnce(&CStr) -> io::Result<T>) -> io::Result<T> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if parts.iter().any(|p| p.as_bytes().contains(&0)) {
             return Err(io::Error::new(
@@ -467,7 +466,7 @@ mod at {
         }
         if len >= STACK_PATH {
             let joined = CString::new(parts.concat()).expect("NUL bytes were excluded above");
-            return f(joined.as_ptr());
+            return f(&joined);
         }
         let mut buf = [0u8; STACK_PATH];
         let mut at = 0;
@@ -476,15 +475,8 @@ mod at {
             at += p.len();
         }
         // buf[len] is still 0: the terminator.
-        f(buf.as_ptr().cast())
-    }
-
-    fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc)
-        }
+        let c = CStr::from_bytes_with_nul(&buf[..=len]).expect("one NUL, at the end");
+        f(c)
     }
 
     /// Runs `make` (which creates one file or directory with `mode`) so
@@ -513,23 +505,14 @@ mod at {
         mode: u32,
         umask: libc::mode_t,
     ) -> io::Result<File> {
-        let flags =
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        let mode = mode as libc::mode_t;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         with_c_path(rel, |p| {
-            let open = || loop {
-                // SAFETY: `p` is NUL-terminated and outlives the call; `dir` is open.
-                match check(unsafe { libc::openat(dir.as_raw_fd(), p, flags, mode) }) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    // SAFETY: openat just returned this descriptor; nothing else owns it.
-                    r => break r.map(|fd| unsafe { File::from_raw_fd(fd) }),
-                }
-            };
+            let open = || openat(dir, p, flags, mode);
             let fix = |f: &File| {
                 use std::os::unix::fs::PermissionsExt;
                 f.set_permissions(std::fs::Permissions::from_mode(mode))
             };
-            with_mode(mode, umask, open, fix)
+            with_mode(mode as libc::mode_t, umask, open, fix)
         })
     }
 
@@ -538,11 +521,13 @@ mod at {
         let mode = mode as libc::mode_t;
         with_c_path(rel, |p| {
             // SAFETY: `p` is NUL-terminated and outlives the call; `dir` is open.
-            let make = || check(unsafe { libc::mkdirat(dir.as_raw_fd(), p, mode) }).map(drop);
+            let make =
+                || check(unsafe { libc::mkdirat(dir.as_raw_fd(), p.as_ptr(), mode) }).map(drop);
             // SAFETY: as above; flags 0 follows no symlink here, as the
             // directory was just made by us inside our own tmp/.
-            let fix =
-                |_: &()| check(unsafe { libc::fchmodat(dir.as_raw_fd(), p, mode, 0) }).map(drop);
+            let fix = |_: &()| {
+                check(unsafe { libc::fchmodat(dir.as_raw_fd(), p.as_ptr(), mode, 0) }).map(drop)
+            };
             with_mode(mode, umask, make, fix)
         })
     }
@@ -552,7 +537,10 @@ mod at {
             with_c_path(&[to_rel], |b| {
                 // SAFETY: both paths are NUL-terminated and outlive the
                 // call; both directories are open.
-                check(unsafe { libc::renameat(from.as_raw_fd(), a, to.as_raw_fd(), b) }).map(drop)
+                check(unsafe {
+                    libc::renameat(from.as_raw_fd(), a.as_ptr(), to.as_raw_fd(), b.as_ptr())
+                })
+                .map(drop)
             })
         })
     }
