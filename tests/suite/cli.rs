@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::dovecot::Dovecot;
 use crate::common::fake::{FakeServer, Faults};
 use crate::common::mail;
-use crate::common::popspool::{bin, entries, stderr, Setup};
+use crate::common::popspool::{bin, entries, signal, stderr, Setup};
 
 #[test]
 fn version_help_and_usage_errors() {
@@ -152,14 +152,6 @@ fn unusable_spool_directory_exits_73() {
     assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
 }
 
-fn kill(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
@@ -195,24 +187,24 @@ fn service_signals() {
         entries(&spool, "new").len() == 1
     });
     dc.deliver("svc", &mail::simple(2, "second", "x\n"));
-    kill(pid, "USR1");
+    signal(pid, "USR1");
     wait_for("poll on SIGUSR1", Duration::from_secs(20), || {
         entries(&spool, "new").len() == 2
     });
     fs::write(&s.config, "[account svc\nbroken").unwrap();
-    kill(pid, "HUP");
+    signal(pid, "HUP");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
         "still running after a bad reload"
     );
     dc.deliver("svc", &mail::simple(3, "third", "x\n"));
-    kill(pid, "USR1");
+    signal(pid, "USR1");
     wait_for("old config still polls", Duration::from_secs(20), || {
         entries(&spool, "new").len() == 3
     });
     let t0 = Instant::now();
-    kill(pid, "TERM");
+    signal(pid, "TERM");
     let status = child.wait().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));

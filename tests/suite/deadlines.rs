@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::fake::{Drip, FakeServer, Faults};
-use crate::common::popspool::{bin, entries, sorted, stderr, tmp_count, Setup};
+use crate::common::popspool::{bin, entries, signal, sorted, stderr, tmp_count, Setup};
 
 /// The `timeout` the drip tests use (seconds), and the pause between two
 /// dripped bytes: a little inside it, so the inactivity timeout never fires.
@@ -297,10 +297,7 @@ fn first_poll_pings(s: &Setup, status: &str) -> (Vec<Instant>, Option<i32>, Stri
             break;
         }
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(child.id(), "TERM");
     let code = child.wait().unwrap().code();
     let mut err = String::new();
     child

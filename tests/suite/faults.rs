@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::fake::{CutRetr, Drip, FakeServer, Faults};
 use crate::common::mail::crlf;
-use crate::common::popspool::{entries, sorted, stderr, tmp_count, Setup};
+use crate::common::popspool::{entries, signal, sorted, stderr, tmp_count, Setup};
 
 fn messages(n: usize) -> Vec<Vec<u8>> {
     (0..n)
@@ -401,11 +401,7 @@ fn sigterm_during_a_large_download_exits_promptly_and_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    signal(child.id(), "TERM");
     let t1 = Instant::now();
     let status = child.wait().unwrap();
     assert!(t1.elapsed() < Duration::from_secs(2), "{:?}", t1.elapsed());

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::fake::{FakeServer, Faults};
-use crate::common::popspool::{bin, entries, sorted, stderr, tmp_count, Setup};
+use crate::common::popspool::{bin, entries, signal, sorted, stderr, tmp_count, Setup};
 
 fn messages(n: usize) -> Vec<Vec<u8>> {
     (0..n)
@@ -150,14 +150,8 @@ fn log_after_reload(tag: &str, args: &[&str], until: Option<&str>) -> String {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let signal = |sig: &str| {
-        assert!(Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(child.0.id().to_string())
-            .status()
-            .unwrap()
-            .success());
-    };
+    let pid = child.0.id();
+    let signal = |sig: &str| signal(pid, sig);
     // The first poll: the signal handlers are installed by then.
     wait_for("the first poll", &|| srv.remaining() == 0);
     set_level("debug");

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::popspool::{bin, stderr, Setup};
+use crate::common::popspool::{bin, signal, stderr, Setup};
 
 /// An account whose password comes from `helper` (run by /bin/sh with the
 /// setup's directory as its argument), on a closed port: the poll fails
@@ -66,14 +66,6 @@ fn processes_with(marker: &str) -> Vec<String> {
 
 fn threads(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/task")).unwrap().count()
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 /// The names of the variables in an `env` dump.

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::common::dovecot::Dovecot;
 use crate::common::mail;
-use crate::common::popspool::{bin, entries, once_measured, stderr, tmp_count, Setup};
+use crate::common::popspool::{bin, entries, once_measured, signal, stderr, tmp_count, Setup};
 
 /// The PKI and the messages, made once per run of the test binary.
 fn pki() -> &'static Path {
@@ -682,13 +682,8 @@ fn sighup_reloads_the_keys() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
+    let pid = child.id();
+    let signal = |sig: &str| signal(pid, sig);
     let spool = s.account_spool("hup");
     let wait = |n: usize| {
         let t0 = Instant::now();

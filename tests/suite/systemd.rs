@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::fake::{FakeServer, Faults};
-use crate::common::popspool::{bin, stderr, write_private, Setup};
+use crate::common::popspool::{bin, signal, stderr, write_private, Setup};
 
 /// An account whose server port is closed: every poll fails at once.
 const CLOSED_PORT_ACCOUNT: &str =
@@ -76,10 +76,7 @@ fn service_notifies_readiness_status_watchdog_and_stopping() {
     }
     assert!(pings >= 5, "{pings} pings in 1.5 s");
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(child.id(), "TERM");
     let mut last = String::new();
     while last != "STOPPING=1" {
         last = recv(&socket);

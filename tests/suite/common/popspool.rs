@@ -84,6 +84,15 @@ impl Drop for Setup {
     }
 }
 
+/// Sends `sig` (a name: `TERM`, `HUP`, `USR1`) to the running process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{sig} {pid}");
+}
+
 /// Write a file holding a secret (a password file, a client key) as its
 /// owner alone may read it: popspool refuses one that others can read.
 pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) {
