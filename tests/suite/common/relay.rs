@@ -188,6 +188,8 @@ fn pipe_down(from: TcpStream, mut to: TcpStream, tamper: Option<Tamper>) {
     });
 }
 
+// Base64 of its own, not popspool's (src/sasl/crypto.rs), on purpose: the
+// relay judges what popspool put on the wire and must not share its bugs.
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 pub fn b64_encode(data: &[u8]) -> String {
